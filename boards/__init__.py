@@ -1,0 +1,1 @@
+"""Board shells (UART, LEDs) around the network, and bitstream build/program glue."""

@@ -1,0 +1,1 @@
+"""Cycle-accurate simulation of generated Verilog: cocotb benches and their Verilator runner."""
