@@ -1,0 +1,135 @@
+"""Datasets: scikit-learn's bundled 8x8 digits (the embedded default) and MNIST-style IDX files.
+
+Every dataset comes as unsigned integer images flattened in C order, ready for a network's
+``first`` layer, with its bit width:
+
+``digits``
+    scikit-learn's bundled copy of the UCI 8x8 handwritten digits: 1,797 images of 64 pixels
+    with values 0..16 (``in_bits = 5``). Fixed split, no randomness: image ``k`` is in the test
+    set iff ``k % 5 == 4`` (359 test, 1,438 train images).
+A directory of IDX files
+    The four standard files ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
+    ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte`` (each optionally ``.gz``, and ``.``
+    instead of the last ``-`` as some mirrors name them), as MNIST and Fashion-MNIST ship:
+    8-bit pixels (``in_bits = 8``), the files' own train/test split.
+"""
+
+import gzip
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["Dataset", "DatasetError", "load_dataset", "load_digits", "load_idx_dir", "read_idx"]
+
+
+class DatasetError(ValueError):
+    """A dataset could not be found or read."""
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """Images as ``(count, pixels)`` unsigned integers and labels as ``(count,)`` int64."""
+    name: str
+    shape: tuple          # shape of one image, e.g. (28, 28)
+    in_bits: int          # pixel values are 0 .. 2**in_bits - 1
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    classes: int = 10
+
+    def split(self, which):
+        """Return ``(x, y)`` of the ``"train"`` or ``"test"`` split."""
+        if which not in ("train", "test"):
+            raise ValueError(f"split must be 'train' or 'test', not {which!r}")
+        return (self.train_x, self.train_y) if which == "train" else (self.test_x, self.test_y)
+
+
+def load_digits():
+    """scikit-learn's bundled 8x8 digits with bnnhw's fixed split (see the module docstring)."""
+    from sklearn.datasets import load_digits as sklearn_digits   # slow import: only when used
+    bunch = sklearn_digits()
+    x = bunch.data.astype(np.uint8)
+    y = bunch.target.astype(np.int64)
+    test = np.arange(len(y)) % 5 == 4
+    return Dataset(name="digits", shape=(8, 8), in_bits=5, train_x=x[~test], train_y=y[~test],
+                   test_x=x[test], test_y=y[test])
+
+
+# IDX: magic = 0x00 0x00 TYPE NDIM, then NDIM big-endian uint32 sizes, then the data in C
+# order. Only the type code of unsigned bytes (0x08) occurs in MNIST-style datasets.
+_IDX_TYPES = {0x08: np.uint8}
+
+
+def read_idx(path, *, ndim):
+    """Read one IDX file (gzipped if its name ends in ``.gz``) with ``ndim`` dimensions."""
+    path = Path(path)
+    try:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: no such file") from None
+    except (OSError, EOFError) as error:     # gzip.BadGzipFile is an OSError
+        raise DatasetError(f"{path}: cannot read ({error})") from None
+    if len(raw) < 4:
+        raise DatasetError(f"{path}: {len(raw)} bytes is too short for an IDX header")
+    zero, type_code, dims = struct.unpack(">HBB", raw[:4])
+    if zero != 0 or type_code not in _IDX_TYPES:
+        raise DatasetError(f"{path}: magic number 0x{raw[:4].hex()} is not that of an IDX file "
+                           f"of unsigned bytes (expected 0x000008{ndim:02x})")
+    if dims != ndim:
+        raise DatasetError(f"{path}: has {dims} dimensions, expected {ndim} "
+                           f"({'labels' if ndim == 1 else 'images'})")
+    header = 4 + 4 * dims
+    if len(raw) < header:
+        raise DatasetError(f"{path}: truncated header ({len(raw)} bytes)")
+    shape = struct.unpack(f">{dims}I", raw[4:header])
+    expected = header + int(np.prod(shape, dtype=np.int64))
+    if len(raw) != expected:
+        raise DatasetError(f"{path}: {len(raw)} bytes, but its header {shape} implies "
+                           f"{expected}; the file is {'truncated' if len(raw) < expected else 'too long'}")
+    return np.frombuffer(raw, _IDX_TYPES[type_code], offset=header).reshape(shape)
+
+
+def _find(directory, stem):
+    names = [stem, stem.replace("-idx", ".idx")]
+    for name in names:
+        for candidate in (directory / name, directory / f"{name}.gz"):
+            if candidate.is_file():
+                return candidate
+    raise DatasetError(f"{directory}: no {stem} or {stem}.gz file (expected the four standard "
+                       f"MNIST IDX files in this directory)")
+
+
+def load_idx_dir(directory):
+    """Read the four standard IDX files of an MNIST-style dataset from ``directory``."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise DatasetError(f"{directory}: not a directory of IDX files")
+    parts, shape = {}, None
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        images = read_idx(_find(directory, f"{prefix}-images-idx3-ubyte"), ndim=3)
+        labels_path = _find(directory, f"{prefix}-labels-idx1-ubyte")
+        labels = read_idx(labels_path, ndim=1)
+        if len(images) != len(labels):
+            raise DatasetError(f"{labels_path}: {len(labels)} labels for {len(images)} images")
+        if labels.size and labels.max() >= 10:
+            raise DatasetError(f"{labels_path}: label {labels.max()} outside 0..9")
+        if shape is not None and images.shape[1:] != shape:
+            raise DatasetError(f"{directory}: train images are {shape[0]}x{shape[1]}, test "
+                               f"images {images.shape[1]}x{images.shape[2]}")
+        shape = images.shape[1:]
+        parts[split] = images.reshape(len(images), -1), labels.astype(np.int64)
+    return Dataset(name=directory.name or str(directory), shape=tuple(shape), in_bits=8,
+                   train_x=parts["train"][0], train_y=parts["train"][1],
+                   test_x=parts["test"][0], test_y=parts["test"][1])
+
+
+def load_dataset(spec):
+    """Load ``"digits"`` (the default) or a directory of IDX files, by name or path."""
+    if spec in (None, "digits"):
+        return load_digits()
+    return load_idx_dir(spec)
