@@ -287,16 +287,30 @@ def load(path):
     path = Path(path)
     check = lambda ok, where, message: ok or _fail(path, where, message)
     try:
-        npz = np.load(path, allow_pickle=False)
+        file = open(path, "rb")
     except FileNotFoundError:
         raise ArtifactError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise ArtifactError(f"{path}: is a directory, not a network file") from None
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
-        raise ArtifactError(f"{path}: not a network file (expected an .npz archive: "
-                            f"{error})") from None
-    check(isinstance(npz, np.lib.npyio.NpzFile), "file",
-          "holds a single array, not an .npz archive of a network")
+    except OSError as error:
+        raise ArtifactError(f"{path}: cannot read ({error.strerror})") from None
+    with file:
+        magic = file.read(6)
+        file.seek(0)
+        check(not magic.startswith(b"\x93NUMPY"), "file",
+              "holds a single array, not an .npz archive of a network")
+        check(magic.startswith(b"PK\x03\x04"), "file",
+              f"not a network file (an .npz archive starts with PK, this file with {magic!r})")
+        try:
+            npz = np.load(file, allow_pickle=False)
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
+            raise ArtifactError(f"{path}: file: not a readable .npz archive, it may be "
+                                f"truncated ({error})") from None
+        return _read(path, npz)
+
+
+def _read(path, npz):
+    check = lambda ok, where, message: ok or _fail(path, where, message)
     with npz:
         names = set(npz.files)
 

@@ -1,0 +1,139 @@
+"""The ``bnnhw`` command: one entry point, one subcommand per stage.
+
+Subcommands import what they need lazily, so ``bnnhw info`` never imports torch or Amaranth.
+Project errors (bad files, bad parameters) print one line and exit 1; anything else is a bug
+and keeps its traceback.
+"""
+
+import argparse
+import re
+import sys
+import time
+from pathlib import Path
+
+from . import __version__
+from .artifact import ArtifactError
+from .datasets import DatasetError
+
+__all__ = ["main"]
+
+
+class CommandError(ValueError):
+    """A command cannot do what was asked; the message says why."""
+
+
+def _table(rows, headers):
+    """Format rows as a plain text table; columns of numbers are right-aligned."""
+    rows = [[str(cell) for cell in row] for row in rows]
+    headers = [str(h) for h in headers]
+    columns = list(zip(headers, *rows))
+    widths = [max(map(len, column)) for column in columns]
+    numeric = [all(re.fullmatch(r"-?[\d,.]+%?", c) for c in column[1:]) for column in columns]
+    line = lambda cells: "  ".join(c.rjust(w) if r else c.ljust(w)
+                                   for c, w, r in zip(cells, widths, numeric)).rstrip()
+    return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def _signed_width(lo, hi):
+    """Bits of a two's complement integer holding every value in lo..hi."""
+    width = 1
+    while not -(1 << (width - 1)) <= lo <= hi <= (1 << (width - 1)) - 1:
+        width += 1
+    return width
+
+
+def describe(net):
+    """Rows describing each layer of ``net``: kind, shape, weight bits, threshold/acc widths."""
+    rows = []
+    for n, layer in enumerate(net.layers):
+        if layer.kind == "first":
+            bound = layer.acc_bound
+            acc = _signed_width(-bound, bound + 1)
+            extra = f"{layer.in_bits}-bit inputs"
+        elif layer.kind == "dense":
+            acc = (layer.fan_in + 1).bit_length()
+            extra = f"{int((layer.thresholds == 0).sum() + (layer.thresholds > layer.fan_in).sum())}" \
+                    " constant neurons"
+        else:
+            acc = _signed_width(*layer.score_bounds)
+            extra = "scales all 1" if (layer.scales == 1).all() else "per-class scales"
+        rows.append([n, layer.kind, layer.fan_in, layer.fan_out, layer.weights.size, acc, extra])
+    return rows
+
+
+def run_info(args):
+    from . import artifact
+    net = artifact.load(args.network)
+    shape = "x".join(map(str, net.input_shape))
+    print(f"{args.network}: {len(net.layers)} layers, input {shape} of {net.input_bits}-bit "
+          f"values, {net.classes} classes, {net.weight_bits():,} weight bits")
+    print()
+    print(_table(describe(net), ["layer", "kind", "in", "out", "weight bits", "acc bits",
+                                 "notes"]))
+    if net.provenance:
+        print()
+        print("provenance:")
+        for key, value in sorted(net.provenance.items()):
+            print(f"  {key}: {value}")
+    return 0
+
+
+def run_eval(args):
+    import numpy as np
+    from . import artifact, datasets, golden
+    net = artifact.load(args.network)
+    data = datasets.load_dataset(args.dataset)
+    x, y = data.split(args.split)
+    if args.count is not None:
+        x, y = x[:args.count], y[:args.count]
+    if x.shape[1] != net.input_size:
+        raise CommandError(f"dataset {data.name} has {x.shape[1]} pixels per image but "
+                           f"{args.network} expects {net.input_size}")
+    if data.in_bits > net.input_bits:
+        raise CommandError(f"dataset {data.name} has {data.in_bits}-bit pixels but "
+                           f"{args.network} takes {net.input_bits}-bit inputs")
+    start = time.perf_counter()
+    result = golden.run(net, x)
+    elapsed = time.perf_counter() - start
+    correct = int((result.classes == y).sum())
+    print(f"{args.network} on {data.name} ({args.split}, {len(y)} images): golden accuracy "
+          f"{100 * correct / len(y):.2f}% ({correct}/{len(y)}), "
+          f"{len(y) / elapsed:,.0f} frames/s")
+    if args.confusion:
+        confusion = np.zeros((net.classes, net.classes), np.int64)
+        np.add.at(confusion, (y, result.classes), 1)
+        print()
+        print(_table([[c, *confusion[c]] for c in range(net.classes)],
+                     ["true\\pred", *range(net.classes)]))
+    return 0
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="bnnhw", description="Binarized neural networks from PyTorch to open FPGAs.")
+    parser.add_argument("--version", action="version", version=f"bnnhw {__version__}")
+    commands = parser.add_subparsers(metavar="COMMAND", required=True)
+
+    p = commands.add_parser("info", help="describe a network file")
+    p.add_argument("network", metavar="NETWORK", type=Path, help="network file (.npz)")
+    p.set_defaults(run=run_info)
+
+    p = commands.add_parser("eval", help="golden-model accuracy of a network on a dataset")
+    p.add_argument("network", metavar="NETWORK", type=Path, help="network file (.npz)")
+    p.add_argument("--dataset", metavar="DATASET", default="digits",
+                   help="'digits' or a directory of MNIST-style IDX files (default: %(default)s)")
+    p.add_argument("--split", choices=("train", "test"), default="test",
+                   help="which part of the dataset (default: %(default)s)")
+    p.add_argument("--count", metavar="N", type=int, help="use only the first N images")
+    p.add_argument("--confusion", action="store_true", help="print the confusion matrix")
+    p.set_defaults(run=run_eval)
+
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except (ArtifactError, DatasetError, CommandError) as error:
+        parser.exit(1, f"bnnhw: error: {error}\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
