@@ -1,0 +1,114 @@
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bnnhw import datasets
+from bnnhw.datasets import DatasetError
+
+MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "mnist"
+
+
+def idx_bytes(array):
+    array = np.asarray(array, np.uint8)
+    return struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(
+        f">{array.ndim}I", *array.shape) + array.tobytes()
+
+
+def write_idx_dir(path, *, train=5, test=3, size=(4, 3), gz=False, dot_names=False):
+    rng = np.random.default_rng(0)
+    path.mkdir(exist_ok=True)
+    content = {}
+    for prefix, count in (("train", train), ("t10k", test)):
+        images = rng.integers(0, 256, (count, *size), dtype=np.uint8)
+        labels = rng.integers(0, 10, count, dtype=np.uint8)
+        for kind, array in (("images-idx3", images), ("labels-idx1", labels)):
+            name = f"{prefix}-{kind}-ubyte"
+            if dot_names:
+                name = name.replace("-idx", ".idx")
+            data = idx_bytes(array)
+            if gz:
+                (path / f"{name}.gz").write_bytes(gzip.compress(data))
+            else:
+                (path / name).write_bytes(data)
+        content[prefix] = images, labels
+    return content
+
+
+def test_digits_split_is_fixed():
+    data = datasets.load_digits()
+    assert data.train_x.shape == (1438, 64) and data.test_x.shape == (359, 64)
+    assert data.in_bits == 5 and data.shape == (8, 8)
+    assert data.train_x.max() == 16 and data.train_x.dtype == np.uint8
+    from sklearn.datasets import load_digits
+    bunch = load_digits()
+    assert np.array_equal(data.test_x, bunch.data[4::5].astype(np.uint8))
+    assert np.array_equal(data.test_y, bunch.target[4::5])
+
+
+@pytest.mark.parametrize("gz", [False, True])
+@pytest.mark.parametrize("dot_names", [False, True])
+def test_reads_idx_directory(tmp_path, gz, dot_names):
+    content = write_idx_dir(tmp_path / "set", gz=gz, dot_names=dot_names)
+    data = datasets.load_dataset(tmp_path / "set")
+    assert data.shape == (4, 3) and data.in_bits == 8 and data.name == "set"
+    assert np.array_equal(data.train_x, content["train"][0].reshape(5, 12))
+    assert np.array_equal(data.test_y, content["t10k"][1])
+
+
+def test_missing_directory(tmp_path):
+    with pytest.raises(DatasetError, match=r"^.*nowhere: not a directory of IDX files$"):
+        datasets.load_dataset(tmp_path / "nowhere")
+
+
+def test_missing_file(tmp_path):
+    write_idx_dir(tmp_path)
+    (tmp_path / "t10k-labels-idx1-ubyte").unlink()
+    with pytest.raises(DatasetError, match=r": no t10k-labels-idx1-ubyte or "
+                                           r"t10k-labels-idx1-ubyte\.gz file \(expected"):
+        datasets.load_dataset(tmp_path)
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda b: b[:-5], r"train-images-idx3-ubyte: 71 bytes, but its header \(5, 4, 3\) "
+                       r"implies 76; the file is truncated$"),
+    (lambda b: b + b"x", r"train-images-idx3-ubyte: 77 bytes, but its header \(5, 4, 3\) "
+                         r"implies 76; the file is too long$"),
+    (lambda b: b"\x00\x00\x0d\x03" + b[4:], r"train-images-idx3-ubyte: magic number 0x00000d03 "
+                                            r"is not that of an IDX file of unsigned bytes "
+                                            r"\(expected 0x00000803\)$"),
+    (lambda b: b[:2], r"train-images-idx3-ubyte: 2 bytes is too short for an IDX header$"),
+    (lambda b: b[:3] + b"\x01" + b[4:], r"train-images-idx3-ubyte: has 1 dimensions, "
+                                        r"expected 3 \(images\)$"),
+])
+def test_rejects_broken_idx(tmp_path, damage, message):
+    write_idx_dir(tmp_path)
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(DatasetError, match=message):
+        datasets.load_dataset(tmp_path)
+
+
+def test_rejects_label_count_mismatch(tmp_path):
+    write_idx_dir(tmp_path)
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(idx_bytes(np.zeros(2)))
+    with pytest.raises(DatasetError, match=r"t10k-labels-idx1-ubyte: 2 labels for 3 images$"):
+        datasets.load_dataset(tmp_path)
+
+
+def test_rejects_bad_gzip(tmp_path):
+    write_idx_dir(tmp_path, gz=True)
+    (tmp_path / "train-labels-idx1-ubyte.gz").write_bytes(b"not gzip at all")
+    with pytest.raises(DatasetError, match=r"train-labels-idx1-ubyte\.gz: cannot read \("):
+        datasets.load_dataset(tmp_path)
+
+
+@pytest.mark.skipif(not MNIST.is_dir(), reason="the shared MNIST folder is absent")
+def test_reads_real_mnist():
+    data = datasets.load_dataset(MNIST)
+    assert data.train_x.shape == (60000, 784) and data.test_x.shape == (10000, 784)
+    assert data.shape == (28, 28)
+    assert data.test_y[:8].tolist() == [7, 2, 1, 0, 4, 1, 4, 9]   # the well-known first labels
+    assert np.bincount(data.test_y).tolist()[:3] == [980, 1135, 1032]
