@@ -1,0 +1,242 @@
+"""Export a trained :class:`~bnnhw.train.model.BinaryMLP` to a network file, and check it.
+
+Floats become integers here, once (DESIGN.md section 2). Every binary neuron of the torch model
+computes ``v = gamma * (z - mu) / sigma + beta`` with ``sigma = sqrt(var + eps)`` and emits
+``+1`` iff ``v >= 0``, where ``z = a * d + c`` is affine in an integer ``d``:
+
+- ``dense`` layers: ``d = 2 p - N`` (bipolar dot), ``a = alpha`` (1 without scaling), ``c`` the
+  optional bias. With ``tau = (mu - beta sigma / gamma - c) / a``: gamma > 0 gives
+  ``T = ceil((N + tau) / 2)``; gamma < 0 gives ``p <= floor((N + tau) / 2)``, stored by
+  inverting the weight row with ``T = N - floor((N + tau) / 2)``; clipped to ``0 .. N + 1``.
+- ``first`` layer: ``d = acc = sum_i w_i x_i`` on the raw integer inputs, ``a = alpha * scale``
+  and ``c = alpha * shift * rowsum(w)`` (the input normalisation, :class:`FirstLinear`); gamma > 0
+  gives ``T = ceil(tau)``, gamma < 0 an inverted row with ``T = -floor(tau)``; clipped to
+  ``-A .. A + 1`` with ``A = N * (2**in_bits - 1)``.
+- gamma = 0 or a = 0: the output is the constant ``v(0) >= 0``: always (``T`` at the bottom of
+  its range) or never (``N + 1``, ``A + 1``).
+
+Thresholds are computed in float64 from the float32 parameters. Torch computes ``v`` in float32,
+so the two can differ where ``v`` lies within float32 rounding of 0: :func:`self_check` counts
+such disagreements ("ties") and fails on any other.
+"""
+
+import math
+
+import numpy as np
+import torch
+
+from bnnhw import artifact, golden
+
+__all__ = [
+    "TIE_RTOL", "MAX_CLASS_DISAGREEMENT", "MAX_BIT_DISAGREEMENT", "SelfCheckError",
+    "fold_thresholds", "export", "self_check", "format_report",
+]
+
+# A torch pre-activation v is "at a tie" when |v| <= TIE_RTOL * (|gamma| (|z| + |mu|) / sigma +
+# |beta|): about 80 float32 units in the last place of the terms that make up v.
+TIE_RTOL = 1e-5
+# The self-check fails when more than this fraction of test frames get a different class from
+# torch and from the golden model, or more than this fraction of hidden bits differ.
+MAX_CLASS_DISAGREEMENT = 1e-3
+MAX_BIT_DISAGREEMENT = 1e-3
+
+
+class SelfCheckError(ValueError):
+    """The exported network does not match the torch model it came from."""
+
+
+def fold_thresholds(*, gamma, beta, mean, var, eps, a, c, low, high, dense_fan_in=None):
+    """Fold BatchNorm + sign of ``z = a d + c`` into ``d``-thresholds, per neuron (float64).
+
+    Parameters
+    ----------
+    gamma, beta, mean, var : array of float, shape (out,)
+        BatchNorm weight, bias, running mean and running variance.
+    eps : float
+        BatchNorm epsilon.
+    a, c : array of float, shape (out,)
+        ``z = a * d + c``; ``a >= 0`` (``a = 0``: constant output).
+    low, high : int
+        Range of ``d``'s threshold: ``T = low`` means always 1, ``T = high`` never.
+    dense_fan_in : int or None
+        For a ``dense`` layer, its fan-in ``N``: ``d = 2 p - N`` and thresholds are on ``p``
+        (``low = 0``, ``high = N + 1``); None for the ``first`` layer (thresholds on ``d``).
+
+    Returns
+    -------
+    (thresholds, invert) : int64 array, bool array
+        Neuron ``j`` emits 1 iff ``q >= thresholds[j]``, where ``q`` is ``p`` (or ``d``) computed
+        with row ``j`` of the weights inverted when ``invert[j]``.
+    """
+    gamma, beta, mean, var, a, c = (np.asarray(v, dtype=np.float64)
+                                    for v in (gamma, beta, mean, var, a, c))
+    for name, value in (("gamma", gamma), ("beta", beta), ("running mean", mean),
+                        ("running variance", var), ("scale", a), ("shift", c)):
+        if not np.isfinite(value).all():
+            raise SelfCheckError(f"BatchNorm {name} holds non-finite values; cannot export")
+    if (a < 0).any():
+        raise SelfCheckError(f"negative layer scale {a.min()} cannot be folded")
+    sigma = np.sqrt(var + float(eps))
+    constant = (gamma == 0) | (a == 0)
+    safe_gamma = np.where(constant, 1.0, gamma)
+    safe_a = np.where(constant, 1.0, a)
+    tau = (mean - beta * sigma / safe_gamma - c) / safe_a
+    if dense_fan_in is not None:
+        tau = (dense_fan_in + tau) / 2
+    # Clip before rounding: tau may be huge when gamma is tiny.
+    tau = np.clip(tau, low - 2, high + 2)
+    invert = (gamma < 0) & ~constant
+    if dense_fan_in is not None:
+        inverted = dense_fan_in - np.floor(tau)
+    else:
+        inverted = -np.floor(tau)
+    t = np.where(invert, inverted, np.ceil(tau))
+    always = gamma * (c - mean) / sigma + beta >= 0        # v at a = 0 (or any d if gamma = 0)
+    t = np.where(constant, np.where(always, low, high), t)
+    return np.clip(t, low, high).astype(np.int64), invert
+
+
+def _bn(norm):
+    return dict(gamma=norm.weight.detach().double().numpy(),
+                beta=norm.bias.detach().double().numpy(),
+                mean=norm.running_mean.detach().double().numpy(),
+                var=norm.running_var.detach().double().numpy(), eps=norm.eps)
+
+
+def export(model, *, input_shape, labels=None, provenance=None):
+    """Return the :class:`artifact.Network` that ``model`` (binary, eval mode) computes.
+
+    ``model`` is a :class:`~bnnhw.train.model.BinaryMLP`; ``input_shape`` the frame shape
+    (its product must equal ``model.in_features``). The network is checked by
+    :func:`artifact.network`, not yet compared with torch (see :func:`self_check`).
+    """
+    if math.prod(input_shape) != model.in_features:
+        raise ValueError(f"input shape {tuple(input_shape)} does not hold the model's "
+                         f"{model.in_features} inputs")
+    layers = []
+    with torch.no_grad():
+        for n, (linear, norm) in enumerate(zip(model.linears, model.norms)):
+            w = linear.weight.detach()
+            bits = (w >= 0).numpy().astype(np.uint8)              # sign(0) = +1: bit 1
+            alpha = linear.alpha()
+            alpha = (np.ones(w.shape[0]) if alpha is None
+                     else alpha.detach().double().numpy())
+            if n == 0:
+                rowsum = (2 * bits.astype(np.int64) - 1).sum(axis=1)
+                a = alpha * linear.scale
+                c = alpha * linear.shift * rowsum
+                bound = linear.in_features * ((1 << linear.in_bits) - 1)
+                t, invert = fold_thresholds(**_bn(norm), a=a, c=c, low=-bound, high=bound + 1)
+                bits[invert] ^= 1
+                layers.append(artifact.FirstLayer(weights=bits, thresholds=t,
+                                                  in_bits=linear.in_bits))
+            else:
+                bias = (np.zeros(w.shape[0]) if linear.bias is None
+                        else linear.bias.detach().double().numpy())
+                fan_in = linear.in_features
+                t, invert = fold_thresholds(**_bn(norm), a=alpha, c=bias, low=0,
+                                            high=fan_in + 1, dense_fan_in=fan_in)
+                bits[invert] ^= 1
+                layers.append(artifact.DenseLayer(weights=bits, thresholds=t))
+        out = model.output
+        offsets = out.offsets().detach()
+        if not torch.equal(offsets, torch.round(offsets)):
+            raise ValueError("output offsets are not integers: is the model binary?")
+        layers.append(artifact.OutputLayer(
+            weights=(out.weight.detach() >= 0).numpy().astype(np.uint8),
+            offsets=offsets.numpy().astype(np.int64),
+            scales=np.ones(out.out_features, np.int64)))
+    return artifact.network(input_shape=input_shape, input_bits=model.in_bits, layers=layers,
+                            labels=labels, provenance=provenance)
+
+
+def _tie_mask(norm, z, v):
+    """Where torch's BatchNorm output ``v`` (from ``z``) lies within float32 rounding of 0."""
+    p = _bn(norm)
+    sigma = np.sqrt(p["var"] + p["eps"])
+    z, v = z.astype(np.float64), v.astype(np.float64)
+    magnitude = np.abs(p["gamma"]) * (np.abs(z) + np.abs(p["mean"])) / sigma + np.abs(p["beta"])
+    return np.abs(v) <= TIE_RTOL * magnitude
+
+
+def _trace(model, x, batch):
+    """Torch eval-mode ``(z, v, bits, scores)`` for integer frames ``x``, batched, as numpy."""
+    parts = []
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(x), batch):
+            xb = torch.from_numpy(np.asarray(x[start:start + batch], dtype=np.float32))
+            parts.append(model.trace(xb))
+    layers = range(len(model.linears))
+    z, v, bits = ([torch.cat([part[k][n] for part in parts]).numpy() for n in layers]
+                  for k in range(3))
+    return z, v, bits, torch.cat([part[3] for part in parts]).numpy()
+
+
+def self_check(model, net, x, y, *, batch=2048):
+    """Compare torch eval mode with the golden model on frames ``x`` (labels ``y``).
+
+    Returns a JSON-serialisable report: for every hidden layer the number of bits, the
+    end-to-end mismatches (golden from pixels vs torch), the local mismatches (golden layer fed
+    torch's own input bits), how many of those are ties, and how many torch values lie at a tie
+    at all; output scores mismatched locally; class agreement; both accuracies. Raises
+    :class:`SelfCheckError` (after nothing is written) when a local mismatch is not at a tie,
+    a score differs, or class or bit disagreement exceeds :data:`MAX_CLASS_DISAGREEMENT` /
+    :data:`MAX_BIT_DISAGREEMENT`.
+    """
+    x, y = np.asarray(x), np.asarray(y)
+    z, v, torch_bits, torch_scores = _trace(model, x, batch)
+    result = golden.run(net, x)
+    report = {"frames": int(len(x)), "layers": []}
+    problems = []
+    for n, layer in enumerate(net.layers[:-1]):
+        inputs = x if n == 0 else torch_bits[n - 1]
+        local_bits = (golden.first_layer(inputs, layer) if n == 0
+                      else golden.dense_layer(inputs, layer))
+        local = local_bits != torch_bits[n]
+        ties = _tie_mask(model.norms[n], z[n], v[n])
+        entry = {
+            "bits": int(torch_bits[n].size),
+            "mismatches": int((result.activations[n] != torch_bits[n]).sum()),
+            "local_mismatches": int(local.sum()),
+            "local_ties": int((local & ties).sum()),
+            "near_ties": int(ties.sum()),
+        }
+        report["layers"].append(entry)
+        if entry["local_mismatches"] != entry["local_ties"]:
+            problems.append(f"layer {n}: {entry['local_mismatches'] - entry['local_ties']} "
+                            f"activations differ away from a floating-point tie")
+        if entry["mismatches"] > MAX_BIT_DISAGREEMENT * entry["bits"]:
+            problems.append(f"layer {n}: {entry['mismatches']} of {entry['bits']} bits differ")
+    local_scores = golden.output_scores(torch_bits[-1], net.layers[-1])
+    report["score_mismatches"] = int((local_scores != torch_scores.astype(np.int64)).sum())
+    if report["score_mismatches"]:
+        problems.append(f"{report['score_mismatches']} output scores differ on equal inputs")
+    torch_classes = torch_scores.argmax(axis=1)
+    report["class_agreement"] = int((torch_classes == result.classes).sum())
+    report["torch_accuracy"] = float((torch_classes == y).mean()) if len(y) else 0.0
+    report["golden_accuracy"] = float((result.classes == y).mean()) if len(y) else 0.0
+    disagree = len(x) - report["class_agreement"]
+    if disagree > MAX_CLASS_DISAGREEMENT * len(x):
+        problems.append(f"{disagree} of {len(x)} classes differ")
+    if problems:
+        raise SelfCheckError("torch and the golden model disagree: " + "; ".join(problems))
+    return report
+
+
+def format_report(report):
+    """Return the self-check report as a few short lines of text."""
+    frames = report["frames"]
+    bits = sum(layer["bits"] for layer in report["layers"])
+    mismatches = sum(layer["mismatches"] for layer in report["layers"])
+    local = sum(layer["local_mismatches"] for layer in report["layers"])
+    ties = sum(layer["local_ties"] for layer in report["layers"])
+    near = sum(layer["near_ties"] for layer in report["layers"])
+    return "\n".join([
+        f"accuracy     golden {100 * report['golden_accuracy']:.2f}%   "
+        f"torch {100 * report['torch_accuracy']:.2f}%   ({frames:,} test frames)",
+        f"classes      {report['class_agreement']:,} of {frames:,} agree "
+        f"(torch vs golden)",
+        f"hidden bits  {bits - mismatches:,} of {bits:,} agree; {local} differ locally "
+        f"({ties} at ties; {near} values at a tie in all)",
+    ])

@@ -1,0 +1,443 @@
+"""Train a binarized MLP, export it to a network file and check it against the golden model.
+
+``bnnhw train`` is :func:`run_from_args`; scripts call :func:`main_train` with a
+:class:`Config`. A run is deterministic for a fixed seed and thread count: data order comes from
+a generator seeded per epoch, everything else from ``torch.manual_seed(seed)``, and
+``torch.use_deterministic_algorithms`` is on while training. Each epoch ends with a checkpoint,
+so an interrupted run continues with ``resume=True`` (``--resume``) and ends with the same
+network as an uninterrupted one.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import bnnhw
+from bnnhw import artifact
+from bnnhw.datasets import DatasetError, load_dataset
+
+from . import export as export_
+from .model import PRESETS, SCALINGS, BinaryMLP, preset_hidden
+
+__all__ = [
+    "Config", "ConfigError", "SCHEDULES", "PRESET_DEFAULTS",
+    "build_model", "train", "main_train", "summary", "add_arguments", "config_from_args",
+    "run_from_args",
+]
+
+SCHEDULES = ("cosine", "step", "constant")
+# Per-preset defaults used where a Config field is None.
+PRESET_DEFAULTS = {
+    "digits": {"epochs": 60, "batch_size": 32},
+    "tfc": {"epochs": 30, "batch_size": 100},
+    "sfc": {"epochs": 30, "batch_size": 100},
+    "lfc": {"epochs": 30, "batch_size": 100},
+}
+_CHECKPOINT_FORMAT = "bnnhw-train-checkpoint"
+
+
+class ConfigError(ValueError):
+    """A training option, or a checkpoint to resume from, is not usable."""
+
+
+@dataclass
+class Config:
+    """Everything that decides a training run; recorded in the network file's provenance."""
+    dataset: str = "digits"       # "digits" (bundled 8x8, 5-bit pixels) or a dir of MNIST IDX files
+    model: str = None             # preset: digits, tfc, sfc, lfc; None: digits for the digits
+                                  # dataset, sfc otherwise
+    hidden: tuple = None          # hidden sizes, overriding the preset's, e.g. (256, 256)
+    scaling: str = "none"         # weight scaling: "none", or "alpha" (XNOR-Net mean|W| per neuron)
+    epochs: int = None            # binarized epochs (after real_epochs); None: the preset's
+    real_epochs: int = 0          # two-step training: real-valued epochs first (0: one step)
+    batch_size: int = None        # frames per optimiser step; None: the preset's
+    lr: float = 1e-2              # Adam's initial learning rate (latent weights live in [-1, 1])
+    lr_min: float = 1e-5          # learning rate reached at the end of each step's schedule
+    schedule: str = "cosine"      # "cosine" (to lr_min), "step" (x0.1 at 50% and 75%), "constant"
+    dropout: float = 0.0          # dropout before the hidden and output layers, training only
+    seed: int = 0                 # seeds weights, dropout and the per-epoch data order
+    threads: int = 2              # torch CPU threads (results depend on it, bit for bit)
+    checkpoint_dir: str = None    # per-epoch checkpoints; None: OUTPUT.ckpt/, removed on success
+    resume: bool = False          # continue from the checkpoint in checkpoint_dir
+    output: str = "network.npz"   # the network file to write
+    progress: bool = True         # show a progress bar on stderr
+
+    def resolved(self):
+        """Return a copy with every None default filled in and every field checked."""
+        c = dataclasses.replace(self)
+        if c.model is None:
+            c.model = "digits" if c.dataset in (None, "digits") else "sfc"
+        if c.model not in PRESETS:
+            raise ConfigError(f"model {c.model!r} is not one of {', '.join(PRESETS)}")
+        c.hidden = tuple(preset_hidden(c.model) if c.hidden is None else c.hidden)
+        for name, value in PRESET_DEFAULTS[c.model].items():
+            if getattr(c, name) is None:
+                setattr(c, name, value)
+        positive = {"epochs": c.epochs, "batch_size": c.batch_size, "threads": c.threads}
+        positive.update({f"hidden[{n}]": h for n, h in enumerate(c.hidden)})
+        for name, value in positive.items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, not {value!r}")
+        if not c.hidden:
+            raise ConfigError("hidden must name at least one layer size")
+        if not isinstance(c.real_epochs, int) or c.real_epochs < 0:
+            raise ConfigError(f"real_epochs must be a non-negative integer, "
+                              f"not {c.real_epochs!r}")
+        if c.batch_size < 2:
+            raise ConfigError(f"batch_size must be at least 2 for BatchNorm, not {c.batch_size}")
+        if not (isinstance(c.lr, (int, float)) and c.lr > 0 and math.isfinite(c.lr)):
+            raise ConfigError(f"lr must be a positive number, not {c.lr!r}")
+        if not (isinstance(c.lr_min, (int, float)) and 0 <= c.lr_min <= c.lr):
+            raise ConfigError(f"lr_min must be in 0..lr ({c.lr}), not {c.lr_min!r}")
+        if c.schedule not in SCHEDULES:
+            raise ConfigError(f"schedule {c.schedule!r} is not one of {', '.join(SCHEDULES)}")
+        if c.scaling not in SCALINGS:
+            raise ConfigError(f"scaling {c.scaling!r} is not one of {', '.join(SCALINGS)}")
+        if not (isinstance(c.dropout, (int, float)) and 0 <= c.dropout < 1):
+            raise ConfigError(f"dropout must be in 0..1 (exclusive), not {c.dropout!r}")
+        return c
+
+    def checkpoint_path(self):
+        """Return where this run's checkpoint lives."""
+        folder = (Path(self.checkpoint_dir) if self.checkpoint_dir is not None
+                  else Path(f"{self.output}.ckpt"))
+        return folder / "checkpoint.pt"
+
+    def training_fields(self):
+        """Return the fields that decide the trained weights, as JSON-friendly values."""
+        skip = {"checkpoint_dir", "resume", "output", "progress"}
+        return {k: (list(v) if isinstance(v, tuple) else v)
+                for k, v in dataclasses.asdict(self).items() if k not in skip}
+
+
+def build_model(config, dataset):
+    """Return a fresh :class:`BinaryMLP` for a resolved `config` and a loaded `dataset`."""
+    return BinaryMLP(math.prod(dataset.shape), dataset.in_bits, config.hidden, dataset.classes,
+                     scaling=config.scaling, dropout=config.dropout)
+
+
+def _lr(config, epoch):
+    """Learning rate of `epoch` (0-based): each step (real, binary) has its own schedule."""
+    if epoch < config.real_epochs:
+        position, length = epoch, config.real_epochs
+    else:
+        position, length = epoch - config.real_epochs, config.epochs
+    if config.schedule == "constant":
+        return config.lr
+    if config.schedule == "step":
+        return config.lr * (0.1 ** ((position >= length / 2) + (position >= 3 * length / 4)))
+    cosine = 0.5 * (1 + math.cos(math.pi * position / max(length - 1, 1)))
+    return config.lr_min + (config.lr - config.lr_min) * cosine
+
+
+@contextmanager
+def _torch_settings(threads):
+    """Set thread count and deterministic algorithms for the block, then restore them."""
+    old_threads = torch.get_num_threads()
+    old_deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old_threads)
+        torch.use_deterministic_algorithms(old_deterministic)
+
+
+def _evaluate(model, x, y, batch=4096):
+    """Torch eval-mode accuracy on float inputs `x` and labels `y`."""
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for start in range(0, len(x), batch):
+            scores = model(x[start:start + batch])
+            correct += int((scores.argmax(dim=1) == y[start:start + batch]).sum())
+    return correct / max(len(x), 1)
+
+
+def _save_checkpoint(path, state):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(state, temporary)
+    os.replace(temporary, path)
+
+
+def _load_checkpoint(path, config):
+    if not path.is_file():
+        raise ConfigError(f"resume: no checkpoint at {path}")
+    try:
+        state = torch.load(path, weights_only=True)
+    except Exception as error:       # torch raises many types for a damaged file
+        raise ConfigError(f"{path}: not a readable checkpoint ({error})") from None
+    if not isinstance(state, dict) or state.get("format") != _CHECKPOINT_FORMAT:
+        raise ConfigError(f"{path}: not a bnnhw training checkpoint")
+    saved, wanted = state["config"], config.training_fields()
+    for key in sorted(set(saved) | set(wanted)):
+        if saved.get(key) != wanted.get(key):
+            raise ConfigError(f"{path}: checkpoint has {key}={saved.get(key)!r}, this run "
+                              f"{key}={wanted.get(key)!r}; rerun without --resume to start over")
+    return state
+
+
+def train(config, dataset=None, *, log=None):
+    """Train a model for `config` and return ``(model, history)``.
+
+    `dataset` defaults to ``load_dataset(config.dataset)``. `history` lists one dict per epoch
+    (``epoch``, ``binary``, ``lr``, ``loss``, ``train_accuracy``, ``test_accuracy``: torch
+    eval-mode accuracy). Writes a checkpoint after each epoch to ``config.checkpoint_path()``;
+    with ``config.resume``, starts from it. The model is returned in eval mode, binarized.
+    """
+    config = config.resolved()
+    if dataset is None:
+        dataset = load_dataset(config.dataset)
+    checkpoint = config.checkpoint_path()
+    total = config.real_epochs + config.epochs
+    with _torch_settings(config.threads):
+        torch.manual_seed(config.seed)
+        model = build_model(config, dataset)
+        train_x = torch.from_numpy(dataset.train_x.astype(np.float32))
+        train_y = torch.from_numpy(dataset.train_y.astype(np.int64))
+        test_x = torch.from_numpy(dataset.test_x.astype(np.float32))
+        test_y = torch.from_numpy(dataset.test_y.astype(np.int64))
+        start, history = 0, []
+        state = _load_checkpoint(checkpoint, config) if config.resume else None
+        if state is not None:
+            start, history = state["epoch"], list(state["history"])
+        model.binary = start >= config.real_epochs
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+        if state is not None:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            torch.set_rng_state(state["rng"])
+        bar = _progress(config, total, start)
+        try:
+            for epoch in range(start, total):
+                if epoch == config.real_epochs and config.real_epochs:
+                    # Step two: binarize and fine-tune with a fresh optimiser.
+                    model.binary = True
+                    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+                record = _epoch(model, optimizer, config, epoch, train_x, train_y)
+                record["test_accuracy"] = _evaluate(model, test_x, test_y)
+                history.append(record)
+                _save_checkpoint(checkpoint, {
+                    "format": _CHECKPOINT_FORMAT, "config": config.training_fields(),
+                    "epoch": epoch + 1, "history": history, "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state()})
+                _report(bar, log, record, total)
+        finally:
+            if bar is not None:
+                bar.close()
+        model.binary = True
+        model.eval()
+    return model, history
+
+
+def _epoch(model, optimizer, config, epoch, x, y):
+    """Run one epoch of training; return its record (without the test accuracy)."""
+    lr = _lr(config, epoch)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    model.train()
+    # The data order depends only on (seed, epoch), so a resumed run sees the same batches.
+    generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
+    order = torch.randperm(len(x), generator=generator)
+    steps = len(x) // config.batch_size      # drop the last partial batch (BatchNorm needs 2+)
+    loss_sum, correct, seen = 0.0, 0, 0
+    for step in range(steps):
+        index = order[step * config.batch_size:(step + 1) * config.batch_size]
+        logits = model(x[index])
+        loss = F.cross_entropy(logits, y[index])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        model.clip_weights()
+        loss_sum += float(loss.detach()) * len(index)
+        correct += int((logits.detach().argmax(dim=1) == y[index]).sum())
+        seen += len(index)
+    return {"epoch": epoch + 1, "binary": model.binary, "lr": lr,
+            "loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1)}
+
+
+def _progress(config, total, start):
+    if not config.progress:
+        return None
+    from tqdm import tqdm                    # only when a bar is wanted
+    return tqdm(total=total, initial=start, desc="train", unit="epoch", file=sys.stderr,
+                dynamic_ncols=True)
+
+
+def _report(bar, log, record, total):
+    text = (f"epoch {record['epoch']}/{total}{'' if record['binary'] else ' (real)'} "
+            f"loss {record['loss']:.4f} train {100 * record['train_accuracy']:.2f}% "
+            f"test {100 * record['test_accuracy']:.2f}%")
+    if bar is not None:
+        bar.set_postfix(loss=f"{record['loss']:.4f}",
+                        train=f"{100 * record['train_accuracy']:.2f}%",
+                        test=f"{100 * record['test_accuracy']:.2f}%")
+        bar.update(1)
+    if log is not None:
+        log(text)
+
+
+def _git_revision():
+    """Return the git commit of the source tree bnnhw runs from, or None."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], check=True,
+                             capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain",
+                                "--untracked-files=no"], check=True, capture_output=True,
+                               text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return sha + ("-dirty" if dirty else "")
+
+
+def main_train(config, *, log=None):
+    """Train, export, self-check and write ``config.output``; return its :class:`Path`.
+
+    The network file's provenance records the dataset, the resolved config, the golden model's
+    and torch's test accuracy, the self-check report (:func:`export.self_check`), the per-epoch
+    history, the training time, and the bnnhw, torch and git versions. Raises
+    :class:`ConfigError`, :class:`~bnnhw.datasets.DatasetError` or
+    :class:`~bnnhw.train.export.SelfCheckError` (nothing is written then). The checkpoint is
+    removed on success when ``checkpoint_dir`` was left at None.
+    """
+    config = config.resolved()
+    output = Path(config.output)
+    if output.is_dir():
+        raise ConfigError(f"output {output} is a directory, not a file name")
+    if not output.parent.is_dir():
+        raise ConfigError(f"output {output}: no such directory {output.parent}")
+    dataset = load_dataset(config.dataset)
+    started = time.monotonic()
+    model, history = train(config, dataset, log=log)
+    seconds = time.monotonic() - started
+    with _torch_settings(config.threads):
+        net = export_.export(model, input_shape=dataset.shape,
+                             labels=[str(c) for c in range(dataset.classes)])
+        report = export_.self_check(model, net, dataset.test_x, dataset.test_y)
+    provenance = {
+        "dataset": {"name": dataset.name, "spec": str(config.dataset),
+                    "train_frames": int(len(dataset.train_y)),
+                    "test_frames": int(len(dataset.test_y)), "in_bits": dataset.in_bits},
+        "training": config.training_fields(),
+        "golden_test_accuracy": report["golden_accuracy"],
+        "torch_test_accuracy": report["torch_accuracy"],
+        "self_check": report,
+        "history": [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in r.items()}
+                    for r in history],
+        "train_seconds": round(seconds, 2),
+        "bnnhw_version": bnnhw.__version__,
+        "torch_version": torch.__version__,
+        "git_revision": _git_revision(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    net = dataclasses.replace(net, provenance=json.loads(json.dumps(provenance)))
+    artifact.save(net, output)
+    if config.checkpoint_dir is None:
+        checkpoint = config.checkpoint_path()
+        checkpoint.unlink(missing_ok=True)
+        try:
+            checkpoint.parent.rmdir()
+        except OSError:
+            pass                             # not empty: someone else's files stay
+    return output
+
+
+def add_arguments(parser):
+    """Add the ``bnnhw train`` options to an :class:`argparse.ArgumentParser`."""
+    d = Config()
+    parser.add_argument("-o", "--output", metavar="FILE", required=True,
+                        help="network file to write")
+    parser.add_argument("--dataset", metavar="DATASET", default=d.dataset,
+                        help="'digits' (bundled 8x8) or a directory of MNIST-style IDX files "
+                             "(default: %(default)s)")
+    parser.add_argument("--model", metavar="NAME", choices=sorted(PRESETS), default=None,
+                        help=f"preset: {', '.join(PRESETS)} (default: digits for the digits "
+                             f"dataset, else sfc)")
+    parser.add_argument("--hidden", metavar="SIZES", type=_sizes, default=None,
+                        help="hidden layer sizes overriding the preset, e.g. 256,256")
+    parser.add_argument("--scaling", choices=SCALINGS, default=d.scaling,
+                        help="weight scaling (default: %(default)s)")
+    parser.add_argument("--epochs", metavar="N", type=int, default=None,
+                        help="binarized training epochs (default: the preset's)")
+    parser.add_argument("--real-epochs", metavar="N", type=int, default=d.real_epochs,
+                        help="two-step training: real-valued epochs first (default: %(default)s)")
+    parser.add_argument("--batch-size", metavar="N", type=int, default=None,
+                        help="frames per step (default: the preset's)")
+    parser.add_argument("--lr", metavar="LR", type=float, default=d.lr,
+                        help="initial Adam learning rate (default: %(default)s)")
+    parser.add_argument("--schedule", choices=SCHEDULES, default=d.schedule,
+                        help="learning-rate schedule (default: %(default)s)")
+    parser.add_argument("--dropout", metavar="P", type=float, default=d.dropout,
+                        help="dropout probability in training (default: %(default)s)")
+    parser.add_argument("--seed", metavar="N", type=int, default=d.seed,
+                        help="random seed (default: %(default)s)")
+    parser.add_argument("--threads", metavar="N", type=int, default=d.threads,
+                        help="torch CPU threads (default: %(default)s)")
+    parser.add_argument("--checkpoint-dir", metavar="DIR", default=None,
+                        help="keep per-epoch checkpoints here (default: FILE.ckpt, removed "
+                             "when done)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted run from its checkpoint")
+    parser.add_argument("--no-progress", dest="progress", action="store_false",
+                        help="do not show a progress bar")
+    return parser
+
+
+def _sizes(text):
+    try:
+        sizes = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise ValueError(f"expected comma-separated integers, not {text!r}") from None
+    return sizes
+
+
+def config_from_args(args):
+    """Return the :class:`Config` for arguments parsed with :func:`add_arguments`."""
+    return Config(dataset=args.dataset, model=args.model, hidden=args.hidden,
+                  scaling=args.scaling, epochs=args.epochs, real_epochs=args.real_epochs,
+                  batch_size=args.batch_size, lr=args.lr, schedule=args.schedule,
+                  dropout=args.dropout, seed=args.seed, threads=args.threads,
+                  checkpoint_dir=args.checkpoint_dir, resume=args.resume,
+                  output=str(args.output), progress=args.progress)
+
+
+def run_from_args(args):
+    """Run ``bnnhw train``: train, export, check, print a short table; return an exit code."""
+    try:
+        config = config_from_args(args).resolved()
+        path = main_train(config)
+    except (ConfigError, DatasetError, export_.SelfCheckError) as error:
+        print(f"bnnhw: error: {error}", file=sys.stderr)
+        return 1
+    print(summary(artifact.load(path), path))
+    return 0
+
+
+def summary(net, path):
+    """Return a short table describing a trained network file (from its provenance)."""
+    p = net.provenance
+    widths = [net.input_size] + [layer.fan_out for layer in net.layers]
+    return "\n".join([
+        f"network      {path} ({'-'.join(map(str, widths))}, "
+        f"{net.weight_bits():,} weight bits)",
+        f"dataset      {p['dataset']['name']} ({p['dataset']['train_frames']:,} train / "
+        f"{p['dataset']['test_frames']:,} test frames)",
+        f"training     {len(p['history'])} epochs in {p['train_seconds']:.1f} s "
+        f"({p['training']['threads']} threads)",
+        export_.format_report(p["self_check"]),
+    ])
