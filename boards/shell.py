@@ -1,0 +1,491 @@
+"""The board shell: UART, frame parser, reply writer and LEDs around a network.
+
+The bytes on the line follow :mod:`bnnhw.protocol` (its docstring is the format). The network
+the shell wraps has these ports and attributes (the gateware's contract with the shell):
+
+- ``net.i``: ``In(stream.Signature(pixel_layout(in_bits, in_simd)))``: ``in_simd`` pixels per
+  beat, pixel ``k*in_simd + j`` of a frame in bits ``[j*in_bits, (j+1)*in_bits)`` of beat ``k``;
+  ``last`` marks a frame's final beat;
+- ``net.o``: ``Out(stream.Signature(result_layout(cls_width, score_width, classes)))``: one beat
+  per frame;
+- ``net.in_bits``, ``net.in_simd``, ``net.n_pixels``, ``net.classes``, ``net.score_width``.
+
+Data path: ``rx pin -> UARTReceiver -> FrameParser -> net -> ReplyWriter -> UARTTransmitter -> tx
+pin``, with the parser's error replies going straight to the writer.
+"""
+
+from amaranth import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.cdc import FFSynchronizer
+from amaranth.lib.wiring import In, Out
+
+from bnnhw import protocol
+
+__all__ = ["pixel_layout", "result_layout", "crc16_next", "STATUS_SHAPE", "UARTReceiver",
+           "UARTTransmitter", "FrameParser", "ReplyWriter", "Shell"]
+
+STATUS_SHAPE = unsigned(3)      # holds every protocol.Status
+
+
+def pixel_layout(in_bits, in_simd):
+    """Payload of the network's input stream: ``in_simd`` pixels of ``in_bits``, and ``last``."""
+    return data.StructLayout({"data": in_bits * in_simd, "last": 1})
+
+
+def result_layout(cls_width, score_width, classes):
+    """Payload of the network's output stream: the class and the ``classes`` signed scores."""
+    return data.StructLayout({"cls": unsigned(cls_width),
+                              "scores": data.ArrayLayout(signed(score_width), classes)})
+
+
+def crc16_next(crc, byte):
+    """Return the CRC-16 register after ``byte``: :func:`protocol.crc16`, one byte per clock."""
+    bits = [crc[n] for n in range(16)]
+    for k in reversed(range(8)):                # most significant data bit first
+        feedback = bits[15] ^ byte[k]
+        bits = [feedback] + bits[:15]           # shift left, then XOR polynomial 0x1021
+        bits[5] = bits[5] ^ feedback
+        bits[12] = bits[12] ^ feedback
+    return Cat(*bits)
+
+
+def _check_divisor(divisor):
+    if not isinstance(divisor, int) or isinstance(divisor, bool):
+        raise TypeError(f"divisor must be an integer, not {divisor!r}")
+    if divisor < 4:
+        raise ValueError(f"divisor must be at least 4 clock cycles per bit, not {divisor}")
+
+
+class UARTReceiver(wiring.Component):
+    """8N1 UART receiver: the ``rx`` pin in, one stream beat per byte out.
+
+    ``rx`` may be asynchronous (it goes through a 2-flip-flop synchroniser). Each bit is sampled
+    once, in its middle, so the sender's rate may differ by a few percent. A byte whose stop bit
+    is 0 (framing error, or a break) is dropped and reception resumes once the line is idle
+    (high). The output register holds one byte: a byte that completes while the previous one has
+    not been taken is dropped (overrun), because a stream must not change its payload.
+
+    Parameters
+    ----------
+    divisor : int
+        Clock cycles per bit, at least 4 (``clock frequency / baud rate``).
+    """
+
+    def __init__(self, *, divisor):
+        _check_divisor(divisor)
+        self.divisor = divisor
+        super().__init__({"rx": In(1, init=1), "o": Out(stream.Signature(8))})
+
+    def elaborate(self, platform):
+        m = Module()
+        rx = Signal(init=1)
+        m.submodules.sync = FFSynchronizer(self.rx, rx, init=1)
+
+        timer = Signal(range(self.divisor))
+        index = Signal(range(8))
+        shift = Signal(8)
+
+        with m.If(self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+        with m.If(timer != 0):
+            m.d.sync += timer.eq(timer - 1)
+
+        with m.FSM():
+            with m.State("IDLE"):
+                # Wait half a bit after the falling edge, then sample every bit in its middle.
+                with m.If(~rx):
+                    m.d.sync += timer.eq(self.divisor // 2 - 1)
+                    m.next = "START"
+            with m.State("START"):
+                with m.If(timer == 0):
+                    m.d.sync += [timer.eq(self.divisor - 1), index.eq(0)]
+                    m.next = "DATA"
+                    with m.If(rx):
+                        m.next = "IDLE"             # a glitch, not a start bit
+            with m.State("DATA"):
+                with m.If(timer == 0):
+                    m.d.sync += [timer.eq(self.divisor - 1), shift.eq(Cat(shift[1:], rx)),
+                                 index.eq(index + 1)]
+                    with m.If(index == 7):
+                        m.next = "STOP"
+            with m.State("STOP"):
+                with m.If(timer == 0):
+                    with m.If(~rx):
+                        m.next = "BREAK"
+                    with m.Else():
+                        with m.If(~self.o.valid | self.o.ready):
+                            m.d.sync += [self.o.payload.eq(shift), self.o.valid.eq(1)]
+                        m.next = "IDLE"
+            with m.State("BREAK"):
+                with m.If(rx):
+                    m.next = "IDLE"
+        return m
+
+
+class UARTTransmitter(wiring.Component):
+    """8N1 UART transmitter: one stream beat per byte in, the ``tx`` pin out (idle high).
+
+    Back-to-back bytes take exactly ``10 * divisor`` cycles each; ``i.ready`` rises in the last
+    cycle of a stop bit.
+
+    Parameters
+    ----------
+    divisor : int
+        Clock cycles per bit, at least 4 (``clock frequency / baud rate``).
+    """
+
+    def __init__(self, *, divisor):
+        _check_divisor(divisor)
+        self.divisor = divisor
+        super().__init__({"i": In(stream.Signature(8)), "tx": Out(1, init=1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        timer = Signal(range(self.divisor))
+        left = Signal(range(11))        # bits still to finish, start bit included
+        shift = Signal(9)               # data bits, then the stop bit
+
+        m.d.comb += self.i.ready.eq((left == 0) | ((left == 1) & (timer == 0)))
+        with m.If(self.i.ready):
+            with m.If(self.i.valid):
+                m.d.sync += [self.tx.eq(0), shift.eq(Cat(self.i.payload, 1)), left.eq(10),
+                             timer.eq(self.divisor - 1)]
+            with m.Else():
+                m.d.sync += left.eq(0)
+        with m.Elif(timer != 0):
+            m.d.sync += timer.eq(timer - 1)
+        with m.Else():
+            m.d.sync += [self.tx.eq(shift[0]), shift.eq(Cat(shift[1:], 1)), left.eq(left - 1),
+                         timer.eq(self.divisor - 1)]
+        return m
+
+
+class FrameParser(wiring.Component):
+    """Request frames in (bytes), checked pixel frames out; an error status for bad frames.
+
+    Follows :mod:`bnnhw.protocol`. A frame is buffered whole (a memory of ``n_pixels`` pixels of
+    ``in_bits``, one word of ``in_simd`` pixels per beat) and released on ``o_pixels`` only
+    once its length, CRC and pixel range are good, so the network never sees a bad frame. A bad
+    frame puts its :class:`protocol.Status` on ``o_error`` instead; if an earlier one is still
+    waiting there, the new one is dropped. Inside a frame, ``timeout`` cycles without a byte end
+    it with ``TIMEOUT``; after any error the parser looks for the next start byte at once.
+    ``i.ready`` is high except from the last checksum byte until the frame is released (one
+    cycle, then ``n_pixels / in_simd`` beats if the network does not stall); the frame is
+    released one beat per cycle.
+
+    Parameters
+    ----------
+    n_pixels : int
+        Pixels per frame, ``1 .. 65535``, a multiple of ``in_simd``.
+    in_bits : int
+        Bits per pixel, ``1 .. 8``.
+    in_simd : int
+        Pixels per output beat.
+    timeout : int
+        Clock cycles without a byte that end a frame, positive.
+    """
+
+    def __init__(self, *, n_pixels, in_bits, in_simd, timeout):
+        for name, value in (("n_pixels", n_pixels), ("in_bits", in_bits),
+                            ("in_simd", in_simd), ("timeout", timeout)):
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"{name} must be an integer, not {value!r}")
+        if not 1 <= in_bits <= 8:
+            raise ValueError(f"in_bits must be in 1..8, not {in_bits}")
+        if in_simd < 1:
+            raise ValueError(f"in_simd must be positive, not {in_simd}")
+        if not 1 <= n_pixels <= protocol.MAX_PIXELS or n_pixels % in_simd:
+            raise ValueError(f"n_pixels must be a multiple of in_simd = {in_simd} in "
+                             f"1..{protocol.MAX_PIXELS}, not {n_pixels}")
+        if timeout < 1:
+            raise ValueError(f"timeout must be positive, not {timeout}")
+        self.n_pixels, self.in_bits, self.in_simd = n_pixels, in_bits, in_simd
+        self.timeout = timeout
+        super().__init__({
+            "i": In(stream.Signature(8)),
+            "o_pixels": Out(stream.Signature(pixel_layout(in_bits, in_simd))),
+            "o_error": Out(stream.Signature(STATUS_SHAPE)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        n_words = self.n_pixels // self.in_simd
+        m.submodules.buffer = buffer = memory.Memory(
+            shape=self.in_bits * self.in_simd, depth=n_words, init=[])
+        write = buffer.write_port(granularity=self.in_bits)
+        read = buffer.read_port()
+
+        byte = self.i.payload
+        word = Signal(range(n_words))
+        lane = Signal(range(self.in_simd))
+        crc = Signal(16)
+        timer = Signal(range(self.timeout))
+        length_low_ok = Signal()
+        bad_pixel = Signal()
+
+        with m.If(self.o_error.ready):
+            m.d.sync += self.o_error.valid.eq(0)
+
+        def report(status):
+            with m.If(~self.o_error.valid | self.o_error.ready):
+                m.d.sync += [self.o_error.payload.eq(int(status)), self.o_error.valid.eq(1)]
+            m.next = "HUNT"
+
+        def in_frame():
+            # Every byte after the start byte goes through the CRC and restarts the timeout.
+            m.d.comb += self.i.ready.eq(1)
+            with m.If(self.i.valid):
+                m.d.sync += [crc.eq(crc16_next(crc, byte)), timer.eq(self.timeout - 1)]
+            with m.Elif(timer == 0):
+                report(protocol.Status.TIMEOUT)
+            with m.Else():
+                m.d.sync += timer.eq(timer - 1)
+
+        # The pixel being written goes to every lane; the write enable picks its lane.
+        m.d.comb += [write.addr.eq(word),
+                     write.data.eq(byte[:self.in_bits].replicate(self.in_simd))]
+        # The read port shows the word of the current beat, and the next one after a transfer.
+        last = word == n_words - 1
+        advance = self.o_pixels.valid & self.o_pixels.ready & ~last
+        m.d.comb += [read.addr.eq(Mux(advance, word + 1, word)),
+                     self.o_pixels.payload.data.eq(read.data),
+                     self.o_pixels.payload.last.eq(last)]
+
+        with m.FSM():
+            with m.State("HUNT"):
+                m.d.comb += self.i.ready.eq(1)
+                with m.If(self.i.valid & (byte == protocol.REQUEST_START)):
+                    m.d.sync += [crc.eq(0xFFFF), timer.eq(self.timeout - 1)]
+                    m.next = "LENGTH_LOW"
+            with m.State("LENGTH_LOW"):
+                in_frame()
+                with m.If(self.i.valid):
+                    m.d.sync += length_low_ok.eq(byte == self.n_pixels & 0xFF)
+                    m.next = "LENGTH_HIGH"
+            with m.State("LENGTH_HIGH"):
+                in_frame()
+                with m.If(self.i.valid):
+                    m.d.sync += [word.eq(0), lane.eq(0), bad_pixel.eq(0)]
+                    m.next = "PIXELS"
+                    with m.If(~length_low_ok | (byte != self.n_pixels >> 8)):
+                        report(protocol.Status.BAD_LENGTH)
+            with m.State("PIXELS"):
+                in_frame()
+                with m.If(self.i.valid):
+                    for j in range(self.in_simd):
+                        m.d.comb += write.en[j].eq(lane == j)
+                    if self.in_bits < 8:
+                        with m.If(byte[self.in_bits:] != 0):
+                            m.d.sync += bad_pixel.eq(1)
+                    with m.If(lane == self.in_simd - 1):
+                        m.d.sync += [lane.eq(0), word.eq(word + 1)]
+                        with m.If(last):
+                            m.d.sync += word.eq(0)
+                            m.next = "CHECK_HIGH"
+                    with m.Else():
+                        m.d.sync += lane.eq(lane + 1)
+            with m.State("CHECK_HIGH"):
+                in_frame()
+                with m.If(self.i.valid):
+                    m.next = "CHECK_LOW"
+            with m.State("CHECK_LOW"):
+                in_frame()
+                with m.If(self.i.valid):
+                    m.next = "VERIFY"
+            with m.State("VERIFY"):
+                # The CRC of everything after the start byte, checksum included, is 0.
+                with m.If(crc != 0):
+                    report(protocol.Status.BAD_CHECKSUM)
+                with m.Elif(bad_pixel):
+                    report(protocol.Status.BAD_PIXEL)
+                with m.Else():
+                    m.next = "RELEASE"
+            with m.State("RELEASE"):
+                m.d.comb += self.o_pixels.valid.eq(1)
+                with m.If(self.o_pixels.ready):
+                    m.d.sync += word.eq(word + 1)
+                    with m.If(last):
+                        m.d.sync += word.eq(0)
+                        m.next = "HUNT"
+        return m
+
+
+class ReplyWriter(wiring.Component):
+    """Network results and parser errors in, reply bytes out (:mod:`bnnhw.protocol`).
+
+    A reply is written while its input beat waits: ``i_result`` (or ``i_error``) is taken only
+    in the cycle its last byte is taken, so no copy of the scores is kept. A result waiting at
+    the same time as an error goes first. Scores are sign-extended to 16 bits; with ``scores``
+    False, replies carry none (``n_scores`` = 0).
+
+    Parameters
+    ----------
+    classes : int
+        Number of classes (and of scores), ``1 .. 255``.
+    cls_width : int
+        Width of the class field, ``0 .. 8``.
+    score_width : int
+        Width of a signed score, ``1 .. 16`` (any positive width if ``scores`` is False).
+    scores : bool
+        Whether replies carry the scores.
+    """
+
+    def __init__(self, *, classes, cls_width, score_width, scores=True):
+        for name, value in (("classes", classes), ("cls_width", cls_width),
+                            ("score_width", score_width)):
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"{name} must be an integer, not {value!r}")
+        if not 1 <= classes <= 255:
+            raise ValueError(f"classes must be in 1..255, not {classes}")
+        if not 0 <= cls_width <= 8 or classes > 1 << cls_width:
+            raise ValueError(f"cls_width must be in 0..8 and hold {classes} classes, "
+                             f"not {cls_width}")
+        if score_width < 1 or (scores and score_width > protocol.SCORE_BITS):
+            raise ValueError(f"score_width must be in 1..{protocol.SCORE_BITS} for replies "
+                             f"with scores, not {score_width}")
+        self.classes, self.cls_width, self.score_width = classes, cls_width, score_width
+        self.scores = bool(scores)
+        super().__init__({
+            "i_result": In(stream.Signature(result_layout(cls_width, score_width, classes))),
+            "i_error": In(stream.Signature(STATUS_SHAPE)),
+            "o": Out(stream.Signature(8)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        result = self.i_result.payload
+        is_error = Signal()
+        crc = Signal(16)
+
+        # Bytes after the start byte and before the checksum; an error reply has the first 3.
+        body = [Mux(is_error, self.i_error.payload, int(protocol.Status.OK)),
+                Mux(is_error, 0, result.cls),
+                Mux(is_error, 0, self.classes if self.scores else 0)]
+        if self.scores:
+            for score in result.scores:
+                wide = Signal(signed(protocol.SCORE_BITS))
+                m.d.comb += wide.eq(score)
+                body += [wide[:8], wide[8:]]
+        position = Signal(range(len(body)))
+
+        transfer = self.o.valid & self.o.ready
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.i_result.valid | self.i_error.valid):
+                    m.d.sync += [is_error.eq(~self.i_result.valid), crc.eq(0xFFFF),
+                                 position.eq(0)]
+                    m.next = "START"
+            with m.State("START"):
+                m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(protocol.REPLY_START)]
+                with m.If(self.o.ready):
+                    m.next = "BODY"
+            with m.State("BODY"):
+                m.d.comb += self.o.valid.eq(1)
+                with m.Switch(position):
+                    for index, value in enumerate(body):
+                        with m.Case(index):
+                            m.d.comb += self.o.payload.eq(value)
+                with m.If(transfer):
+                    m.d.sync += [crc.eq(crc16_next(crc, self.o.payload)),
+                                 position.eq(position + 1)]
+                    with m.If(position == Mux(is_error, 2, len(body) - 1)):
+                        m.next = "CHECK_HIGH"
+            with m.State("CHECK_HIGH"):
+                m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(crc[8:])]
+                with m.If(self.o.ready):
+                    m.next = "CHECK_LOW"
+            with m.State("CHECK_LOW"):
+                m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(crc[:8])]
+                with m.If(self.o.ready):
+                    m.d.comb += [self.i_result.ready.eq(~is_error),
+                                 self.i_error.ready.eq(is_error)]
+                    m.next = "IDLE"
+        return m
+
+
+class Shell(wiring.Component):
+    """A network behind a UART: the board's whole design apart from clocks and pins.
+
+    Requests on ``rx`` are answered on ``tx`` as :mod:`bnnhw.protocol` says; ``leds`` holds the
+    class of the last frame the network answered (binary, 0 after reset). One request at a
+    time: bytes sent while a frame is handed to the network may be lost.
+
+    Parameters
+    ----------
+    net : wiring.Component
+        The network, with the ports and attributes in this module's docstring; the shell
+        elaborates it as its submodule ``net``.
+    divisor : int
+        Clock cycles per UART bit, at least 4 (``clock frequency / baud rate``).
+    timeout : int or None
+        Clock cycles without a byte that end a frame in progress (answered ``TIMEOUT``); at
+        least 2 byte times (``20 * divisor``). None means 1024 byte times (89 ms at 115200 baud).
+    scores : bool
+        Whether replies carry the class scores (``net.score_width`` must then be at most 16).
+    """
+
+    def __init__(self, net, *, divisor, timeout=None, scores=True):
+        _check_divisor(divisor)
+        if timeout is None:
+            timeout = 1024 * 10 * divisor
+        if not isinstance(timeout, int) or isinstance(timeout, bool):
+            raise TypeError(f"timeout must be an integer or None, not {timeout!r}")
+        if timeout < 20 * divisor:
+            raise ValueError(f"timeout must be at least 2 byte times ({20 * divisor} clock "
+                             f"cycles), not {timeout}")
+        for name, low, high in (("in_bits", 1, 8), ("in_simd", 1, protocol.MAX_PIXELS),
+                                ("n_pixels", 1, protocol.MAX_PIXELS), ("classes", 1, 255),
+                                ("score_width", 1, protocol.SCORE_BITS if scores else None)):
+            value = getattr(net, name, None)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"net.{name} must be an integer, not {value!r}")
+            if not low <= value <= (high or value):
+                raise ValueError(f"net.{name} must be in {low}..{high}, not {value}"
+                                 + ("; pass scores=False" if name == "score_width" else ""))
+        if net.n_pixels % net.in_simd:
+            raise ValueError(f"net.n_pixels must be a multiple of net.in_simd = {net.in_simd}, "
+                             f"not {net.n_pixels}")
+        signature = getattr(net, "signature", None)
+        members = signature.members if isinstance(signature, wiring.Signature) else {}
+        try:
+            cls_width = members["o"].signature.members["payload"].shape["cls"].shape.width
+        except (KeyError, AttributeError, TypeError):
+            cls_width = None
+        expected = {
+            "i": In(stream.Signature(pixel_layout(net.in_bits, net.in_simd))),
+            "o": Out(stream.Signature(result_layout(cls_width or 0, net.score_width,
+                                                    net.classes))),
+        }
+        for name, member in expected.items():
+            if cls_width is None or members.get(name) != member:
+                raise ValueError(f"net.{name} must be {member!r}, not {members.get(name)!r}")
+        if not net.classes <= 1 << cls_width <= 256:
+            raise ValueError(f"net.o's cls field must hold {net.classes} classes in at most "
+                             f"8 bits, not {cls_width} bits")
+        self.net, self.divisor, self.timeout, self.scores = net, divisor, timeout, bool(scores)
+        self.cls_width = cls_width
+        super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1), "leds": Out(cls_width)})
+
+    def elaborate(self, platform):
+        m = Module()
+        net = self.net
+        m.submodules.net = net
+        m.submodules.receiver = receiver = UARTReceiver(divisor=self.divisor)
+        m.submodules.parser = parser = FrameParser(
+            n_pixels=net.n_pixels, in_bits=net.in_bits, in_simd=net.in_simd,
+            timeout=self.timeout)
+        m.submodules.writer = writer = ReplyWriter(
+            classes=net.classes, cls_width=self.cls_width, score_width=net.score_width,
+            scores=self.scores)
+        m.submodules.transmitter = transmitter = UARTTransmitter(divisor=self.divisor)
+
+        m.d.comb += [receiver.rx.eq(self.rx), self.tx.eq(transmitter.tx)]
+        wiring.connect(m, receiver.o, parser.i)
+        wiring.connect(m, parser.o_pixels, net.i)
+        wiring.connect(m, net.o, writer.i_result)
+        wiring.connect(m, parser.o_error, writer.i_error)
+        wiring.connect(m, writer.o, transmitter.i)
+
+        with m.If(net.o.valid & net.o.ready):
+            m.d.sync += self.leds.eq(net.o.payload.cls)
+        return m

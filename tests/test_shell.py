@@ -1,0 +1,402 @@
+# amaranth: UnusedElaboratable=no
+"""Tests of the serial protocol (bnnhw/protocol.py) and the board shell (boards/shell.py)."""
+
+import random
+
+import numpy as np
+import pytest
+from amaranth import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.sim import Simulator
+
+from bnnhw import protocol
+from bnnhw.boards.shell import (FrameParser, ReplyWriter, Shell, UARTReceiver, UARTTransmitter,
+                                pixel_layout, result_layout)
+from bnnhw.protocol import Reply, Status
+from bnnhw.testing import stream_get, stream_put
+
+
+def simulate(dut, *testbenches, background=()):
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    for testbench in testbenches:
+        sim.add_testbench(testbench)
+    for testbench in background:
+        sim.add_testbench(testbench, background=True)
+    sim.run()
+
+
+# --- protocol.py ------------------------------------------------------------------------------
+
+def test_crc16_check_value():
+    assert protocol.crc16(b"123456789") == 0x29B1
+
+
+@pytest.mark.parametrize("n_pixels,in_bits", [(1, 1), (12, 4), (784, 8), (300, 8)])
+def test_request_round_trip(n_pixels, in_bits):
+    rng = np.random.default_rng(n_pixels)
+    pixels = rng.integers(0, 1 << in_bits, n_pixels)
+    frame = protocol.encode_request(pixels, in_bits=in_bits)
+    assert len(frame) == n_pixels + 5
+    assert frame[0] == protocol.REQUEST_START
+    assert frame[1] | frame[2] << 8 == n_pixels
+    assert protocol.crc16(frame[1:]) == 0
+    status, decoded = protocol.decode_request(frame, n_pixels=n_pixels, in_bits=in_bits)
+    assert status == Status.OK and (decoded == pixels).all()
+
+
+def test_request_corruption_detected():
+    rng = np.random.default_rng(7)
+    frame = protocol.encode_request(rng.integers(0, 256, 50))
+    for position in range(1, len(frame)):               # every single-bit error
+        for bit in range(8):
+            bad = bytearray(frame)
+            bad[position] ^= 1 << bit
+            status, _ = protocol.decode_request(bad, n_pixels=50, in_bits=8)
+            expected = Status.BAD_LENGTH if position in (1, 2) else Status.BAD_CHECKSUM
+            assert status == expected, (position, bit)
+    for _ in range(200):                                # random bursts and multi-byte errors
+        bad = bytearray(frame)
+        for position in rng.choice(np.arange(3, len(frame)), int(rng.integers(1, 4)), False):
+            bad[position] ^= int(rng.integers(1, 256))
+        assert protocol.decode_request(bad, n_pixels=50, in_bits=8)[0] == Status.BAD_CHECKSUM
+    # 0x00 <-> 0xFF swaps, which a mod-255 Fletcher sum would miss
+    frame = protocol.encode_request([0, 255, 0, 255])
+    swapped = frame[:3] + bytes([255, 0, 0, 255]) + frame[7:]
+    assert protocol.decode_request(swapped, n_pixels=4, in_bits=8)[0] == Status.BAD_CHECKSUM
+
+
+def test_decode_request_statuses():
+    frame = protocol.encode_request([1, 2, 3, 15], in_bits=4)
+    assert protocol.decode_request(frame, n_pixels=5, in_bits=4) == (Status.BAD_LENGTH, None)
+    assert protocol.decode_request(frame[:6], n_pixels=4, in_bits=4) == (Status.TIMEOUT, None)
+    assert protocol.decode_request(frame[:2], n_pixels=4, in_bits=4) == (Status.TIMEOUT, None)
+    assert protocol.decode_request(frame, n_pixels=4, in_bits=3) == (Status.BAD_PIXEL, None)
+    with pytest.raises(protocol.ProtocolError, match=r"^a request starts with 0xA5, not b'\\x00'$"):
+        protocol.decode_request(b"\x00" + frame[1:], n_pixels=4, in_bits=4)
+
+
+@pytest.mark.parametrize("pixels,in_bits,message", [
+    ([0, 16], 4, r"^pixels must be in 0\.\.15 for in_bits=4$"),
+    ([-1], 8, r"^pixels must be in 0\.\.255 for in_bits=8$"),
+    ([[1]], 8, r"^pixels must be 1-D with 1\.\.65535 entries, not of shape \(1, 1\)$"),
+    ([], 8, r"^pixels must be 1-D with 1\.\.65535 entries, not of shape \(0,\)$"),
+    ([0.5], 8, r"^pixels must be integers, not of dtype float64$"),
+    ([1], 9, r"^in_bits must be an integer in 1\.\.8, not 9$"),
+])
+def test_encode_request_rejects(pixels, in_bits, message):
+    with pytest.raises(ValueError, match=message):
+        protocol.encode_request(pixels, in_bits=in_bits)
+
+
+@pytest.mark.parametrize("reply", [
+    Reply(Status.OK, 3, (-1, 5, 300, -32768, 32767)), Reply(Status.OK, 0), Reply(Status.OK, 255),
+    *(Reply(status) for status in Status if status != Status.OK),
+])
+def test_reply_round_trip(reply):
+    frame = protocol.encode_reply(reply.status, reply.cls, reply.scores)
+    assert len(frame) == 6 + 2 * len(reply.scores) and frame[0] == protocol.REPLY_START
+    assert protocol.decode_reply(frame) == reply
+
+
+@pytest.mark.parametrize("args,message", [
+    ((Status.TIMEOUT, 1), r"^an error reply \(TIMEOUT\) carries no class or scores$"),
+    ((Status.OK, 256), r"^cls must be in 0\.\.255, not 256$"),
+    ((Status.OK, 0, [40000]), r"^scores must be in -32768\.\.32767, not \[40000\]$"),
+    ((Status.OK, 0, [0] * 256), r"^a reply carries at most 255 scores, not 256$"),
+])
+def test_encode_reply_rejects(args, message):
+    with pytest.raises(ValueError, match=message):
+        protocol.encode_reply(*args)
+
+
+def test_decode_reply_rejects_corruption():
+    frame = protocol.encode_reply(Status.OK, 2, [1, -2])
+    for position in range(len(frame)):
+        for bit in range(8):
+            bad = bytearray(frame)
+            bad[position] ^= 1 << bit
+            with pytest.raises(protocol.ProtocolError):
+                protocol.decode_reply(bad)
+    with pytest.raises(protocol.ProtocolError, match=r"^a reply with 2 scores is 10 bytes, not 9$"):
+        protocol.decode_reply(frame[:-1])
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 1000])
+def test_reply_parser_resynchronises(chunk):
+    rng = random.Random(chunk)
+    replies = [Reply(Status.OK, 1, (5, -7, 0)), Reply(Status.BAD_CHECKSUM),
+               Reply(Status.OK, 2, (0x5A5A, 0x5A, -0x5A5A)), Reply(Status.TIMEOUT)]
+    stream_bytes = bytearray()
+    for reply in replies:
+        # garbage with false start bytes (and a truncated reply) before every real reply
+        stream_bytes += bytes([0x5A, 0x00, 0x01, 0x03, 0x5A, rng.randrange(256)])
+        stream_bytes += protocol.encode_reply(reply.status, reply.cls, reply.scores)[:-3]
+        stream_bytes += protocol.encode_reply(reply.status, reply.cls, reply.scores)
+    parser = protocol.ReplyParser(max_scores=3)
+    decoded = []
+    for start in range(0, len(stream_bytes), chunk):
+        decoded += parser.feed(stream_bytes[start:start + chunk])
+    assert decoded == replies
+    assert parser.pending == b""
+
+
+def test_reply_parser_rejects_max_scores():
+    with pytest.raises(ValueError, match=r"^max_scores must be an integer in 0\.\.255, not 256$"):
+        protocol.ReplyParser(max_scores=256)
+
+
+# --- UART, against a bit-level model ----------------------------------------------------------
+
+async def uart_send(ctx, pin, byte, divisor, *, stop=1):
+    """Drive one 8N1 character on ``pin``: start bit, 8 data bits LSB first, stop bit."""
+    for bit in [0, *((byte >> k) & 1 for k in range(8)), stop]:
+        ctx.set(pin, bit)
+        await ctx.tick().repeat(divisor)
+    ctx.set(pin, 1)
+
+
+async def uart_receive(ctx, pin, divisor):
+    """Wait for a start bit on ``pin``; return its character, sampled in the middle of bits."""
+    await ctx.tick().until(pin == 0)
+    await ctx.tick().repeat(divisor // 2)
+    assert ctx.get(pin) == 0, "start bit too short"
+    bits = []
+    for _ in range(9):
+        await ctx.tick().repeat(divisor)
+        bits.append(ctx.get(pin))
+    assert bits[8] == 1, "framing error (stop bit 0)"
+    return sum(bit << k for k, bit in enumerate(bits[:8]))
+
+
+@pytest.mark.parametrize("divisor", [4, 5, 8])
+@pytest.mark.parametrize("stalls", [False, True])
+def test_uart_receiver_matches_model(divisor, stalls):
+    rng = random.Random(divisor)
+    data = [0x00, 0xFF, 0x55, 0xA5, *(rng.randrange(256) for _ in range(12))]
+    dut = UARTReceiver(divisor=divisor)
+    stall = random.Random(1) if stalls else None
+
+    async def line(ctx):
+        await ctx.tick().repeat(3)
+        for n, byte in enumerate(data):
+            await uart_send(ctx, dut.rx, byte, divisor)
+            if n == 3:      # a character with a 0 stop bit, then a break: both dropped
+                await uart_send(ctx, dut.rx, 0x12, divisor, stop=0)
+                ctx.set(dut.rx, 0)
+                await ctx.tick().repeat(25 * divisor)
+                ctx.set(dut.rx, 1)
+                await ctx.tick().repeat(divisor)
+            if gap := rng.choice([0, 0, 1, divisor // 2, 3 * divisor]):
+                await ctx.tick().repeat(gap)
+
+    async def consumer(ctx):
+        for n, byte in enumerate(data):
+            assert await stream_get(ctx, dut.o, rng=stall) == byte, f"byte {n}"
+
+    simulate(dut, line, consumer)
+
+
+@pytest.mark.parametrize("divisor", [4, 7])
+@pytest.mark.parametrize("stalls", [False, True])
+def test_uart_transmitter_matches_model(divisor, stalls):
+    rng = random.Random(divisor)
+    data = [0x00, 0xFF, 0x5A, *(rng.randrange(256) for _ in range(12))]
+    dut = UARTTransmitter(divisor=divisor)
+    stall = random.Random(2) if stalls else None
+
+    async def producer(ctx):
+        for byte in data:
+            await stream_put(ctx, dut.i, byte, rng=stall)
+
+    async def line(ctx):
+        assert ctx.get(dut.tx) == 1
+        for n, byte in enumerate(data):
+            assert await uart_receive(ctx, dut.tx, divisor) == byte, f"byte {n}"
+
+    simulate(dut, producer, line)
+
+
+@pytest.mark.parametrize("cls", [UARTReceiver, UARTTransmitter])
+@pytest.mark.parametrize("divisor,error,message", [
+    (3, ValueError, r"^divisor must be at least 4 clock cycles per bit, not 3$"),
+    (4.0, TypeError, r"^divisor must be an integer, not 4\.0$"),
+])
+def test_uart_rejects_divisor(cls, divisor, error, message):
+    with pytest.raises(error, match=message):
+        cls(divisor=divisor)
+
+
+# --- FrameParser and ReplyWriter, at the stream level -----------------------------------------
+
+def frames_for_parser(rng, n_pixels, in_bits):
+    """Return ``[(bytes, expected status, pixels or None)]``: good and broken requests.
+
+    Every item is followed on the line by a gap longer than the timeout, so a broken frame
+    never swallows the next one.
+    """
+    def good():
+        return rng.integers(0, 1 << in_bits, n_pixels)
+    items = []
+    for _ in range(3):
+        pixels = good()
+        items.append((protocol.encode_request(pixels, in_bits=in_bits), Status.OK, pixels))
+    frame = bytearray(protocol.encode_request(good(), in_bits=in_bits))
+    frame[3 + n_pixels // 2] ^= 0x10
+    items.append((bytes(frame), Status.BAD_CHECKSUM, None))
+    frame = bytearray(protocol.encode_request(good(), in_bits=in_bits))
+    frame[-1] ^= 0x01
+    items.append((bytes(frame), Status.BAD_CHECKSUM, None))
+    wrong = protocol.encode_request(np.ones(n_pixels + 1, np.int64), in_bits=in_bits)
+    items.append((wrong[:3], Status.BAD_LENGTH, None))      # the rest would be hunted through
+    items.append((protocol.encode_request(good(), in_bits=in_bits)[:n_pixels // 2 + 3],
+                  Status.TIMEOUT, None))
+    items.append((bytes([protocol.REQUEST_START]), Status.TIMEOUT, None))
+    garbage = bytes(b for b in rng.integers(0, 256, 20).tolist() if b != protocol.REQUEST_START)
+    items.append((garbage, None, None))                      # dropped without a reply
+    if in_bits < 8:
+        pixels = good()
+        pixels[-1] = 1 << in_bits
+        items.append((protocol.encode_request(pixels, in_bits=8), Status.BAD_PIXEL, None))
+    pixels = good()
+    items.append((protocol.encode_request(pixels, in_bits=in_bits), Status.OK, pixels))
+    return items
+
+
+@pytest.mark.parametrize("n_pixels,in_bits,in_simd", [(1, 8, 1), (12, 8, 3), (10, 4, 5),
+                                                      (9, 1, 1), (16, 7, 4)])
+@pytest.mark.parametrize("stalls", [False, True])
+def test_parser_checks_frames(n_pixels, in_bits, in_simd, stalls):
+    rng = np.random.default_rng([n_pixels, in_bits, in_simd])
+    items = frames_for_parser(rng, n_pixels, in_bits)
+    timeout = 40
+    dut = FrameParser(n_pixels=n_pixels, in_bits=in_bits, in_simd=in_simd, timeout=timeout)
+    stall = random.Random(3) if stalls else None
+    outcomes = []       # statuses, and the pixels of each released frame
+
+    async def producer(ctx):
+        for frame, _, _ in items:
+            for byte in frame:
+                await stream_put(ctx, dut.i, byte, rng=stall, p=0.2)
+            await ctx.tick().repeat(timeout + n_pixels + 10)
+
+    expected = [(status, None if pixels is None else pixels.tolist())
+                for _, status, pixels in items if status is not None]
+
+    async def pixels(ctx):
+        for _ in range(sum(status == Status.OK for status, _ in expected)):
+            frame = []
+            for k in range(n_pixels // in_simd):
+                beat = await stream_get(ctx, dut.o_pixels, rng=stall)
+                assert beat.last == (k == n_pixels // in_simd - 1)
+                frame += [(beat.data >> j * in_bits) & ((1 << in_bits) - 1)
+                          for j in range(in_simd)]
+            outcomes.append((Status.OK, frame))
+
+    async def errors(ctx):
+        for _ in range(sum(status != Status.OK for status, _ in expected)):
+            outcomes.append((Status(await stream_get(ctx, dut.o_error, rng=stall)), None))
+
+    simulate(dut, producer, pixels, errors)
+    assert outcomes == expected
+    for frame, status, _ in items:   # the reference agrees on the complete frames
+        if status not in (None, Status.TIMEOUT):
+            assert protocol.decode_request(frame, n_pixels=n_pixels, in_bits=in_bits)[0] == status
+
+
+@pytest.mark.parametrize("kwargs,error,message", [
+    (dict(n_pixels=12, in_bits=8, in_simd=5, timeout=9),
+     ValueError, r"^n_pixels must be a multiple of in_simd = 5 in 1\.\.65535, not 12$"),
+    (dict(n_pixels=65536, in_bits=8, in_simd=1, timeout=9),
+     ValueError, r"^n_pixels must be a multiple of in_simd = 1 in 1\.\.65535, not 65536$"),
+    (dict(n_pixels=12, in_bits=9, in_simd=1, timeout=9),
+     ValueError, r"^in_bits must be in 1\.\.8, not 9$"),
+    (dict(n_pixels=12, in_bits=8, in_simd=0, timeout=9),
+     ValueError, r"^in_simd must be positive, not 0$"),
+    (dict(n_pixels=12, in_bits=8, in_simd=1, timeout=0),
+     ValueError, r"^timeout must be positive, not 0$"),
+    (dict(n_pixels=12.0, in_bits=8, in_simd=1, timeout=9),
+     TypeError, r"^n_pixels must be an integer, not 12\.0$"),
+])
+def test_parser_rejects_parameters(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        FrameParser(**kwargs)
+
+
+def score_reference(pixels, classes, score_width):
+    """The stand-in network's function: class = sum mod classes, score c = 2 S_c - sum."""
+    pixels = np.asarray(pixels, np.int64)
+    sums = [int(pixels[c::classes].sum()) for c in range(classes)]
+    total = sum(sums)
+    half = 1 << score_width - 1
+    scores = tuple((2 * s - total + half) % (2 * half) - half for s in sums)
+    return total % classes, scores
+
+
+@pytest.mark.parametrize("classes,score_width,scores", [(5, 10, True), (1, 16, True),
+                                                         (10, 3, True), (3, 20, False)])
+@pytest.mark.parametrize("stalls", [False, True])
+def test_writer_matches_encode_reply(classes, score_width, scores, stalls):
+    rng = random.Random(classes)
+    cls_width = max(1, (classes - 1).bit_length())
+    dut = ReplyWriter(classes=classes, cls_width=cls_width, score_width=score_width,
+                      scores=scores)
+    half = 1 << score_width - 1
+    inputs = []
+    for n in range(8):
+        if n % 3 == 2:
+            inputs.append(Reply(Status(1 + n % 4)))
+        else:
+            values = tuple(rng.choice([-half, half - 1, rng.randrange(-half, half)])
+                           for _ in range(classes))
+            inputs.append(Reply(Status.OK, rng.randrange(classes), values))
+    stall = random.Random(4) if stalls else None
+    received = bytearray()
+
+    async def results(ctx):
+        for reply in inputs:
+            if reply.status == Status.OK:
+                await stream_put(ctx, dut.i_result, {"cls": reply.cls, "scores": reply.scores},
+                                 rng=stall)
+
+    async def errors(ctx):
+        for reply in inputs:
+            if reply.status != Status.OK:
+                await stream_put(ctx, dut.i_error, reply.status, rng=stall)
+
+    async def consumer(ctx):
+        size = sum(6 + 2 * classes * (scores and r.status == Status.OK) for r in inputs)
+        while len(received) < size:
+            received.append(await stream_get(ctx, dut.o, rng=stall))
+
+    simulate(dut, results, errors, consumer)
+    parser = protocol.ReplyParser(max_scores=classes)
+    decoded = parser.feed(received)
+    assert parser.discarded == 0 and parser.pending == b""
+    expected = [r if scores or r.status != Status.OK else Reply(r.status, r.cls) for r in inputs]
+    # results and errors race; within each kind, order is kept
+    assert sorted(decoded, key=repr) == sorted(expected, key=repr)
+    assert [r for r in decoded if r.status == Status.OK] == \
+        [r for r in expected if r.status == Status.OK]
+
+
+@pytest.mark.parametrize("kwargs,error,message", [
+    (dict(classes=0, cls_width=1, score_width=8),
+     ValueError, r"^classes must be in 1\.\.255, not 0$"),
+    (dict(classes=256, cls_width=8, score_width=8),
+     ValueError, r"^classes must be in 1\.\.255, not 256$"),
+    (dict(classes=5, cls_width=2, score_width=8),
+     ValueError, r"^cls_width must be in 0\.\.8 and hold 5 classes, not 2$"),
+    (dict(classes=5, cls_width=9, score_width=8),
+     ValueError, r"^cls_width must be in 0\.\.8 and hold 5 classes, not 9$"),
+    (dict(classes=5, cls_width=3, score_width=17),
+     ValueError, r"^score_width must be in 1\.\.16 for replies with scores, not 17$"),
+    (dict(classes=5, cls_width=3, score_width=0, scores=False),
+     ValueError, r"^score_width must be in 1\.\.16 for replies with scores, not 0$"),
+    (dict(classes="5", cls_width=3, score_width=8),
+     TypeError, r"^classes must be an integer, not '5'$"),
+])
+def test_writer_rejects_parameters(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        ReplyWriter(**kwargs)
