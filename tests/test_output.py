@@ -1,0 +1,86 @@
+# amaranth: UnusedElaboratable=no
+import random
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from bnnhw import golden
+from bnnhw.artifact import OutputLayer
+from bnnhw.output import OutputEngine
+from bnnhw.testing import stream_get, stream_put
+
+
+def simulate(dut, *testbenches):
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    for testbench in testbenches:
+        sim.add_testbench(testbench)
+    sim.run()
+
+
+def run_output(layer, pe, simd, frames, stalls, seed=0):
+    dut = OutputEngine(layer, pe=pe, simd=simd)
+    stall_in = random.Random(seed) if stalls else None
+    stall_out = random.Random(seed + 1) if stalls else None
+    scores, classes = [], []
+
+    async def producer(ctx):
+        for x in frames:
+            beats = golden.words(x, simd)
+            for k, word in enumerate(beats):
+                await stream_put(ctx, dut.i, {"data": word, "last": k == len(beats) - 1},
+                                 rng=stall_in)
+
+    async def consumer(ctx):
+        for _ in frames:
+            beat = await stream_get(ctx, dut.o, rng=stall_out)
+            classes.append(beat.cls)
+            scores.append([beat.scores[c] for c in range(dut.classes)])
+
+    simulate(dut, producer, consumer)
+    assert len(classes) == len(frames)
+    return np.array(scores, dtype=np.int64), np.array(classes, dtype=np.int64)
+
+
+@pytest.mark.parametrize("classes,mw,pe,simd,scaled", [
+    (10, 16, 1, 4, False),
+    (10, 16, 10, 16, False),     # fully unfolded
+    (10, 13, 5, 1, True),        # prime fan-in, scales
+    (3, 8, 3, 2, True),
+    (1, 5, 1, 5, False),         # one class
+    (4, 24, 2, 8, False),
+])
+@pytest.mark.parametrize("stalls", [False, True])
+def test_matches_golden(classes, mw, pe, simd, scaled, stalls):
+    rng = np.random.default_rng([classes, mw, pe, simd])
+    w = rng.integers(0, 2, (classes, mw), dtype=np.uint8)
+    offsets = rng.integers(-5, 6, classes)
+    scales = rng.integers(1, 5, classes) if scaled else np.ones(classes, np.int64)
+    layer = OutputLayer(weights=w, offsets=offsets, scales=scales)
+    frames = rng.integers(0, 2, (16, mw), dtype=np.uint8)
+    scores, cls = run_output(layer, pe, simd, frames, stalls)
+    expected = golden.output_scores(frames, layer)
+    assert (scores == expected).all()
+    assert (cls == golden.argmax(expected)).all()
+
+
+def test_ties_go_to_the_lowest_class():
+    # Identical rows give identical scores; offsets make later classes tie with or beat them.
+    w = np.zeros((6, 4), dtype=np.uint8)
+    layer = OutputLayer(weights=w, offsets=np.array([0, 0, 2, 2, 1, 2]),
+                        scales=np.ones(6, np.int64))
+    frames = np.array([[0, 0, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]], dtype=np.uint8)
+    scores, cls = run_output(layer, 2, 2, frames, stalls=True)
+    assert (scores == golden.output_scores(frames, layer)).all()
+    assert cls.tolist() == [2, 2, 2]
+    layer = OutputLayer(weights=w, offsets=np.zeros(6, np.int64), scales=np.ones(6, np.int64))
+    assert run_output(layer, 3, 4, frames, stalls=False)[1].tolist() == [0, 0, 0]
+
+
+def test_widths_cover_the_scores():
+    layer = OutputLayer(weights=np.zeros((2, 100), np.uint8), offsets=np.array([-5, 1000]),
+                        scales=np.array([3, 1]))
+    dut = OutputEngine(layer, pe=1, simd=10)
+    # scores span -305..1100: 12 bits signed; one bit of class index
+    assert (dut.score_width, dut.cls_width, dut.classes) == (12, 1, 2)
