@@ -108,11 +108,23 @@ def run_eval(args):
     return 0
 
 
+def _command(argv):
+    """The subcommand named in ``argv``: its first word that is not an option."""
+    return next((word for word in argv if not word.startswith("-")), None)
+
+
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(
         prog="bnnhw", description="Binarized neural networks from PyTorch to open FPGAs.")
     parser.add_argument("--version", action="version", version=f"bnnhw {__version__}")
     commands = parser.add_subparsers(metavar="COMMAND", required=True)
+
+    p = commands.add_parser("train", help="train a BNN, export a network file, check it")
+    if _command(argv) == "train":     # its options come from train/, which imports torch
+        from .train import train as training
+        training.add_arguments(p)
+        p.set_defaults(run=training.run_from_args)
 
     p = commands.add_parser("info", help="describe a network file")
     p.add_argument("network", metavar="NETWORK", type=Path, help="network file (.npz)")
