@@ -1,0 +1,160 @@
+"""``bnnhw build``: a network file and a folding to a bitstream for a board.
+
+Elaborates the UART shell around the network (:class:`~bnnhw.boards.board.BoardTop`), checks
+before place and route that the folding can fit the FPGA (an estimate from the folding, so that
+a hopeless build is refused in seconds rather than failing after minutes), runs Yosys and nextpnr
+from YoWASP, and reports utilisation against capacity and Fmax against the board's clock.
+"""
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .board import BoardError, BoardTop
+from .toolchain import ToolchainError, run_plan, toolchain_env
+
+__all__ = ["FitError", "Estimate", "estimate", "check_fit", "BuildResult", "build",
+           "format_result"]
+
+
+class FitError(ValueError):
+    """The network, as folded, cannot fit the board's FPGA."""
+
+
+# Logic cells per XNOR-popcount input bit, and per multi-bit adder input bit, measured on
+# iCE40 (TOOLCHAIN.md: 2.6-2.8 LUT4 per bit for a pipelined XNOR-popcount-compare); a fixed
+# cost per layer engine (counters, buffers, compare, handshakes) and for the UART shell.
+_LUTS_PER_BIT = 2.8
+_LUTS_PER_ADDER_BIT = 1.5
+_LUTS_PER_LAYER = 150
+_LUTS_SHELL = 450
+# Weight banks smaller than this become logic rather than block RAM.
+_MIN_BRAM_BITS = 512
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Resources a folded network is expected to need: logic cells and block RAMs."""
+    logic: int
+    block_rams: int
+    per_layer: tuple   # (logic, block RAMs) per layer
+
+
+def _blocks(width, depth, bits, widest):
+    """Block RAMs holding a ``width`` x ``depth`` memory, over the block's port widths."""
+    options = []
+    w = widest
+    while w >= 1:
+        # iCE40 ports are 16/8/4/2 bits wide, ECP5 36/18/9/4/2/1: halving from the widest
+        # port gives the same depths to within a bit of parity.
+        options.append(math.ceil(width / w) * math.ceil(depth / (bits // w)))
+        w //= 2
+    return min(options)
+
+
+def estimate(net, folding, board):
+    """Estimate the logic and block RAMs of ``net`` folded by ``folding`` on ``board``."""
+    _, _, bits, widest = board.block_ram
+    per_layer = []
+    for layer, fold in zip(net.layers, folding):
+        depth = (layer.fan_out // fold.pe) * (layer.fan_in // fold.simd)
+        if layer.kind == "first":
+            logic = fold.pe * fold.simd * net.input_bits * _LUTS_PER_ADDER_BIT
+        else:
+            logic = fold.pe * fold.simd * _LUTS_PER_BIT
+        blocks = 0
+        if depth * fold.simd >= _MIN_BRAM_BITS:
+            blocks = fold.pe * _blocks(fold.simd, depth, bits, widest)
+        else:
+            logic += fold.pe * depth * fold.simd / 4       # weights folded into LUTs
+        per_layer.append((round(logic + _LUTS_PER_LAYER), blocks))
+    return Estimate(logic=sum(l for l, _ in per_layer) + _LUTS_SHELL,
+                    block_rams=sum(b for _, b in per_layer), per_layer=tuple(per_layer))
+
+
+def check_fit(net, folding, board, *, margin=1.25):
+    """Refuse, before place and route, a folding whose estimate exceeds the FPGA."""
+    need = estimate(net, folding, board)
+    logic_name, logic_have = board.logic
+    ram_name, ram_have, ram_bits, _ = board.block_ram
+    if need.block_rams > ram_have:
+        worst = max(range(len(need.per_layer)), key=lambda n: need.per_layer[n][1])
+        raise FitError(f"{board.title}: block RAM: the folding needs about {need.block_rams} "
+                       f"blocks of {ram_bits // 1024} Kbit (layers[{worst}] alone "
+                       f"{need.per_layer[worst][1]}), the FPGA has {ram_have}; fold the wide "
+                       f"layers less (smaller --simd/--pe) or use a larger board")
+    if need.logic > logic_have * margin:
+        worst = max(range(len(need.per_layer)), key=lambda n: need.per_layer[n][0])
+        raise FitError(f"{board.title}: logic: the folding needs about {need.logic:,} LUT4s "
+                       f"(layers[{worst}] alone {need.per_layer[worst][0]:,}), the FPGA has "
+                       f"{logic_have:,}; use a smaller --pe/--simd")
+    return need
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """A finished build: the bitstream, what it uses, and how fast it can run."""
+    board: object
+    bitstream: Path
+    utilization: dict      # nextpnr resource -> (used, available)
+    fmax_mhz: float        # achieved on the system clock
+    clock_mhz: float       # the clock it runs at on the board
+    estimate: Estimate
+    seconds: float
+
+    @property
+    def timing_met(self):
+        return self.fmax_mhz >= self.clock_mhz
+
+
+def build(board, net, folding, build_dir, *, baud=115200, scores=True, log=print):
+    """Build a bitstream of ``net`` with ``folding`` for ``board`` in ``build_dir``."""
+    from ..network import NetworkTop
+    from .shell import Shell
+
+    divisor = round(board.clock_hz / baud)
+    if divisor < 4:
+        raise BoardError(f"baud {baud} is too fast for the {board.clock_hz / 1e6:g} MHz clock "
+                         f"of the {board.title} (at least 4 clock cycles per bit)")
+    error = abs(board.clock_hz / divisor - baud) / baud
+    if error > 0.02:
+        raise BoardError(f"baud {baud} cannot be made from the {board.clock_hz / 1e6:g} MHz "
+                         f"clock: {100 * error:.1f}% off (at most 2%)")
+    need = check_fit(net, folding, board)
+    build_dir = Path(build_dir)
+    build_dir.mkdir(parents=True, exist_ok=True)
+    name = "bnnhw"
+    log(f"elaborating shell + network for the {board.title} "
+        f"(estimate: {need.logic:,} LUT4s, {need.block_rams} block RAMs)")
+    start = time.perf_counter()
+    top = BoardTop(board, Shell(NetworkTop(net, folding), divisor=divisor, scores=scores))
+    platform = board.platform()
+    plan = platform.prepare(top, name=name, nextpnr_opts=f"--report {name}.report.json")
+    env = toolchain_env(build_dir.parent / ".yowasp-cache", board.tools)
+    log(f"running Yosys and nextpnr in {build_dir} (a minute or more)")
+    report = run_plan(plan, build_dir, env, name=name)
+    bitstream = build_dir / f"{name}.{board.bitstream}"
+    if not bitstream.is_file():
+        raise ToolchainError(f"{bitstream}: the packer wrote no bitstream")
+    fmax = [achieved for achieved, _ in report.fmax.values()]
+    if not fmax:
+        raise ToolchainError(f"{report.log}: nextpnr reported no clock")
+    return BuildResult(board=board, bitstream=bitstream, utilization=report.utilization,
+                       fmax_mhz=min(fmax), clock_mhz=board.clock_hz / 1e6, estimate=need,
+                       seconds=time.perf_counter() - start)
+
+
+def format_result(result):
+    """A short, readable report of a build."""
+    board = result.board
+    lines = [f"bitstream    {result.bitstream}  ({result.seconds:.0f} s)"]
+    for resource, label in board.resources.items():
+        if resource in result.utilization:
+            used, available = result.utilization[resource]
+            lines.append(f"{label:<26} {used:>7,} / {available:>7,}  "
+                         f"({100 * used / max(available, 1):.0f}%)")
+    verdict = "met" if result.timing_met else "FAILED"
+    lines.append(f"{'Fmax':<26} {result.fmax_mhz:7.1f} MHz for a {result.clock_mhz:g} MHz "
+                 f"clock: timing {verdict}")
+    return "\n".join(lines)
