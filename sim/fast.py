@@ -1,0 +1,93 @@
+"""The fast path: a Verilator C++ main (``harness.cpp``) streams all frames, Python does none of
+the per-cycle work.
+
+Python packs the input beats into a file, the harness drives ``bnn_top`` cycle by cycle with
+its own random stalls and writes what it saw (:class:`~bnnhw.sim.frames.Trace`), and Python
+compares the results with the golden model exactly as the cocotb bench's results are compared.
+"""
+
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import verilator
+from .frames import Trace
+from .verilator import SimulatorError
+
+__all__ = ["HARNESS", "build_harness", "run_harness"]
+
+HARNESS = Path(__file__).with_name("harness.cpp")
+
+
+def _trace_args(waves):
+    if waves is None:
+        return []
+    return ["--trace-fst"] if str(waves).endswith(".fst") else ["--trace"]
+
+
+def build_harness(verilog, *, waves=None, cache_dir=None, jobs=2, log=None):
+    """Build (or find in the cache) the harness around ``verilog``; return ``(exe, rebuilt)``.
+
+    ``waves`` is the waveform file to be written later (``.fst`` selects FST, anything else
+    VCD), or ``None`` for a model without tracing.
+    """
+    source = HARNESS.read_text()
+    args = [*verilator.LINT_ARGS, *_trace_args(waves), "--x-assign", "fast", "--x-initial", "fast"]
+    options = {"args": args, "opt": "-O2"}
+
+    def build(directory, log_path):
+        (directory / "bnn_top.v").write_text(verilog)
+        (directory / "harness.cpp").write_text(source)
+        command = ["verilator", "--cc", "--exe", "--build", "-j", str(jobs),
+                   "--top-module", "bnn_top", "--prefix", "Vtop", "-Mdir", str(directory / "obj"),
+                   "-o", str(directory / "harness"), *args,
+                   "-CFLAGS", "-O2", "-MAKEFLAGS", "OPT_FAST=-O2",
+                   "-MAKEFLAGS", f"PYTHON3={sys.executable}",
+                   str(directory / "harness.cpp"), str(directory / "bnn_top.v")]
+        verilator.run_logged(command, cwd=directory, env=verilator.toolchain_env(),
+                             log_path=log_path, what="Verilator build of the fast-path harness")
+        shutil.rmtree(directory / "obj")   # the executable is all the cache keeps
+
+    directory, rebuilt = verilator.cached_build("harness", [verilog, source], options, build,
+                                                cache_dir=cache_dir, log=log)
+    return directory / "harness", rebuilt
+
+
+def run_harness(executable, beats, ports, *, timing, stall=0.0, seed=1, idle=100_000,
+                waves=None):
+    """Stream ``beats`` (from :func:`~bnnhw.sim.frames.encode_frames`) through the harness.
+
+    Returns ``(trace, seconds)``: the :class:`~bnnhw.sim.frames.Trace` and the wall time of
+    the simulation itself. ``timing`` frames (at most the number of frames) run first without
+    stalls; ``stall`` is the probability of an input gap and of output backpressure per cycle.
+    """
+    frames = len(beats)
+    timing = min(timing, frames)
+    with tempfile.TemporaryDirectory(prefix="bnnhw-fast-") as tmp:
+        tmp = Path(tmp)
+        np.ascontiguousarray(beats, dtype="<u4").tofile(tmp / "in.bin")
+        command = [str(executable), str(tmp / "in.bin"), str(tmp / "out.bin"), str(frames),
+                   str(ports.beats), str(ports.in_words), str(ports.out_words), str(timing),
+                   str(round(stall * 1_000_000)), str(seed), str(idle)]
+        if waves is not None:
+            command.append(str(Path(waves).resolve()))
+        start = time.perf_counter()
+        result = subprocess.run(command, capture_output=True, text=True)
+        seconds = time.perf_counter() - start
+        if result.returncode != 0:
+            raise SimulatorError(f"fast-path harness failed (exit {result.returncode}): "
+                                 f"{(result.stderr or result.stdout).strip()}")
+        raw = (tmp / "out.bin").read_bytes()
+    total = timing + frames
+    header = np.frombuffer(raw, "<u8", 4)
+    cycles_at = np.frombuffer(raw, "<u8", 3 * total, offset=32).reshape(3, total).astype(np.int64)
+    payloads = np.frombuffer(raw, "<u4", total * ports.out_words, offset=32 + 24 * total)
+    trace = Trace(timing=timing, first=cycles_at[0], last=cycles_at[1], done=cycles_at[2],
+                  payloads=payloads.reshape(total, ports.out_words), cycles=int(header[2]),
+                  completed=bool(header[3]), results=int(header[1]))
+    return trace, seconds
