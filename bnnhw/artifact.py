@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from .errors import BnnhwError
 
 __all__ = [
     "FORMAT", "VERSION", "ArtifactError",
@@ -53,7 +54,7 @@ __all__ = [
 FORMAT, VERSION = "bnnhw-network", 1
 
 
-class ArtifactError(ValueError):
+class ArtifactError(BnnhwError):
     """A network file, or a network about to be saved, does not match the format."""
 
 

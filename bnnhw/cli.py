@@ -12,13 +12,12 @@ import time
 from pathlib import Path
 
 from . import __version__
-from .artifact import ArtifactError
-from .datasets import DatasetError
+from .errors import BnnhwError
 
 __all__ = ["main"]
 
 
-class CommandError(ValueError):
+class CommandError(BnnhwError):
     """A command cannot do what was asked; the message says why."""
 
 
@@ -143,7 +142,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (ArtifactError, DatasetError, CommandError) as error:
+    except BnnhwError as error:
         parser.exit(1, f"bnnhw: error: {error}\n")
 
 

@@ -20,11 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from .errors import BnnhwError
 
 __all__ = ["Dataset", "DatasetError", "load_dataset", "load_digits", "load_idx_dir", "read_idx"]
 
 
-class DatasetError(ValueError):
+class DatasetError(BnnhwError):
     """A dataset could not be found or read."""
 
 

@@ -9,6 +9,7 @@ import importlib
 from dataclasses import dataclass, field
 
 from amaranth import Elaboratable, Module
+from ..errors import BnnhwError
 
 __all__ = ["Board", "BoardTop", "BOARDS", "get_board", "BoardError"]
 
@@ -19,7 +20,7 @@ BOARDS = {
 }
 
 
-class BoardError(ValueError):
+class BoardError(BnnhwError):
     """An unknown board, or a request the board cannot meet."""
 
 

@@ -13,12 +13,13 @@ from pathlib import Path
 
 from .board import BoardError, BoardTop
 from .toolchain import ToolchainError, run_plan, toolchain_env
+from ..errors import BnnhwError
 
 __all__ = ["FitError", "Estimate", "estimate", "check_fit", "BuildResult", "build",
            "format_result"]
 
 
-class FitError(ValueError):
+class FitError(BnnhwError):
     """The network, as folded, cannot fit the board's FPGA."""
 
 

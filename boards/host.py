@@ -11,11 +11,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import golden, protocol
+from ..errors import BnnhwError
 
 __all__ = ["HostError", "Client", "RunSummary", "run_images"]
 
 
-class HostError(ValueError):
+class HostError(BnnhwError):
     """The board did not answer, or answered something unusable."""
 
 

@@ -16,11 +16,12 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from ..errors import BnnhwError
 
 __all__ = ["ToolchainError", "Report", "tool_path", "toolchain_env", "run_plan", "read_report"]
 
 
-class ToolchainError(ValueError):
+class ToolchainError(BnnhwError):
     """A tool is missing, failed, or left no usable report."""
 
 

@@ -1,0 +1,12 @@
+"""The base of bnnhw's user-facing errors.
+
+Every error that reports bad input (a file, a parameter, a board that cannot fit the network)
+derives from :class:`BnnhwError`, itself a ``ValueError``. The ``bnnhw`` command prints such an
+error as one line and exits 1; any other exception is a bug and keeps its traceback.
+"""
+
+__all__ = ["BnnhwError"]
+
+
+class BnnhwError(ValueError):
+    """Bad input, reported to the user as one line."""
