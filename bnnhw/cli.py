@@ -107,6 +107,66 @@ def run_eval(args):
     return 0
 
 
+def _int_list(text):
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, one per layer, not {text!r}") from None
+
+
+def _add_folding_arguments(p):
+    group = p.add_argument_group("folding (hardware parallelism; default: balanced layers)")
+    group.add_argument("--pe", metavar="N,N,...", type=_int_list,
+                       help="neurons computed in parallel, one per layer")
+    group.add_argument("--simd", metavar="N,N,...", type=_int_list,
+                       help="input features per cycle, one per layer")
+    group.add_argument("--target", metavar="CYCLES", type=int,
+                       help="cycles per frame the default folding aims for")
+
+
+def _folding(args, net):
+    """The folding the folding options ask for, checked against ``net``."""
+    from .folding import check_folding, default_folding, parse_folding
+    if args.pe is None and args.simd is None:
+        return check_folding(net, default_folding(net, target=args.target))
+    return parse_folding(net, pe=args.pe, simd=args.simd)
+
+
+def run_verilog(args):
+    from . import artifact
+    from .network import generate_verilog
+    net = artifact.load(args.network)
+    folding = _folding(args, net)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    temporary = args.output.with_name(f".{args.output.name}.tmp")
+    try:
+        performance = generate_verilog(net, folding, temporary, name=args.name)
+        temporary.replace(args.output)
+    finally:
+        temporary.unlink(missing_ok=True)
+    print(f"{args.output}: module {args.name}, ports clk, rst, i__payload, i__valid, "
+          f"i__ready, o__payload, o__valid, o__ready")
+    print()
+    print(performance.table())
+    return 0
+
+
+def run_build(args):
+    from .boards.commands import run_build
+    return run_build(args, _folding)
+
+
+def run_program(args):
+    from .boards.commands import run_program
+    return run_program(args)
+
+
+def run_host(args):
+    from .boards.commands import run_run
+    return run_run(args)
+
+
 def _command(argv):
     """The subcommand named in ``argv``: its first word that is not an option."""
     return next((word for word in argv if not word.startswith("-")), None)
@@ -138,6 +198,51 @@ def main(argv=None):
     p.add_argument("--count", metavar="N", type=int, help="use only the first N images")
     p.add_argument("--confusion", action="store_true", help="print the confusion matrix")
     p.set_defaults(run=run_eval)
+
+    p = commands.add_parser("verilog", help="write Verilog of a network's gateware")
+    p.add_argument("network", metavar="NETWORK", type=Path, help="network file (.npz)")
+    p.add_argument("-o", "--output", metavar="FILE", type=Path, required=True,
+                   help="Verilog file to write")
+    p.add_argument("--name", metavar="NAME", default="bnn_top",
+                   help="top module name (default: %(default)s)")
+    _add_folding_arguments(p)
+    p.set_defaults(run=run_verilog)
+
+    p = commands.add_parser("build", help="build a bitstream for a board")
+    p.add_argument("board", metavar="BOARD", choices=("icebreaker", "ulx3s"),
+                   help="icebreaker (iCE40UP5K) or ulx3s (ECP5-85F)")
+    p.add_argument("network", metavar="NETWORK", type=Path, help="network file (.npz)")
+    p.add_argument("--build-dir", metavar="DIR", type=Path,
+                   help="where the bitstream and reports go (default: build/NETWORK-BOARD)")
+    p.add_argument("--baud", metavar="RATE", type=int, default=115200,
+                   help="UART baud rate (default: %(default)s)")
+    p.add_argument("--no-scores", action="store_true",
+                   help="reply with the class only, not the class scores")
+    _add_folding_arguments(p)
+    p.set_defaults(run=run_build)
+
+    p = commands.add_parser("program", help="load a bitstream onto a board")
+    p.add_argument("board", metavar="BOARD", choices=("icebreaker", "ulx3s"),
+                   help="icebreaker or ulx3s")
+    p.add_argument("bitstream", metavar="BITSTREAM", type=Path,
+                   help="file written by `bnnhw build`")
+    p.add_argument("--dry-run", action="store_true", help="print the command, do not run it")
+    p.set_defaults(run=run_program)
+
+    p = commands.add_parser("run", help="classify images on a board over a serial port")
+    p.add_argument("network", metavar="NETWORK", type=Path,
+                   help="the network file the board's bitstream was built from")
+    p.add_argument("--port", metavar="PORT", required=True,
+                   help="serial port, e.g. /dev/ttyUSB1 (iCEBreaker: the second FTDI port)")
+    p.add_argument("--dataset", metavar="DATASET", default="digits",
+                   help="'digits' or a directory of MNIST-style IDX files (default: %(default)s)")
+    p.add_argument("--count", metavar="N", type=int, default=100,
+                   help="test images to send (default: %(default)s)")
+    p.add_argument("--baud", metavar="RATE", type=int, default=115200,
+                   help="UART baud rate the bitstream was built for (default: %(default)s)")
+    p.add_argument("--timeout", metavar="SECONDS", type=float, default=2.0,
+                   help="wait this long for each reply (default: %(default)s)")
+    p.set_defaults(run=run_host)
 
     args = parser.parse_args(argv)
     try:

@@ -11,13 +11,15 @@ A folding configuration for a network is a sequence with one entry per layer, ea
 import math
 from dataclasses import dataclass
 
+from .errors import BnnhwError
+
 __all__ = [
     "FoldingError", "LayerFolding", "divisors", "check_layer", "check_folding",
     "default_folding", "parse_folding",
 ]
 
 
-class FoldingError(ValueError):
+class FoldingError(BnnhwError):
     """A folding does not fit the network (PE or SIMD not dividing, wrong count, ...)."""
 
 

@@ -60,6 +60,8 @@ import enum
 
 import numpy as np
 
+from .errors import BnnhwError
+
 __all__ = [
     "REQUEST_START", "REPLY_START", "MAX_PIXELS", "SCORE_BITS", "Status", "Reply",
     "ProtocolError", "crc16", "encode_request", "decode_request", "encode_reply",
@@ -84,7 +86,7 @@ class Status(enum.IntEnum):
 _STATUSES = frozenset(Status)
 
 
-class ProtocolError(ValueError):
+class ProtocolError(BnnhwError):
     """Bytes that are not a well-formed frame."""
 
 

@@ -25,13 +25,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ..errors import BnnhwError
+
 __all__ = [
     "SimulatorError", "CACHE_DIR", "TIMESCALE", "LINT_ARGS",
     "verilator_root", "available", "toolchain_env", "cache_key", "cached_build", "run_logged",
 ]
 
 
-class SimulatorError(ValueError):
+class SimulatorError(BnnhwError):
     """The simulator is missing, a build failed, or a simulation did not complete."""
 
 

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from bnnhw import artifact, golden
+from bnnhw.errors import BnnhwError
 
 __all__ = [
     "TIE_RTOL", "MAX_CLASS_DISAGREEMENT", "MAX_BIT_DISAGREEMENT", "SelfCheckError",
@@ -41,7 +42,7 @@ MAX_CLASS_DISAGREEMENT = 1e-3
 MAX_BIT_DISAGREEMENT = 1e-3
 
 
-class SelfCheckError(ValueError):
+class SelfCheckError(BnnhwError):
     """The exported network does not match the torch model it came from."""
 
 

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 import bnnhw
 from bnnhw import artifact
 from bnnhw.datasets import DatasetError, load_dataset
+from bnnhw.errors import BnnhwError
 
 from . import export as export_
 from .model import PRESETS, SCALINGS, BinaryMLP, preset_hidden
@@ -48,18 +49,18 @@ PRESET_DEFAULTS = {
 _CHECKPOINT_FORMAT = "bnnhw-train-checkpoint"
 
 
-class ConfigError(ValueError):
+class ConfigError(BnnhwError):
     """A training option, or a checkpoint to resume from, is not usable."""
 
 
 @dataclass
 class Config:
     """Everything that decides a training run; recorded in the network file's provenance."""
-    dataset: str = "digits"       # "digits" (bundled 8x8, 5-bit pixels) or a dir of MNIST IDX files
+    dataset: str = "digits"       # "digits" (bundled 8x8, 5-bit pixels) or an MNIST IDX folder
     model: str = None             # preset: digits, tfc, sfc, lfc; None: digits for the digits
                                   # dataset, sfc otherwise
     hidden: tuple = None          # hidden sizes, overriding the preset's, e.g. (256, 256)
-    scaling: str = "none"         # weight scaling: "none", or "alpha" (XNOR-Net mean|W| per neuron)
+    scaling: str = "none"         # weight scaling: "none" or "alpha" (XNOR-Net mean|W| per row)
     epochs: int = None            # binarized epochs (after real_epochs); None: the preset's
     real_epochs: int = 0          # two-step training: real-valued epochs first (0: one step)
     batch_size: int = None        # frames per optimiser step; None: the preset's
@@ -196,7 +197,7 @@ def train(config, dataset=None, *, log=None):
 
     `dataset` defaults to ``load_dataset(config.dataset)``. `history` lists one dict per epoch
     (``epoch``, ``binary``, ``lr``, ``loss``, ``train_accuracy``, ``test_accuracy``: torch
-    eval-mode accuracy). Writes a checkpoint after each epoch to ``config.checkpoint_path()``;
+    eval-mode accuracy, ``seconds``: wall time of the epoch including that evaluation). Writes a checkpoint after each epoch to ``config.checkpoint_path()``;
     with ``config.resume``, starts from it. The model is returned in eval mode, binarized.
     """
     config = config.resolved()
@@ -228,8 +229,10 @@ def train(config, dataset=None, *, log=None):
                     # Step two: binarize and fine-tune with a fresh optimiser.
                     model.binary = True
                     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+                began = time.monotonic()
                 record = _epoch(model, optimizer, config, epoch, train_x, train_y)
                 record["test_accuracy"] = _evaluate(model, test_x, test_y)
+                record["seconds"] = time.monotonic() - began
                 history.append(record)
                 _save_checkpoint(checkpoint, {
                     "format": _CHECKPOINT_FORMAT, "config": config.training_fields(),
@@ -420,7 +423,10 @@ def run_from_args(args):
     """Run ``bnnhw train``: train, export, check, print a short table; return an exit code."""
     try:
         config = config_from_args(args).resolved()
-        path = main_train(config)
+        # Without a progress bar, one line per epoch on stderr.
+        log = None if config.progress else (lambda text: print(text, file=sys.stderr,
+                                                                flush=True))
+        path = main_train(config, log=log)
     except (ConfigError, DatasetError, export_.SelfCheckError) as error:
         print(f"bnnhw: error: {error}", file=sys.stderr)
         return 1

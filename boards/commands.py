@@ -1,0 +1,80 @@
+"""The board subcommands of ``bnnhw``: ``build``, ``program`` and ``run``.
+
+:mod:`bnnhw.cli` declares their options and calls these functions only when the subcommand is
+used, so other commands never import Amaranth or pyserial.
+"""
+
+import sys
+from pathlib import Path
+
+from .. import artifact, datasets
+from ..errors import BnnhwError
+from .board import get_board
+
+__all__ = ["run_build", "run_program", "run_run"]
+
+
+def _progress(done, total, *, every=1):
+    if done == total or done % every == 0:
+        end = "\n" if done == total else ""
+        print(f"\r  {done}/{total} images", end=end, file=sys.stderr, flush=True)
+
+
+def run_build(args, folding_of):
+    """``bnnhw build BOARD NETWORK``: bitstream, utilisation, Fmax; exit 2 if timing fails."""
+    from .build import build, format_result
+    board = get_board(args.board)
+    net = artifact.load(args.network)
+    folding = folding_of(args, net)
+    build_dir = args.build_dir or Path("build") / f"{args.network.stem}-{board.name}"
+    result = build(board, net, folding, build_dir, baud=args.baud, scores=not args.no_scores,
+                   log=lambda text: print(text, file=sys.stderr))
+    print(format_result(result))
+    if not result.timing_met:
+        print(f"bnnhw: error: timing not met: {result.fmax_mhz:.1f} MHz achieved, "
+              f"{result.clock_mhz:g} MHz needed", file=sys.stderr)
+        return 2
+    return 0
+
+
+def run_program(args):
+    """``bnnhw program BOARD BITSTREAM [--dry-run]``."""
+    from .program import program
+    return program(get_board(args.board), args.bitstream, dry_run=args.dry_run)
+
+
+def run_run(args):
+    """``bnnhw run --port PORT NETWORK``: classify a dataset on the board, compare with golden."""
+    try:
+        import serial
+    except ImportError:
+        raise BnnhwError("bnnhw run needs pyserial: pip install pyserial "
+                         "(or pip install -e \".[boards]\")") from None
+    from .host import Client, run_images
+    net = artifact.load(args.network)
+    data = datasets.load_dataset(args.dataset)
+    x, y = data.split("test")
+    x, y = x[:args.count], y[:args.count]
+    if x.shape[1] != net.input_size:
+        raise BnnhwError(f"dataset {data.name} has {x.shape[1]} pixels per image but "
+                         f"{args.network} expects {net.input_size}")
+    try:
+        port = serial.serial_for_url(args.port, baudrate=args.baud, timeout=0.05)
+    except serial.SerialException as error:
+        raise BnnhwError(f"cannot open serial port {args.port}: {error}") from None
+    with port:
+        client = Client(port, n_pixels=net.input_size, in_bits=net.input_bits,
+                        classes=net.classes, timeout=args.timeout)
+        summary = run_images(client, net, x, y,
+                             progress=lambda d, t: _progress(d, t, every=max(1, t // 50)))
+    n = max(summary.images, 1)
+    print(f"images       {summary.images} in {summary.seconds:.2f} s "
+          f"({summary.images / max(summary.seconds, 1e-9):,.1f} images/s)")
+    print(f"accuracy     board {100 * summary.correct / n:.2f}%   golden "
+          f"{100 * summary.golden_correct / n:.2f}%")
+    print(f"mismatches   {len(summary.mismatches)} (board vs golden, class or scores)")
+    if summary.errors:
+        print("retries      " + ", ".join(f"{k}: {v}" for k, v in sorted(summary.errors.items())))
+    for index, expected, got in summary.mismatches[:10]:
+        print(f"  image {index}: golden class {expected}, board class {got}")
+    return 1 if summary.mismatches else 0
