@@ -1,1 +1,4 @@
-"""Training: PyTorch BNN layers, models, training loop and export (the only place that imports torch)."""
+"""Training: PyTorch BNN layers, models, training loop and export.
+
+The only part of bnnhw that imports torch (installed as ``bnnhw.train``).
+"""
