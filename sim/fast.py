@@ -8,7 +8,6 @@ compares the results with the golden model exactly as the cocotb bench's results
 
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -38,7 +37,7 @@ def build_harness(verilog, *, waves=None, cache_dir=None, jobs=2, log=None):
     """
     source = HARNESS.read_text()
     args = [*verilator.LINT_ARGS, *_trace_args(waves), "--x-assign", "fast", "--x-initial", "fast"]
-    options = {"args": args, "opt": "-O2"}
+    options = {"args": args, "opt": "O2/O0/O1"}
 
     def build(directory, log_path):
         (directory / "bnn_top.v").write_text(verilog)
@@ -46,8 +45,8 @@ def build_harness(verilog, *, waves=None, cache_dir=None, jobs=2, log=None):
         command = ["verilator", "--cc", "--exe", "--build", "-j", str(jobs),
                    "--top-module", "bnn_top", "--prefix", "Vtop", "-Mdir", str(directory / "obj"),
                    "-o", str(directory / "harness"), *args,
-                   "-CFLAGS", "-O2", "-MAKEFLAGS", "OPT_FAST=-O2",
-                   "-MAKEFLAGS", f"PYTHON3={sys.executable}",
+                   "-MAKEFLAGS", "OPT_FAST=-O2", "-MAKEFLAGS", "OPT_SLOW=-O0", "-MAKEFLAGS",
+                   "OPT_GLOBAL=-O1",
                    str(directory / "harness.cpp"), str(directory / "bnn_top.v")]
         verilator.run_logged(command, cwd=directory, env=verilator.toolchain_env(),
                              log_path=log_path, what="Verilator build of the fast-path harness")

