@@ -159,20 +159,12 @@ def report_rows(report, labels=None, golden_classes=None):
     return rows
 
 
-def _parse_list(text, name):
-    if text is None:
-        return None
-    try:
-        return [int(v) for v in text.split(",")]
-    except ValueError:
-        raise SimulatorError(f"{name} must be comma-separated integers, one per layer, "
-                             f"not {text!r}") from None
+def run_command(args, folding_of):
+    """``bnnhw sim``: simulate a network on a dataset, print a table; 1 on any mismatch.
 
-
-def run_command(args):
-    """``bnnhw sim``: simulate a network on a dataset, print a table, 1 on any mismatch."""
+    ``folding_of(args, net)`` turns the command's folding options into a checked folding.
+    """
     from .. import artifact, datasets, golden
-    from ..folding import parse_folding
     from ..network import NetworkTop
 
     net = artifact.load(args.network)
@@ -188,12 +180,7 @@ def run_command(args):
     if data.in_bits > net.input_bits:
         raise SimulatorError(f"dataset {data.name} has {data.in_bits}-bit pixels but "
                              f"{args.network} takes {net.input_bits}-bit inputs")
-    pe, simd = _parse_list(args.pe, "--pe"), _parse_list(args.simd, "--simd")
-    folding = parse_folding(net, pe, simd) if (pe or simd) else None
-    if folding is None and args.target is not None:
-        top = NetworkTop(net, in_simd=args.in_simd, target=args.target)
-    else:
-        top = NetworkTop(net, folding, in_simd=args.in_simd)
+    top = NetworkTop(net, folding_of(args, net), in_simd=args.in_simd)
     expected = golden.run(net, x)
     engine = args.engine
     if engine == "auto":
