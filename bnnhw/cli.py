@@ -167,6 +167,11 @@ def run_host(args):
     return run_run(args)
 
 
+def run_sim(args):
+    from .sim.bench import run_command
+    return run_command(args, _folding)
+
+
 def _command(argv):
     """The subcommand named in ``argv``: its first word that is not an option."""
     return next((word for word in argv if not word.startswith("-")), None)
@@ -243,6 +248,30 @@ def main(argv=None):
     p.add_argument("--timeout", metavar="SECONDS", type=float, default=2.0,
                    help="wait this long for each reply (default: %(default)s)")
     p.set_defaults(run=run_host)
+
+    p = commands.add_parser("sim", help="check the gateware in Verilator against the golden model")
+    p.add_argument("network", metavar="NETWORK", type=Path, help="network file (.npz)")
+    p.add_argument("--dataset", metavar="DATASET", default="digits",
+                   help="'digits' or a directory of MNIST-style IDX files (default: %(default)s)")
+    p.add_argument("--split", choices=("train", "test"), default="test",
+                   help="which part of the dataset (default: %(default)s)")
+    p.add_argument("--count", metavar="N", type=int, help="use only the first N images")
+    p.add_argument("--stall", metavar="P", type=float, default=0.0,
+                   help="probability of an input gap and of output backpressure per cycle "
+                        "(default: %(default)s)")
+    p.add_argument("--seed", metavar="N", type=int, default=1,
+                   help="seed of the random stalls (default: %(default)s)")
+    p.add_argument("--engine", choices=("auto", "cocotb", "fast"), default="auto",
+                   help="cocotb bench, or C++ harness for large sets (default: %(default)s, "
+                        "cocotb up to 2000 frames)")
+    p.add_argument("--waves", metavar="FILE", type=Path,
+                   help="write waveforms to FILE (.fst for FST, else VCD)")
+    p.add_argument("--build-dir", metavar="DIR", type=Path,
+                   help="cache of Verilator builds (default: ~/.cache/bnnhw/verilator)")
+    p.add_argument("--in-simd", metavar="N", type=int,
+                   help="pixels per input beat (default: the first layer's simd)")
+    _add_folding_arguments(p)
+    p.set_defaults(run=run_sim)
 
     args = parser.parse_args(argv)
     try:
