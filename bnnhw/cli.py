@@ -167,6 +167,11 @@ def run_host(args):
     return run_run(args)
 
 
+def run_flow(args):
+    from .flow import run_flow
+    return run_flow(args)
+
+
 def run_sim(args):
     from .sim.bench import run_command
     return run_command(args, _folding)
@@ -248,6 +253,26 @@ def main(argv=None):
     p.add_argument("--timeout", metavar="SECONDS", type=float, default=2.0,
                    help="wait this long for each reply (default: %(default)s)")
     p.set_defaults(run=run_host)
+
+    p = commands.add_parser("flow", help="the main job: train, check, simulate, build")
+    p.add_argument("-o", "--output", metavar="DIR", type=Path, default=Path("runs/flow"),
+                   help="folder for everything the flow writes (default: %(default)s)")
+    p.add_argument("--network", metavar="NETWORK", type=Path,
+                   help="start from this network file instead of training one")
+    p.add_argument("--dataset", metavar="DATASET", default="digits",
+                   help="'digits' or a directory of MNIST-style IDX files (default: %(default)s)")
+    p.add_argument("--seed", metavar="N", type=int, default=0,
+                   help="training seed (default: %(default)s)")
+    p.add_argument("--board", choices=("icebreaker", "ulx3s", "none"), default="icebreaker",
+                   help="board to build a bitstream for (default: %(default)s)")
+    p.add_argument("--stall", metavar="P", type=float, default=0.3,
+                   help="probability of a stall per cycle on each side in simulation "
+                        "(default: %(default)s)")
+    p.add_argument("--no-sim", dest="sim", action="store_false",
+                   help="skip the Verilator simulation")
+    p.add_argument("--target", metavar="CYCLES", type=int,
+                   help="cycles per frame for the simulated folding (default: balanced)")
+    p.set_defaults(run=run_flow)
 
     p = commands.add_parser("sim", help="check the gateware in Verilator against the golden model")
     p.add_argument("network", metavar="NETWORK", type=Path, help="network file (.npz)")

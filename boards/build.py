@@ -12,24 +12,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .board import BoardError, BoardTop
-from .toolchain import ToolchainError, run_plan, toolchain_env
+from .toolchain import ToolchainError, default_cache_dir, run_plan, toolchain_env
 from ..errors import BnnhwError
 
-__all__ = ["FitError", "Estimate", "estimate", "check_fit", "BuildResult", "build",
-           "format_result"]
+__all__ = ["FitError", "Estimate", "estimate", "check_fit", "fitting_folding", "BuildResult",
+           "build", "format_result"]
 
 
 class FitError(BnnhwError):
     """The network, as folded, cannot fit the board's FPGA."""
 
 
-# Logic cells per XNOR-popcount input bit, and per multi-bit adder input bit, measured on
-# iCE40 (TOOLCHAIN.md: 2.6-2.8 LUT4 per bit for a pipelined XNOR-popcount-compare); a fixed
-# cost per layer engine (counters, buffers, compare, handshakes) and for the UART shell.
-_LUTS_PER_BIT = 2.8
-_LUTS_PER_ADDER_BIT = 1.5
-_LUTS_PER_LAYER = 150
-_LUTS_SHELL = 450
+# iCE40 logic cells per XNOR-popcount input bit, per multi-bit adder input bit, per layer
+# engine (counters, buffers, compare, handshakes) and for the UART shell. Fitted to bnnhw's
+# own builds: the digits network folded (2,16), (2,32), (1,32) took 3,435 logic cells on a
+# UP5K; TOOLCHAIN.md's 2.6-2.8 per bit is for a bare neuron without buffers or handshakes.
+_LUTS_PER_BIT = 5
+_LUTS_PER_ADDER_BIT = 4
+_LUTS_PER_LAYER = 400
+_LUTS_SHELL = 700
 # Weight banks smaller than this become logic rather than block RAM.
 _MIN_BRAM_BITS = 512
 
@@ -65,10 +66,11 @@ def estimate(net, folding, board):
         else:
             logic = fold.pe * fold.simd * _LUTS_PER_BIT
         blocks = 0
-        if depth * fold.simd >= _MIN_BRAM_BITS:
+        if depth > 1 and depth * fold.simd >= _MIN_BRAM_BITS:
             blocks = fold.pe * _blocks(fold.simd, depth, bits, widest)
-        else:
-            logic += fold.pe * depth * fold.simd / 4       # weights folded into LUTs
+        elif depth > 1:
+            logic += fold.pe * depth * fold.simd / 4       # a small ROM: LUTs
+        # depth 1: the weights are constants that fold into the XNORs for free
         per_layer.append((round(logic + _LUTS_PER_LAYER), blocks))
     return Estimate(logic=sum(l for l, _ in per_layer) + _LUTS_SHELL,
                     block_rams=sum(b for _, b in per_layer), per_layer=tuple(per_layer))
@@ -83,14 +85,36 @@ def check_fit(net, folding, board, *, margin=1.25):
         worst = max(range(len(need.per_layer)), key=lambda n: need.per_layer[n][1])
         raise FitError(f"{board.title}: block RAM: the folding needs about {need.block_rams} "
                        f"blocks of {ram_bits // 1024} Kbit (layers[{worst}] alone "
-                       f"{need.per_layer[worst][1]}), the FPGA has {ram_have}; fold the wide "
-                       f"layers less (smaller --simd/--pe) or use a larger board")
+                       f"{need.per_layer[worst][1]}), the FPGA has {ram_have}; use a smaller "
+                       f"--pe/--simd or a larger board")
     if need.logic > logic_have * margin:
         worst = max(range(len(need.per_layer)), key=lambda n: need.per_layer[n][0])
         raise FitError(f"{board.title}: logic: the folding needs about {need.logic:,} LUT4s "
                        f"(layers[{worst}] alone {need.per_layer[worst][0]:,}), the FPGA has "
                        f"{logic_have:,}; use a smaller --pe/--simd")
     return need
+
+
+def fitting_folding(net, board, *, budget=0.7):
+    """The fastest default folding whose estimate fits ``budget`` of the board's logic.
+
+    Tries :func:`~bnnhw.folding.default_folding` for growing cycle targets (each layer's
+    possible cycle counts) and keeps the first that fits; raises :class:`FitError` if even
+    the most folded network does not.
+    """
+    from ..folding import default_folding, divisors
+    targets = sorted({(layer.fan_out // pe) * (layer.fan_in // simd)
+                      for layer in net.layers
+                      for pe in divisors(layer.fan_out) for simd in divisors(layer.fan_in)})
+    logic_have = board.logic[1]
+    for target in targets:
+        folding = default_folding(net, target=target)
+        need = estimate(net, folding, board)
+        if need.logic <= logic_have * budget and need.block_rams <= board.block_ram[1]:
+            return folding
+    folding = default_folding(net, target=targets[-1])
+    check_fit(net, folding, board)          # the most folded network: fits, or says why not
+    return folding
 
 
 @dataclass(frozen=True)
@@ -109,7 +133,8 @@ class BuildResult:
         return self.fmax_mhz >= self.clock_mhz
 
 
-def build(board, net, folding, build_dir, *, baud=115200, scores=True, log=print):
+def build(board, net, folding, build_dir, *, baud=115200, scores=True, cache_dir=None,
+          log=print):
     """Build a bitstream of ``net`` with ``folding`` for ``board`` in ``build_dir``."""
     from ..network import NetworkTop
     from .shell import Shell
@@ -132,7 +157,7 @@ def build(board, net, folding, build_dir, *, baud=115200, scores=True, log=print
     top = BoardTop(board, Shell(NetworkTop(net, folding), divisor=divisor, scores=scores))
     platform = board.platform()
     plan = platform.prepare(top, name=name, nextpnr_opts=f"--report {name}.report.json")
-    env = toolchain_env(build_dir.parent / ".yowasp-cache", board.tools)
+    env = toolchain_env(cache_dir or default_cache_dir(), board.tools, log=log)
     log(f"running Yosys and nextpnr in {build_dir} (a minute or more)")
     report = run_plan(plan, build_dir, env, name=name)
     bitstream = build_dir / f"{name}.{board.bitstream}"

@@ -21,11 +21,11 @@ def program_command(board, bitstream):
     return [tool] + [arg.replace("{bitstream}", str(bitstream)) for arg in args]
 
 
-def program(board, bitstream, *, dry_run=False, out=sys.stdout):
+def program(board, bitstream, *, dry_run=False):
     """Program ``bitstream`` onto ``board``; with ``dry_run``, print the command instead."""
     command = program_command(board, bitstream)
     if dry_run:
-        print(shlex.join(command), file=out)
+        print(shlex.join(command))
         return 0
     if not Path(bitstream).is_file():
         raise BoardError(f"{bitstream}: no such bitstream")

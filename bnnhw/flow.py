@@ -1,0 +1,114 @@
+"""``bnnhw flow``: the main job, end to end, on the embedded default dataset.
+
+Train a BNN on scikit-learn's bundled digits (or take a network file), export and self-check
+it, write its Verilog, prove in Verilator on the whole test split, under random stalls, that
+the hardware computes exactly what the golden model computes, and build a bitstream for a
+board. Every artifact lands in one output folder; the closing table says what each step
+measured, and the command fails if any step does.
+"""
+
+import sys
+import time
+from pathlib import Path
+
+from . import artifact, datasets, golden
+from .errors import BnnhwError
+
+__all__ = ["run_flow"]
+
+
+class FlowError(BnnhwError):
+    """A step of the flow failed; the message says which and why."""
+
+
+def _say(text):
+    print(f"bnnhw flow: {text}", file=sys.stderr, flush=True)
+
+
+def _train(out, dataset, seed):
+    from .train import train as training
+    path = out / "network.npz"
+    config = training.Config(dataset=dataset, seed=seed, output=str(path))
+    training.main_train(config)
+    return path
+
+
+def _simulate(net, folding, x, stall, out):
+    from .network import NetworkTop
+    from .sim.bench import simulate
+    top = NetworkTop(net, folding)
+    expected = golden.run(net, x)
+    return simulate(top, x, expected.classes, expected.scores, engine="fast", stall=stall,
+                    cache_dir=out / "verilator", log=_say)
+
+
+def run_flow(args):
+    """Run the flow for parsed ``bnnhw flow`` arguments; return the exit code."""
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    started = time.perf_counter()
+
+    if args.network is None:
+        _say(f"training on {args.dataset} (seed {args.seed})")
+        step = time.perf_counter()
+        path = _train(out, args.dataset, args.seed)
+        rows.append(("train", f"{path} ({time.perf_counter() - step:.0f} s)"))
+    else:
+        path = Path(args.network)
+    net = artifact.load(path)
+    data = datasets.load_dataset(args.dataset)
+    x, y = data.test_x, data.test_y
+    if x.shape[1] != net.input_size:
+        raise FlowError(f"dataset {data.name} has {x.shape[1]} pixels per image but {path} "
+                        f"expects {net.input_size}")
+    result = golden.run(net, x)
+    accuracy = float((result.classes == y).mean())
+    rows.append(("golden model", f"{100 * accuracy:.2f}% on {len(y)} {data.name} test images"))
+    if "self_check" in net.provenance:
+        check = net.provenance["self_check"]
+        rows.append(("torch vs golden", f"{check.get('class_agreement', '?')} of "
+                                        f"{check.get('frames', '?')} classes agree"))
+
+    from .folding import default_folding
+    from .network import generate_verilog
+    folding = default_folding(net, target=args.target)
+    verilog_path = out / "bnn_top.v"
+    performance = generate_verilog(net, folding, verilog_path)
+    rows.append(("verilog", f"{verilog_path}, {performance.initiation_interval} cycles/frame "
+                            f"(model)"))
+
+    failed = []
+    if args.sim:
+        _say(f"simulating {len(x)} frames in Verilator with {100 * args.stall:.0f}% stalls")
+        report = _simulate(net, folding, x, args.stall, out)
+        hardware = float((report.classes == y).mean()) if len(report.classes) == len(y) else 0
+        measured = report.timing.interval if report.timing else None
+        rows.append(("verilator", f"{len(report.mismatches)} mismatches in {report.frames} "
+                                  f"frames, hardware {100 * hardware:.2f}%, "
+                                  f"{measured} cycles/frame measured"))
+        if not report.ok:
+            failed.append("verilator")
+
+    if args.board != "none":
+        from .boards.board import get_board
+        from .boards.build import build, fitting_folding, format_result
+        board = get_board(args.board)
+        board_folding = fitting_folding(net, board)
+        _say(f"building for the {board.title}")
+        built = build(board, net, board_folding, out / f"build-{board.name}", log=_say)
+        print(format_result(built))
+        rows.append((board.name, f"{built.bitstream}, Fmax {built.fmax_mhz:.1f} MHz "
+                                  f"(clock {built.clock_mhz:g} MHz)"))
+        if not built.timing_met:
+            failed.append(board.name)
+
+    rows.append(("total", f"{time.perf_counter() - started:.0f} s"))
+    print()
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+    if failed:
+        print(f"bnnhw flow: FAILED: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
