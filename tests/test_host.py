@@ -1,0 +1,132 @@
+"""The host client end to end: pyserial on a pseudo-terminal, bridged at the UART-pin level to
+Amaranth's simulation of the shell around a real NetworkTop."""
+
+import os
+import pty
+import threading
+import tty
+
+import numpy as np
+import pytest
+import serial
+from amaranth.sim import Simulator
+
+from bnnhw import golden, testing
+from bnnhw.boards.host import Client, HostError, run_images
+from bnnhw.boards.shell import Shell
+from bnnhw.network import NetworkTop
+
+DIVISOR = 4          # clock cycles per UART bit: the simulation runs a very fast "baud rate"
+
+
+class PinBridge:
+    """Moves bytes between a pty's master side and a shell's rx/tx pins, bit by bit.
+
+    ``corrupt`` is a set of byte indices (counted over everything the host sends) whose lowest
+    bit the bridge flips on the way, as line noise would.
+    """
+    def __init__(self, dut, master, *, corrupt=()):
+        self.dut, self.master, self.corrupt = dut, master, set(corrupt)
+        self.sent = 0
+        self.done = threading.Event()
+
+    async def drive_rx(self, ctx):
+        """Send every byte the host writes to the shell's rx pin, until the host is done."""
+        os.set_blocking(self.master, False)
+        while not self.done.is_set():
+            try:
+                data = os.read(self.master, 256)
+            except BlockingIOError:
+                await ctx.tick().repeat(20)
+                continue
+            for byte in data:
+                if self.sent in self.corrupt:
+                    byte ^= 1
+                self.sent += 1
+                for bit in [0, *((byte >> k) & 1 for k in range(8)), 1]:
+                    ctx.set(self.dut.rx, bit)
+                    await ctx.tick().repeat(DIVISOR)
+
+    async def sample_tx(self, ctx):
+        """Decode the shell's tx pin and write each byte to the host, until the host is done."""
+        while not self.done.is_set():
+            await ctx.tick()
+            if ctx.get(self.dut.tx):
+                continue                                        # idle, or not yet a start bit
+            await ctx.tick().repeat(DIVISOR // 2)               # to the middle of the bit
+            byte = 0
+            for k in range(8):
+                await ctx.tick().repeat(DIVISOR)
+                byte |= ctx.get(self.dut.tx) << k
+            await ctx.tick().repeat(DIVISOR)                    # stop bit
+            os.write(self.master, bytes([byte]))
+
+
+def run_host(net, x, y, *, corrupt=()):
+    """Classify ``x`` through the simulated board; return the host's summary."""
+    dut = Shell(NetworkTop(net), divisor=DIVISOR, timeout=40 * DIVISOR)
+    master, slave = pty.openpty()
+    tty.setraw(slave)
+    bridge = PinBridge(dut, master, corrupt=corrupt)
+    outcome = {}
+
+    def host():
+        try:
+            with serial.Serial(os.ttyname(slave), timeout=0.05) as port:
+                client = Client(port, n_pixels=net.input_size, in_bits=net.input_bits,
+                                classes=net.classes, timeout=20, resync=0.5)
+                outcome["summary"] = run_images(client, net, x, y)
+        except Exception as error:      # handed to the test thread below
+            outcome["error"] = error
+        finally:
+            bridge.done.set()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bridge.drive_rx)
+    sim.add_testbench(bridge.sample_tx)
+    thread = threading.Thread(target=host)
+    thread.start()
+    try:
+        sim.run()
+    finally:
+        bridge.done.set()
+        thread.join()
+        os.close(master)
+        os.close(slave)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["summary"]
+
+
+def small_network(seed):
+    return testing.random_network(np.random.default_rng(seed), [12, 8, 6, 4], input_bits=4)
+
+
+def test_host_classifies_through_the_simulated_board():
+    net = small_network(0)
+    rng = np.random.default_rng(1)
+    x = testing.random_inputs(rng, net, 5)
+    y = rng.integers(0, net.classes, 5)
+    summary = run_host(net, x, y)
+    expected = golden.run(net, x)
+    assert summary.images == 5
+    assert summary.mismatches == []
+    assert summary.correct == int((expected.classes == y).sum())
+    assert summary.errors == {}
+
+
+def test_host_retries_after_line_noise():
+    net = small_network(2)
+    rng = np.random.default_rng(3)
+    x = testing.random_inputs(rng, net, 2)
+    y = golden.run(net, x).classes
+    summary = run_host(net, x, y, corrupt={7})     # a pixel byte of the first request
+    assert summary.mismatches == [] and summary.correct == 2
+    assert summary.errors == {"BAD_CHECKSUM": 1}
+
+
+def test_client_rejects_wrong_image_size():
+    client = Client(None, n_pixels=12, in_bits=4, classes=4)
+    with pytest.raises(HostError, match=r"^an image of 5 pixels; the board's network takes 12$"):
+        client.classify(np.zeros(5, np.uint8))
