@@ -1,0 +1,45 @@
+# amaranth: UnusedElaboratable=no
+"""Real bitstreams with Yosys and nextpnr (YoWASP): one per FPGA family, as CI must run.
+
+Minutes each; deselect locally with ``-m "not board"``.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bnnhw import artifact, testing
+from bnnhw.boards.board import get_board
+from bnnhw.boards.build import build, estimate, fitting_folding
+from bnnhw.folding import default_folding
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "digits.npz"
+
+
+def digits_network():
+    if EXAMPLE.is_file():
+        return artifact.load(EXAMPLE)
+    return testing.random_network(np.random.default_rng(0), [64, 128, 128, 10], input_bits=5)
+
+
+@pytest.mark.slow
+@pytest.mark.board
+@pytest.mark.parametrize("name", ["icebreaker", "ulx3s"])
+def test_bitstream_builds_fits_and_meets_timing(name, tmp_path):
+    board = get_board(name)
+    net = digits_network()
+    # The iCEBreaker gets the fastest folding that fits; the ULX3S a moderate one, so that
+    # CI's place and route stays within a few minutes.
+    folding = fitting_folding(net, board) if name == "icebreaker" else \
+        default_folding(net, target=64)
+    result = build(board, net, folding, tmp_path / name, log=lambda text: None)
+    assert result.bitstream.stat().st_size > 1000
+    logic, capacity = result.utilization[board.logic[0]]
+    assert 0 < logic <= capacity
+    assert result.utilization[board.block_ram[0]][0] <= board.block_ram[1]
+    assert result.timing_met, f"{result.fmax_mhz:.1f} MHz < {result.clock_mhz} MHz"
+    print(f"{name}: {logic} of {capacity} {board.logic[0]} (estimate "
+          f"{estimate(net, folding, board).logic}), "
+          f"{result.utilization[board.block_ram[0]][0]} block RAMs, "
+          f"Fmax {result.fmax_mhz:.1f} MHz, {result.seconds:.0f} s")
