@@ -7,10 +7,12 @@ import math
 import numpy as np
 import pytest
 
+import bnnhw.train                 # noqa: F401  (before torch: it sets OMP_WAIT_POLICY)
+from bnnhw import artifact, golden
+from bnnhw.datasets import load_dataset
+
 torch = pytest.importorskip("torch")
 
-from bnnhw import artifact, golden                              # noqa: E402
-from bnnhw.datasets import load_dataset                         # noqa: E402
 from bnnhw.train import export, train as t                     # noqa: E402
 from bnnhw.train.model import BinaryMLP, RoundSTE, SignSTE     # noqa: E402
 

@@ -197,8 +197,9 @@ def train(config, dataset=None, *, log=None):
 
     `dataset` defaults to ``load_dataset(config.dataset)``. `history` lists one dict per epoch
     (``epoch``, ``binary``, ``lr``, ``loss``, ``train_accuracy``, ``test_accuracy``: torch
-    eval-mode accuracy, ``seconds``: wall time of the epoch including that evaluation). Writes a checkpoint after each epoch to ``config.checkpoint_path()``;
-    with ``config.resume``, starts from it. The model is returned in eval mode, binarized.
+    eval-mode accuracy; ``seconds``: wall time of the epoch including that evaluation). Writes
+    a checkpoint after each epoch to ``config.checkpoint_path()``; with ``config.resume``,
+    starts from it. The model is returned in eval mode, binarized.
     """
     config = config.resolved()
     if dataset is None:
@@ -286,7 +287,7 @@ def _report(bar, log, record, total):
             f"loss {record['loss']:.4f} train {100 * record['train_accuracy']:.2f}% "
             f"test {100 * record['test_accuracy']:.2f}%")
     if bar is not None:
-        bar.set_postfix(loss=f"{record['loss']:.4f}",
+        bar.set_postfix(refresh=False, loss=f"{record['loss']:.4f}",
                         train=f"{100 * record['train_accuracy']:.2f}%",
                         test=f"{100 * record['test_accuracy']:.2f}%")
         bar.update(1)
