@@ -40,13 +40,15 @@ def result_layout(cls_width, score_width, classes):
 
 def crc16_next(crc, byte):
     """Return the CRC-16 register after ``byte``: :func:`protocol.crc16`, one byte per clock."""
-    bits = [crc[n] for n in range(16)]
+    # Run the bit-serial CRC on symbols: each register bit is the XOR of a set of input bits.
+    inputs = [crc[n] for n in range(16)] + [byte[k] for k in range(8)]
+    bits = [{n} for n in range(16)]
     for k in reversed(range(8)):                # most significant data bit first
-        feedback = bits[15] ^ byte[k]
+        feedback = bits[15] ^ {16 + k}
         bits = [feedback] + bits[:15]           # shift left, then XOR polynomial 0x1021
         bits[5] = bits[5] ^ feedback
         bits[12] = bits[12] ^ feedback
-    return Cat(*bits)
+    return Cat(*(Cat(*(inputs[n] for n in sorted(terms))).xor() for terms in bits))
 
 
 def _check_divisor(divisor):
@@ -433,15 +435,17 @@ class Shell(wiring.Component):
         if timeout < 20 * divisor:
             raise ValueError(f"timeout must be at least 2 byte times ({20 * divisor} clock "
                              f"cycles), not {timeout}")
-        for name, low, high in (("in_bits", 1, 8), ("in_simd", 1, protocol.MAX_PIXELS),
-                                ("n_pixels", 1, protocol.MAX_PIXELS), ("classes", 1, 255),
-                                ("score_width", 1, protocol.SCORE_BITS if scores else None)):
+        score_limit = protocol.SCORE_BITS if scores else 1 << 16
+        for name, high in (("in_bits", 8), ("in_simd", protocol.MAX_PIXELS),
+                           ("n_pixels", protocol.MAX_PIXELS), ("classes", 255),
+                           ("score_width", score_limit)):
             value = getattr(net, name, None)
             if not isinstance(value, int) or isinstance(value, bool):
                 raise TypeError(f"net.{name} must be an integer, not {value!r}")
-            if not low <= value <= (high or value):
-                raise ValueError(f"net.{name} must be in {low}..{high}, not {value}"
-                                 + ("; pass scores=False" if name == "score_width" else ""))
+            if not 1 <= value <= high:
+                too_wide = name == "score_width" and scores and value > high
+                hint = "; pass scores=False" if too_wide else ""
+                raise ValueError(f"net.{name} must be in 1..{high}, not {value}{hint}")
         if net.n_pixels % net.in_simd:
             raise ValueError(f"net.n_pixels must be a multiple of net.in_simd = {net.in_simd}, "
                              f"not {net.n_pixels}")

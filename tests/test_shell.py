@@ -2,10 +2,11 @@
 """Tests of the serial protocol (bnnhw/protocol.py) and the board shell (boards/shell.py)."""
 
 import random
+import re
 
 import numpy as np
 import pytest
-from amaranth import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
@@ -17,13 +18,17 @@ from bnnhw.protocol import Reply, Status
 from bnnhw.testing import stream_get, stream_put
 
 
-def simulate(dut, *testbenches, background=()):
+def simulate(dut, *testbenches, limit=60_000):
+    """Run ``testbenches`` on ``dut`` (1 MHz clock); fail if they take over ``limit`` cycles."""
+    async def watchdog(ctx):
+        await ctx.delay(limit * 1e-6)
+        raise AssertionError(f"testbenches still running after {limit} cycles")
+
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     for testbench in testbenches:
         sim.add_testbench(testbench)
-    for testbench in background:
-        sim.add_testbench(testbench, background=True)
+    sim.add_testbench(watchdog, background=True)
     sim.run()
 
 
@@ -73,7 +78,8 @@ def test_decode_request_statuses():
     assert protocol.decode_request(frame[:6], n_pixels=4, in_bits=4) == (Status.TIMEOUT, None)
     assert protocol.decode_request(frame[:2], n_pixels=4, in_bits=4) == (Status.TIMEOUT, None)
     assert protocol.decode_request(frame, n_pixels=4, in_bits=3) == (Status.BAD_PIXEL, None)
-    with pytest.raises(protocol.ProtocolError, match=r"^a request starts with 0xA5, not b'\\x00'$"):
+    message = r"^a request starts with 0xA5, not b'\\x00'$"
+    with pytest.raises(protocol.ProtocolError, match=message):
         protocol.decode_request(b"\x00" + frame[1:], n_pixels=4, in_bits=4)
 
 
@@ -119,7 +125,8 @@ def test_decode_reply_rejects_corruption():
             bad[position] ^= 1 << bit
             with pytest.raises(protocol.ProtocolError):
                 protocol.decode_reply(bad)
-    with pytest.raises(protocol.ProtocolError, match=r"^a reply with 2 scores is 10 bytes, not 9$"):
+    message = r"^a reply with 2 scores is 10 bytes, not 9$"
+    with pytest.raises(protocol.ProtocolError, match=message):
         protocol.decode_reply(frame[:-1])
 
 
@@ -160,6 +167,11 @@ async def uart_send(ctx, pin, byte, divisor, *, stop=1):
 async def uart_receive(ctx, pin, divisor):
     """Wait for a start bit on ``pin``; return its character, sampled in the middle of bits."""
     await ctx.tick().until(pin == 0)
+    return await uart_sample(ctx, pin, divisor)
+
+
+async def uart_sample(ctx, pin, divisor):
+    """Return the character whose start bit began on ``pin`` in this cycle."""
     await ctx.tick().repeat(divisor // 2)
     assert ctx.get(pin) == 0, "start bit too short"
     bits = []
@@ -212,8 +224,15 @@ def test_uart_transmitter_matches_model(divisor, stalls):
 
     async def line(ctx):
         assert ctx.get(dut.tx) == 1
+        cycles = 0
         for n, byte in enumerate(data):
-            assert await uart_receive(ctx, dut.tx, divisor) == byte, f"byte {n}"
+            while ctx.get(dut.tx):
+                await ctx.tick()
+                cycles += n > 0
+            assert await uart_sample(ctx, dut.tx, divisor) == byte, f"byte {n}"
+            cycles += (divisor // 2 + 9 * divisor) * (n < len(data) - 1)
+        if not stalls:      # back to back: exactly 10 bit times per byte
+            assert cycles == (len(data) - 1) * 10 * divisor
 
     simulate(dut, producer, line)
 
@@ -400,3 +419,206 @@ def test_writer_matches_encode_reply(classes, score_width, scores, stalls):
 def test_writer_rejects_parameters(kwargs, error, message):
     with pytest.raises(error, match=message):
         ReplyWriter(**kwargs)
+
+
+# --- Shell, at the UART pins, around a stand-in network ---------------------------------------
+
+class SumNetwork(wiring.Component):
+    """Stand-in network with the shell's network interface: bit-exact with `score_reference`.
+
+    With a nonzero ``seed``, a 16-bit LFSR drops ``i.ready`` about a quarter of the time and
+    delays each result by 0..7 cycles, so the shell sees backpressure and latency.
+    """
+
+    def __init__(self, *, n_pixels, in_bits, in_simd, classes, score_width, seed=1,
+                 cls_width=None):
+        self.n_pixels, self.in_bits, self.in_simd = n_pixels, in_bits, in_simd
+        self.classes, self.score_width, self.seed = classes, score_width, seed
+        if cls_width is None:
+            cls_width = max(1, (classes - 1).bit_length())
+        super().__init__({
+            "i": In(stream.Signature(pixel_layout(in_bits, in_simd))),
+            "o": Out(stream.Signature(result_layout(cls_width, score_width, classes))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        sums = [Signal(16, name=f"sum{c}") for c in range(self.classes)]
+        phase = Signal(range(self.classes))     # class of the beat's first pixel
+        done = Signal()
+        wait = Signal(3)
+        lfsr = Signal(16, init=self.seed or 1)
+        if self.seed:
+            m.d.sync += lfsr.eq(Cat(lfsr[1:], lfsr[0] ^ lfsr[2] ^ lfsr[3] ^ lfsr[5]))
+            stall = lfsr[7] & lfsr[11]
+        else:
+            stall = 0
+
+        m.d.comb += self.i.ready.eq(~done & ~stall)
+        with m.If(self.i.valid & self.i.ready):
+            for c in range(self.classes):
+                increment = 0
+                for j in range(self.in_simd):
+                    pixel = self.i.payload.data[j * self.in_bits:(j + 1) * self.in_bits]
+                    increment = increment + Mux((phase + j) % self.classes == c, pixel, 0)
+                m.d.sync += sums[c].eq(sums[c] + increment)
+            m.d.sync += phase.eq((phase + self.in_simd) % self.classes)
+            with m.If(self.i.payload.last):
+                m.d.sync += [done.eq(1), wait.eq(lfsr[4:7] if self.seed else 0)]
+
+        total = Signal(16)
+        m.d.comb += total.eq(sum(sums))
+        m.d.comb += self.o.payload.cls.eq(total % self.classes)
+        for c in range(self.classes):
+            m.d.comb += self.o.payload.scores[c].eq(2 * sums[c] - total)
+        m.d.comb += self.o.valid.eq(done & (wait == 0))
+        with m.If(done & (wait != 0)):
+            m.d.sync += wait.eq(wait - 1)
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += [done.eq(0), phase.eq(0), *(s.eq(0) for s in sums)]
+        return m
+
+
+def shell_steps(rng, *, n_pixels, in_bits, in_simd, classes, score_width, scores):
+    """Return ``[(bytes, replies)]``; ``replies`` None means: any number of error replies."""
+    def good():
+        return rng.integers(0, 1 << in_bits, n_pixels)
+
+    def answer(pixels):
+        cls, values = score_reference(pixels, classes, score_width)
+        return [Reply(Status.OK, cls, values if scores else ())]
+
+    def request(pixels, bits=in_bits):
+        return protocol.encode_request(pixels, in_bits=bits)
+
+    steps = []
+    for _ in range(2):
+        pixels = good()
+        steps.append((request(pixels), answer(pixels)))
+    if in_bits == 8:                            # start bytes inside the payload are data
+        pixels = good()
+        pixels[:2] = protocol.REQUEST_START
+        steps.append((request(pixels), answer(pixels)))
+    frame = bytearray(request(good()))
+    frame[4] ^= 0x01
+    steps.append((bytes(frame), [Reply(Status.BAD_CHECKSUM)]))
+    pixels = good()
+    steps.append((request(pixels), answer(pixels)))
+    steps.append((request(good())[:n_pixels // 2 + 3], [Reply(Status.TIMEOUT)]))
+    pixels = good()
+    steps.append((request(pixels), answer(pixels)))
+    # a whole frame with the wrong length; no start byte in the rest, so exactly one reply
+    value = next(v for v in range(1, 1 << in_bits)
+                 if protocol.REQUEST_START not in request([v] * (n_pixels + in_simd))[1:])
+    steps.append((request([value] * (n_pixels + in_simd)), [Reply(Status.BAD_LENGTH)]))
+    if in_bits < 8:
+        pixels = good()
+        pixels[-1] = (1 << in_bits) + 1
+        steps.append((request(pixels, bits=8), [Reply(Status.BAD_PIXEL)]))
+    garbage = [b for b in rng.integers(0, 256, 15).tolist() if b != protocol.REQUEST_START]
+    steps.append((bytes(garbage), []))          # between frames: dropped without a reply
+    pixels = good()
+    steps.append((request(pixels), answer(pixels)))
+    garbage = rng.integers(0, 256, 40).astype(np.uint8)
+    garbage[rng.choice(40, 4, replace=False)] = protocol.REQUEST_START
+    steps.append((garbage.tobytes(), None))     # false starts: errors only
+    pixels = good()
+    steps.append((request(pixels), answer(pixels)))
+    return steps
+
+
+@pytest.mark.parametrize("config", [
+    dict(n_pixels=12, in_bits=8, in_simd=3, classes=5, score_width=10, scores=True,
+         divisor=4, seed=0xACE1),
+    dict(n_pixels=8, in_bits=4, in_simd=2, classes=3, score_width=6, scores=False,
+         divisor=5, seed=0x1234),
+])
+def test_shell_answers_frames_and_rejects_bad_ones(config):
+    config = dict(config)
+    divisor, seed, scores = config.pop("divisor"), config.pop("seed"), config.pop("scores")
+    net = SumNetwork(**config, seed=seed)
+    timeout = 30 * divisor
+    dut = Shell(net, divisor=divisor, timeout=timeout, scores=scores)
+    rng = np.random.default_rng(seed)
+    steps = shell_steps(rng, **config, scores=scores)
+    reply_cycles = 10 * divisor * (6 + 2 * config["classes"] * scores)
+    settle = timeout + reply_cycles + 4 * config["n_pixels"] + 30 * divisor
+    line_bytes = bytearray()
+    results = []
+    leds = []
+    done = False
+
+    async def host(ctx):
+        nonlocal done
+        parser = protocol.ReplyParser(max_scores=config["classes"])
+        await ctx.tick().repeat(10)
+        for data, _ in steps:
+            for byte in data:
+                await uart_send(ctx, dut.rx, byte, divisor)
+            await ctx.tick().repeat(settle)
+            results.append(parser.feed(line_bytes))
+            line_bytes.clear()
+            leds.append(ctx.get(dut.leds))
+        assert parser.pending == b""
+        done = True
+
+    async def line(ctx):
+        while True:
+            while ctx.get(dut.tx):
+                if done:
+                    return
+                await ctx.tick()
+            line_bytes.append(await uart_sample(ctx, dut.tx, divisor))
+
+    simulate(dut, host, line)
+    last_cls = 0
+    for n, ((data, expected), got, led) in enumerate(zip(steps, results, leds)):
+        if expected is None:
+            assert got and all(reply.status != Status.OK for reply in got), f"step {n}: {got}"
+        else:
+            assert got == expected, f"step {n}"
+            last_cls = next((reply.cls for reply in got if reply.status == Status.OK), last_cls)
+        assert led == last_cls, f"step {n}"
+
+
+def stand_in(**changes):
+    net = SumNetwork(n_pixels=12, in_bits=8, in_simd=3, classes=5, score_width=10)
+    for name, value in changes.items():
+        setattr(net, name, value)
+    return net
+
+
+@pytest.mark.parametrize("net,kwargs,error,message", [
+    (stand_in(), dict(divisor=3), ValueError,
+     r"^divisor must be at least 4 clock cycles per bit, not 3$"),
+    (stand_in(), dict(divisor=4, timeout=79), ValueError,
+     r"^timeout must be at least 2 byte times \(80 clock cycles\), not 79$"),
+    (stand_in(), dict(divisor=4, timeout=100.0), TypeError,
+     r"^timeout must be an integer or None, not 100\.0$"),
+    (stand_in(in_bits=None), dict(divisor=4), TypeError,
+     r"^net\.in_bits must be an integer, not None$"),
+    (stand_in(in_bits=9), dict(divisor=4), ValueError,
+     r"^net\.in_bits must be in 1\.\.8, not 9$"),
+    (stand_in(classes=256), dict(divisor=4), ValueError,
+     r"^net\.classes must be in 1\.\.255, not 256$"),
+    (stand_in(n_pixels=0), dict(divisor=4), ValueError,
+     r"^net\.n_pixels must be in 1\.\.65535, not 0$"),
+    (stand_in(score_width=17), dict(divisor=4), ValueError,
+     r"^net\.score_width must be in 1\.\.16, not 17; pass scores=False$"),
+    (stand_in(n_pixels=13), dict(divisor=4), ValueError,
+     r"^net\.n_pixels must be a multiple of net\.in_simd = 3, not 13$"),
+    (stand_in(in_simd=4), dict(divisor=4), ValueError,
+     "^" + re.escape("net.i must be In(stream.Signature(StructLayout({'data': 32, 'last': 1}))), "
+                     "not In(stream.Signature(StructLayout({'data': 24, 'last': 1})))") + "$"),
+    (stand_in(score_width=8), dict(divisor=4), ValueError,
+     "^" + re.escape("net.o must be Out(stream.Signature(StructLayout({'cls': unsigned(3), "
+                     "'scores': ArrayLayout(signed(8), 5)}))), not Out(stream.Signature("
+                     "StructLayout({'cls': unsigned(3), 'scores': ArrayLayout(signed(10), "
+                     "5)})))") + "$"),
+    (SumNetwork(n_pixels=12, in_bits=8, in_simd=3, classes=5, score_width=10, cls_width=2),
+     dict(divisor=4), ValueError,
+     r"^net\.o's cls field must hold 5 classes in at most 8 bits, not 2 bits$"),
+])
+def test_shell_rejects_parameters(net, kwargs, error, message):
+    with pytest.raises(error, match=message):
+        Shell(net, **kwargs)
