@@ -8,10 +8,12 @@ so an interrupted run continues with ``resume=True`` (``--resume``) and ends wit
 network as an uninterrupted one.
 """
 
+import argparse
 import dataclasses
 import json
 import math
 import os
+import pickle
 import subprocess
 import sys
 import time
@@ -180,7 +182,7 @@ def _load_checkpoint(path, config):
         raise ConfigError(f"resume: no checkpoint at {path}")
     try:
         state = torch.load(path, weights_only=True)
-    except Exception as error:       # torch raises many types for a damaged file
+    except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as error:
         raise ConfigError(f"{path}: not a readable checkpoint ({error})") from None
     if not isinstance(state, dict) or state.get("format") != _CHECKPOINT_FORMAT:
         raise ConfigError(f"{path}: not a bnnhw training checkpoint")
@@ -404,10 +406,10 @@ def add_arguments(parser):
 
 def _sizes(text):
     try:
-        sizes = tuple(int(part) for part in text.split(","))
+        return tuple(int(part) for part in text.split(","))
     except ValueError:
-        raise ValueError(f"expected comma-separated integers, not {text!r}") from None
-    return sizes
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, not {text!r}") from None
 
 
 def config_from_args(args):
@@ -439,12 +441,13 @@ def summary(net, path):
     """Return a short table describing a trained network file (from its provenance)."""
     p = net.provenance
     widths = [net.input_size] + [layer.fan_out for layer in net.layers]
+    seconds = sum(r["seconds"] for r in p["history"])
     return "\n".join([
         f"network      {path} ({'-'.join(map(str, widths))}, "
         f"{net.weight_bits():,} weight bits)",
         f"dataset      {p['dataset']['name']} ({p['dataset']['train_frames']:,} train / "
         f"{p['dataset']['test_frames']:,} test frames)",
-        f"training     {len(p['history'])} epochs in {p['train_seconds']:.1f} s "
-        f"({p['training']['threads']} threads)",
+        f"training     {len(p['history'])} epochs in {seconds:.1f} s, "
+        f"{seconds / max(len(p['history']), 1):.2f} s/epoch ({p['training']['threads']} threads)",
         export_.format_report(p["self_check"]),
     ])
