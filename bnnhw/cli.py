@@ -17,10 +17,6 @@ from .errors import BnnhwError
 __all__ = ["main"]
 
 
-class CommandError(BnnhwError):
-    """A command cannot do what was asked; the message says why."""
-
-
 def _table(rows, headers):
     """Format rows as a plain text table; columns of numbers are right-aligned."""
     rows = [[str(cell) for cell in row] for row in rows]
@@ -81,16 +77,8 @@ def run_eval(args):
     import numpy as np
     from . import artifact, datasets, golden
     net = artifact.load(args.network)
-    data = datasets.load_dataset(args.dataset)
-    x, y = data.split(args.split)
-    if args.count is not None:
-        x, y = x[:args.count], y[:args.count]
-    if x.shape[1] != net.input_size:
-        raise CommandError(f"dataset {data.name} has {x.shape[1]} pixels per image but "
-                           f"{args.network} expects {net.input_size}")
-    if data.in_bits > net.input_bits:
-        raise CommandError(f"dataset {data.name} has {data.in_bits}-bit pixels but "
-                           f"{args.network} takes {net.input_bits}-bit inputs")
+    x, y, data = datasets.frames_for(net, args.dataset, split=args.split, count=args.count,
+                                     network=args.network)
     start = time.perf_counter()
     result = golden.run(net, x)
     elapsed = time.perf_counter() - start
@@ -105,6 +93,17 @@ def run_eval(args):
         print(_table([[c, *confusion[c]] for c in range(net.classes)],
                      ["true\\pred", *range(net.classes)]))
     return 0
+
+
+def _add_dataset_arguments(p, *, split=True, count=None):
+    p.add_argument("--dataset", metavar="DATASET", default="digits",
+                   help="'digits' or a directory of MNIST-style IDX files (default: %(default)s)")
+    if split:
+        p.add_argument("--split", choices=("train", "test"), default="test",
+                       help="which part of the dataset (default: %(default)s)")
+    p.add_argument("--count", metavar="N", type=int, default=count,
+                   help="use only the first N images" + (" (default: %(default)s)" if count
+                                                          else ""))
 
 
 def _int_list(text):
@@ -201,11 +200,7 @@ def main(argv=None):
 
     p = commands.add_parser("eval", help="golden-model accuracy of a network on a dataset")
     p.add_argument("network", metavar="NETWORK", type=Path, help="network file (.npz)")
-    p.add_argument("--dataset", metavar="DATASET", default="digits",
-                   help="'digits' or a directory of MNIST-style IDX files (default: %(default)s)")
-    p.add_argument("--split", choices=("train", "test"), default="test",
-                   help="which part of the dataset (default: %(default)s)")
-    p.add_argument("--count", metavar="N", type=int, help="use only the first N images")
+    _add_dataset_arguments(p)
     p.add_argument("--confusion", action="store_true", help="print the confusion matrix")
     p.set_defaults(run=run_eval)
 
@@ -244,10 +239,7 @@ def main(argv=None):
                    help="the network file the board's bitstream was built from")
     p.add_argument("--port", metavar="PORT", required=True,
                    help="serial port, e.g. /dev/ttyUSB1 (iCEBreaker: the second FTDI port)")
-    p.add_argument("--dataset", metavar="DATASET", default="digits",
-                   help="'digits' or a directory of MNIST-style IDX files (default: %(default)s)")
-    p.add_argument("--count", metavar="N", type=int, default=100,
-                   help="test images to send (default: %(default)s)")
+    _add_dataset_arguments(p, split=False, count=100)
     p.add_argument("--baud", metavar="RATE", type=int, default=115200,
                    help="UART baud rate the bitstream was built for (default: %(default)s)")
     p.add_argument("--timeout", metavar="SECONDS", type=float, default=2.0,
@@ -276,11 +268,7 @@ def main(argv=None):
 
     p = commands.add_parser("sim", help="check the gateware in Verilator against the golden model")
     p.add_argument("network", metavar="NETWORK", type=Path, help="network file (.npz)")
-    p.add_argument("--dataset", metavar="DATASET", default="digits",
-                   help="'digits' or a directory of MNIST-style IDX files (default: %(default)s)")
-    p.add_argument("--split", choices=("train", "test"), default="test",
-                   help="which part of the dataset (default: %(default)s)")
-    p.add_argument("--count", metavar="N", type=int, help="use only the first N images")
+    _add_dataset_arguments(p)
     p.add_argument("--stall", metavar="P", type=float, default=0.0,
                    help="probability of an input gap and of output backpressure per cycle "
                         "(default: %(default)s)")

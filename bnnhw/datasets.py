@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 from .errors import BnnhwError
 
-__all__ = ["Dataset", "DatasetError", "load_dataset", "load_digits", "load_idx_dir", "read_idx"]
+__all__ = ["Dataset", "DatasetError", "load_dataset", "load_digits", "load_idx_dir", "read_idx",
+           "frames_for"]
 
 
 class DatasetError(BnnhwError):
@@ -134,3 +135,24 @@ def load_dataset(spec):
     if spec in (None, "digits"):
         return load_digits()
     return load_idx_dir(spec)
+
+
+def frames_for(net, spec, *, split="test", count=None, network="the network"):
+    """Load ``split`` of dataset ``spec`` as ``(x, y, dataset)`` checked against ``net``.
+
+    ``count`` keeps the first images only; ``network`` names the network file in messages.
+    Raises :class:`DatasetError` if the images do not fit the network's input.
+    """
+    data = load_dataset(spec)
+    x, y = data.split(split)
+    if count is not None:
+        if not isinstance(count, int) or count <= 0:
+            raise DatasetError(f"count must be a positive integer, not {count!r}")
+        x, y = x[:count], y[:count]
+    if x.shape[1] != net.input_size:
+        raise DatasetError(f"dataset {data.name} has {x.shape[1]} pixels per image but "
+                           f"{network} expects {net.input_size}")
+    if data.in_bits > net.input_bits:
+        raise DatasetError(f"dataset {data.name} has {data.in_bits}-bit pixels but "
+                           f"{network} takes {net.input_bits}-bit inputs")
+    return x, y, data

@@ -12,13 +12,8 @@ import time
 from pathlib import Path
 
 from . import artifact, datasets, golden
-from .errors import BnnhwError
 
 __all__ = ["run_flow"]
-
-
-class FlowError(BnnhwError):
-    """A step of the flow failed; the message says which and why."""
 
 
 def _say(text):
@@ -57,11 +52,7 @@ def run_flow(args):
     else:
         path = Path(args.network)
     net = artifact.load(path)
-    data = datasets.load_dataset(args.dataset)
-    x, y = data.test_x, data.test_y
-    if x.shape[1] != net.input_size:
-        raise FlowError(f"dataset {data.name} has {x.shape[1]} pixels per image but {path} "
-                        f"expects {net.input_size}")
+    x, y, data = datasets.frames_for(net, args.dataset, network=path)
     result = golden.run(net, x)
     accuracy = float((result.classes == y).mean())
     rows.append(("golden model", f"{100 * accuracy:.2f}% on {len(y)} {data.name} test images"))

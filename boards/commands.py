@@ -52,12 +52,7 @@ def run_run(args):
                          "(or pip install -e \".[boards]\")") from None
     from .host import Client, run_images
     net = artifact.load(args.network)
-    data = datasets.load_dataset(args.dataset)
-    x, y = data.split("test")
-    x, y = x[:args.count], y[:args.count]
-    if x.shape[1] != net.input_size:
-        raise BnnhwError(f"dataset {data.name} has {x.shape[1]} pixels per image but "
-                         f"{args.network} expects {net.input_size}")
+    x, y, _ = datasets.frames_for(net, args.dataset, count=args.count, network=args.network)
     try:
         port = serial.serial_for_url(args.port, baudrate=args.baud, timeout=0.05)
     except serial.SerialException as error:
