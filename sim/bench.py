@@ -21,7 +21,7 @@ import numpy as np
 
 from . import frames as _frames
 from .frames import Ports, decode_results, encode_frames, mismatches
-from .verilator import SimulatorError
+from .verilator import SimulatorError, check_waves
 
 __all__ = ["ENGINES", "Report", "simulate", "model_figures", "report_rows", "run_command"]
 
@@ -85,6 +85,8 @@ def simulate(top, x, expected_classes, expected_scores, *, engine="cocotb", stal
         raise SimulatorError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
     if not 0 <= stall < 1:
         raise SimulatorError(f"stall must be a probability in 0..1 (exclusive), not {stall!r}")
+    if waves is not None:
+        check_waves(waves)
     x = np.asarray(x)
     if len(x) == 0:
         raise SimulatorError("no frames to simulate")

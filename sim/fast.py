@@ -48,8 +48,11 @@ def build_harness(verilog, *, waves=None, cache_dir=None, jobs=2, log=None):
                    "-MAKEFLAGS", "OPT_FAST=-O2", "-MAKEFLAGS", "OPT_SLOW=-O0", "-MAKEFLAGS",
                    "OPT_GLOBAL=-O1",
                    str(directory / "harness.cpp"), str(directory / "bnn_top.v")]
-        verilator.run_logged(command, cwd=directory, env=verilator.toolchain_env(),
-                             log_path=log_path, what="Verilator build of the fast-path harness")
+        with verilator.runtime_objects("harness", options, directory / "obj",
+                                       cache_dir=cache_dir):
+            verilator.run_logged(command, cwd=directory, env=verilator.toolchain_env(),
+                                 log_path=log_path,
+                                 what="Verilator build of the fast-path harness")
         shutil.rmtree(directory / "obj")   # the executable is all the cache keeps
 
     directory, rebuilt = verilator.cached_build("harness", [verilog, source], options, build,

