@@ -14,6 +14,7 @@ Both hand back the same :class:`~bnnhw.sim.frames.Trace`, judged by the same cod
 shows up as the same mismatching frames in both. :func:`run_command` is ``bnnhw sim``.
 """
 
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -36,6 +37,8 @@ class Report:
     ``mismatches`` lists the frames of phase B that differ from the expected ones and
     ``timing_mismatches`` those of the unstalled timing phase A. ``model_interval`` and
     ``model_latency`` come from the top's analytic model (``None`` if it has none).
+    ``notes`` holds the mismatches the cocotb bench's own scoreboard logged, in the order
+    seen (timing phase first).
     """
     engine: str
     frames: int
@@ -100,15 +103,17 @@ def simulate(top, x, expected_classes, expected_scores, *, engine="cocotb", stal
         build_seconds = time.perf_counter() - start
         trace, sim_seconds = fast.run_harness(executable, beats, ports, timing=timing,
                                               stall=stall, seed=seed, idle=idle, waves=waves)
+        notes = []
     else:
         from . import test_network_verilator as bench
         directory, rebuilt = bench.build_cocotb(text, waves=waves, cache_dir=cache_dir, log=log)
         build_seconds = time.perf_counter() - start
         start = time.perf_counter()
-        trace, _, _ = bench.run_cocotb(directory, beats, ports, expected_classes,
-                                       expected_scores, timing=timing, stall=stall, seed=seed,
-                                       idle=idle, waves=waves)
+        trace, _, log_text = bench.run_cocotb(directory, beats, ports, expected_classes,
+                                              expected_scores, timing=timing, stall=stall,
+                                              seed=seed, idle=idle, waves=waves)
         sim_seconds = time.perf_counter() - start
+        notes = re.findall(r"mismatch: (frame \d+: [^\n]*)", log_text)
     classes, scores = decode_results(trace.payloads, ports)
     a = trace.timing
     got = trace.results
@@ -123,7 +128,7 @@ def simulate(top, x, expected_classes, expected_scores, *, engine="cocotb", stal
                   timing=_frames.timing(trace) if trace.completed else None,
                   cycles=trace.cycles, completed=trace.completed, sim_seconds=sim_seconds,
                   build_seconds=build_seconds, rebuilt=rebuilt, model_interval=model_interval,
-                  model_latency=model_latency)
+                  model_latency=model_latency, notes=notes)
 
 
 def _accuracy(classes, labels):

