@@ -154,7 +154,8 @@ def report_rows(report, labels=None, golden_classes=None):
         rows.append(("cycles/frame, no stalls", f"{t.interval:g} measured, "
                      + (f"{model} model" if model is not None else "no model")
                      + ("" if t.steady else " (not steady)")))
-        rows.append(("cycles/frame, with stalls", f"{t.stalled_interval:.1f}"))
+        rows.append(("cycles/frame, all frames", f"{t.stalled_interval:.1f}"
+                     + (" (with the stalls)" if report.stall else "")))
         rows.append(("latency (cycles)", f"{t.latency} measured"
                      + (f", {report.model_latency} model" if report.model_latency is not None
                         else "")))
@@ -175,18 +176,8 @@ def run_command(args, folding_of):
     from ..network import NetworkTop
 
     net = artifact.load(args.network)
-    data = datasets.load_dataset(args.dataset)
-    x, y = data.split(args.split)
-    if args.count is not None:
-        if args.count <= 0:
-            raise SimulatorError(f"--count must be a positive integer, not {args.count}")
-        x, y = x[:args.count], y[:args.count]
-    if x.shape[1] != net.input_size:
-        raise SimulatorError(f"dataset {data.name} has {x.shape[1]} pixels per image but "
-                             f"{args.network} expects {net.input_size}")
-    if data.in_bits > net.input_bits:
-        raise SimulatorError(f"dataset {data.name} has {data.in_bits}-bit pixels but "
-                             f"{args.network} takes {net.input_bits}-bit inputs")
+    x, y, data = datasets.frames_for(net, args.dataset, split=args.split, count=args.count,
+                                     network=str(args.network))
     top = NetworkTop(net, folding_of(args, net), in_simd=args.in_simd)
     expected = golden.run(net, x)
     engine = args.engine
