@@ -117,8 +117,8 @@ def simulate(top, x, expected_classes, expected_scores, *, engine="cocotb", stal
     classes, scores = decode_results(trace.payloads, ports)
     a = trace.timing
     got = trace.results
-    timing_bad = mismatches(classes[:min(a, got)], scores[:min(a, got)],
-                            expected_classes[:a], expected_scores[:a])
+    m = min(a, got)
+    timing_bad = mismatches(classes[:m], scores[:m], expected_classes[:m], expected_scores[:m])
     n = max(0, got - a)
     bad = mismatches(classes[a:a + n], scores[a:a + n], expected_classes[:n],
                      expected_scores[:n])

@@ -352,3 +352,29 @@ def test_broken_threshold_caught_by_both_paths(tmp_path):
     # The cocotb bench's own scoreboard logged them too: the timing phase, then every frame.
     logged = [int(note.split(":")[0].split()[1]) for note in reports["cocotb"].notes]
     assert logged == [int(b) for b in bad if b < 32] + list(bad)
+
+
+def test_hung_design_is_reported_not_waited_for():
+    from amaranth.hdl import Module
+    from amaranth.lib import data, stream, wiring
+    from amaranth.lib.wiring import In, Out
+    from bnnhw import golden
+    from bnnhw.sim.bench import simulate
+
+    class Hung(wiring.Component):
+        """Takes every beat, never answers."""
+        in_bits, in_simd, n_pixels, classes, score_width, cls_width = 2, 2, 4, 2, 3, 1
+        i: In(stream.Signature(data.StructLayout({"data": 4, "last": 1})))
+        o: Out(stream.Signature(data.StructLayout({
+            "cls": 1, "scores": data.ArrayLayout(3, 2)})))
+
+        def elaborate(self, platform):
+            m = Module()
+            m.d.comb += self.i.ready.eq(1)
+            m.d.sync += self.o.payload.cls.eq(~self.o.payload.cls)   # clk and rst ports
+            return m
+
+    x = np.zeros((5, 4), np.int64)
+    report = simulate(Hung(), x, np.zeros(5, np.int64), np.zeros((5, 2), np.int64),
+                      engine="fast", idle=200)
+    assert not report.completed and not report.ok and report.timing is None
