@@ -26,11 +26,12 @@ class FitError(BnnhwError):
 # iCE40 logic cells per XNOR-popcount input bit, per multi-bit adder input bit, per layer
 # engine (counters, buffers, compare, handshakes) and for the UART shell. Fitted to bnnhw's
 # own builds: the digits network folded (2,16), (2,32), (1,32) took 3,435 logic cells on a
-# UP5K; TOOLCHAIN.md's 2.6-2.8 per bit is for a bare neuron without buffers or handshakes.
-_LUTS_PER_BIT = 5
-_LUTS_PER_ADDER_BIT = 4
-_LUTS_PER_LAYER = 400
-_LUTS_SHELL = 700
+# UP5K, folded (1,32), (1,64), (5,1) 4,504; TOOLCHAIN.md's 2.6-2.8 per bit is for a bare
+# neuron without buffers or handshakes.
+_LUTS_PER_BIT = 7
+_LUTS_PER_ADDER_BIT = 5
+_LUTS_PER_LAYER = 550
+_LUTS_SHELL = 900
 # Weight banks smaller than this become logic rather than block RAM.
 _MIN_BRAM_BITS = 512
 
@@ -95,7 +96,7 @@ def check_fit(net, folding, board, *, margin=1.25):
     return need
 
 
-def fitting_folding(net, board, *, budget=0.7):
+def fitting_folding(net, board, *, budget=0.6):
     """The fastest default folding whose estimate fits ``budget`` of the board's logic.
 
     Tries :func:`~bnnhw.folding.default_folding` for growing cycle targets (each layer's
