@@ -9,6 +9,7 @@ import importlib
 from dataclasses import dataclass, field
 
 from amaranth import Elaboratable, Module
+from amaranth.lib import io
 from ..errors import BnnhwError
 
 __all__ = ["Board", "BoardTop", "BOARDS", "get_board", "BoardError"]
@@ -73,8 +74,11 @@ class BoardTop(Elaboratable):
     def elaborate(self, platform):
         m = Module()
         m.submodules.shell = shell = self.shell
-        uart = platform.request("uart", 0)
-        m.d.comb += [shell.rx.eq(uart.rx.i), uart.tx.o.eq(shell.tx)]
+        uart = platform.request("uart", 0, dir="-")
+        m.submodules.rx = rx = io.Buffer("i", uart.rx)
+        m.submodules.tx = tx = io.Buffer("o", uart.tx)
+        m.d.comb += [shell.rx.eq(rx.i), tx.o.eq(shell.tx)]
         for n in range(min(self.board.leds, len(shell.leds))):
-            m.d.comb += platform.request("led", n).o.eq(shell.leds[n])
+            m.submodules[f"led{n}"] = led = io.Buffer("o", platform.request("led", n, dir="-"))
+            m.d.comb += led.o.eq(shell.leds[n])
         return m
