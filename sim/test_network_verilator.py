@@ -15,6 +15,7 @@ Phases, as in the fast path: A streams the first ``timing`` frames with no stall
 import contextlib
 import os
 import random
+import re
 import tempfile
 from pathlib import Path
 
@@ -285,8 +286,8 @@ def test_cli_sim_prints_table(tmp_path, capsys):
         path = artifact.save(_digits_network(), tmp_path / "digits.npz")
     assert cli.main(["sim", str(path), "--count", "50", "--stall", "0.3"]) == 0
     out = capsys.readouterr().out
-    assert "mismatches                 0\n" in out
-    assert "frames                     50\n" in out
+    assert re.search(r"^mismatches +0$", out, re.M)
+    assert re.search(r"^frames +50$", out, re.M)
     for row in ("hardware accuracy", "golden accuracy", "cycles/frame, no stalls",
                 "latency (cycles)", "frames/s"):
         assert row in out

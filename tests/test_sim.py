@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """The simulation package's pure-Python parts: port packing, judging, build cache, options."""
 
 from pathlib import Path
