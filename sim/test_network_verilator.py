@@ -379,3 +379,17 @@ def test_hung_design_is_reported_not_waited_for():
     report = simulate(Hung(), x, np.zeros(5, np.int64), np.zeros((5, 2), np.int64),
                       engine="fast", idle=200)
     assert not report.completed and not report.ok and report.timing is None
+
+
+def test_reference_top_passes_and_meets_its_model():
+    from bnnhw import golden, testing
+    from bnnhw.sim.bench import simulate
+    from bnnhw.sim.standin import ReferenceTop
+    net = testing.random_network(np.random.default_rng(4), [8, 6, 3], input_bits=2)
+    x = testing.random_inputs(np.random.default_rng(5), net, 60)
+    expected = golden.run(net, x)
+    top = ReferenceTop(net, in_simd=2, delay=3)
+    report = simulate(top, x, expected.classes, expected.scores, engine="fast", stall=0.5)
+    assert report.ok
+    assert (report.timing.interval, report.timing.latency) == (top.cycles_per_frame,
+                                                               top.latency)

@@ -136,8 +136,9 @@ def cached_build(kind, texts, options, build, *, cache_dir=None, log=None):
     """Return ``(directory, rebuilt)`` of the build keyed by ``kind``, ``texts``, ``options``.
 
     If the cache holds no complete build for that key, call ``build(directory, log_path)`` on a
-    fresh temporary directory, then move it into place; the build log stays next to it. ``build`` raises :class:`SimulatorError` on
-    failure (nothing is cached then). ``log``, if given, is called with one-line messages.
+    fresh temporary directory, then move it into place; the build log stays next to it.
+    ``build`` raises :class:`SimulatorError` on failure (nothing is cached then). ``log``, if
+    given, is called with one-line messages.
     """
     cache_dir = Path(cache_dir) if cache_dir is not None else CACHE_DIR
     key = cache_key(kind, texts, options)[:24]
