@@ -270,3 +270,9 @@ def test_cli_entry_points(tmp_path, capsys):
     assert t.run_from_args(args) == 1
     assert capsys.readouterr().err == (f"bnnhw: error: output {tmp_path}/missing/d.npz: no "
                                        f"such directory {tmp_path}/missing\n")
+
+
+@pytest.mark.slow
+def test_default_digits_run_reaches_95_percent(tmp_path):
+    path = t.main_train(t.Config(threads=2, progress=False, output=str(tmp_path / "d.npz")))
+    assert artifact.load(path).provenance["golden_test_accuracy"] >= 0.95
