@@ -175,6 +175,8 @@ def run_command(args, folding_of):
     from .. import artifact, datasets, golden
     from ..network import NetworkTop
 
+    if args.waves is not None:
+        check_waves(args.waves)
     net = artifact.load(args.network)
     x, y, data = datasets.frames_for(net, args.dataset, split=args.split, count=args.count,
                                      network=str(args.network))
