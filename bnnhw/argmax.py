@@ -1,6 +1,6 @@
 """Class scores from popcounts, and their argmax."""
 
-from amaranth import Array, Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -32,9 +32,9 @@ class ArgmaxUnit(wiring.Component):
     ``g`` the popcount of class ``g * lanes + k``; ``last`` is ignored. Output ``o``: one
     :func:`result_layout` beat per frame.
 
-    Throughput: one class per cycle, so one frame per ``classes`` cycles; the next frame's
-    scores are gathered into the output register from the cycle the result is taken. Latency:
-    two cycles from the input beat holding the last class to the result.
+    Throughput: one class per cycle, so one frame per ``classes + 1`` cycles (the result
+    occupies the output register for at least a cycle). Latency: five cycles from the input
+    beat holding the last class to the result.
 
     Parameters
     ----------
@@ -71,8 +71,10 @@ class ArgmaxUnit(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         classes, lanes = self.classes, self.lanes
-        # Everything moves only when the output register is free or being taken.
-        advance = ~self.o.valid | self.o.ready
+        # Everything moves only while the output register is empty. Waiting for it to be
+        # taken costs a cycle per frame, but `advance` then comes straight from a flip-flop:
+        # from `o.ready` it was the critical path on an iCE40 (it enables every stage).
+        advance = ~self.o.valid
 
         # Stage 0: one class per cycle out of the held input beat; its score, with the
         # per-class constants picked by the class counter (scale 1 needs no multiplier).
@@ -83,26 +85,53 @@ class ArgmaxUnit(wiring.Component):
             score = (p << 1) + bias
         else:
             score = (p << 1) * Array(self.scales)[cls] + bias
-        valid1, cls1 = Signal(), Signal(range(classes))
+        valid1, cls1, last1 = Signal(), Signal(range(classes)), Signal()
         score1 = Signal(signed(self.score_width))
         m.d.comb += self.i.ready.eq(advance & (lane == lanes - 1))
         with m.If(advance):
-            m.d.sync += [valid1.eq(self.i.valid), cls1.eq(cls), score1.eq(score)]
+            m.d.sync += [valid1.eq(self.i.valid), cls1.eq(cls), score1.eq(score),
+                         last1.eq(cls == classes - 1)]
             with m.If(self.i.valid):
                 m.d.sync += [lane.eq(Mux(lane == lanes - 1, 0, lane + 1)),
                              cls.eq(Mux(cls == classes - 1, 0, cls + 1))]
 
-        # Stage 1: running maximum; a later class wins only if strictly greater, so ties go
-        # to the lowest index. Scores land straight in the output register.
-        best, best_cls = Signal(signed(self.score_width)), Signal(range(classes))
-        better = (cls1 == 0) | (score1 > best)
+        # Stages 1-2: a running maximum per class parity, because a one-cycle loop through a
+        # compare and a select does not reach 75 MHz on an iCE40. Class u's compare (stage 1)
+        # against the best of its parity so far is registered, and its update (stage 2) is a
+        # cycle later, yet in time for class u + 2. A later class wins only if strictly
+        # greater, so ties go to the lowest index. Classes 0 and 1 start their parity.
+        sw = signed(self.score_width)
+        best = [Signal(sw, name="best_even"), Signal(sw, name="best_odd")]
+        best_cls = [Signal(range(classes), name="best_cls_even"),
+                    Signal(range(classes), name="best_cls_odd")]
+        stage = data.StructLayout({"valid": 1, "score": sw, "cls": range(classes), "last": 1})
+        s2, s3, s4 = Signal(stage), Signal(stage), Signal(stage)
+        gt2, head2, odd2 = Signal(2), Signal(), Signal()
+        with m.If(advance):
+            m.d.sync += [s2.valid.eq(valid1), s2.score.eq(score1), s2.cls.eq(cls1),
+                         s2.last.eq(last1), head2.eq(cls1 < 2),
+                         odd2.eq(cls1[0] if classes > 1 else 0),
+                         gt2.eq(Cat(score1 > best[0], score1 > best[1])), s3.eq(s2), s4.eq(s3)]
+        wins = head2 | Mux(odd2, gt2[1], gt2[0])
+        for parity in (0, 1):
+            with m.If(advance & s2.valid & wins & (odd2 == parity)):
+                m.d.sync += [best[parity].eq(s2.score), best_cls[parity].eq(s2.cls)]
+
+        # Stages 3-4: once a frame's last class is in, odd beats even if greater, or equal
+        # with a lower index. Scores are written here too, so that the next frame's cannot
+        # overwrite the output register before this frame's result is in it.
+        odd_gt, odd_ge, odd_lt = Signal(), Signal(), Signal()
+        cls4 = [Signal(range(classes)), Signal(range(classes))]
+        with m.If(advance):
+            m.d.sync += [odd_gt.eq(best[1] > best[0]), odd_ge.eq(best[1] >= best[0]),
+                         odd_lt.eq(best_cls[1] < best_cls[0]),
+                         cls4[0].eq(best_cls[0]), cls4[1].eq(best_cls[1])]
+        odd_wins = (odd_gt | (odd_ge & odd_lt)) if classes > 1 else 0
         with m.If(self.o.valid & self.o.ready):
             m.d.sync += self.o.valid.eq(0)
-        with m.If(advance & valid1):
-            m.d.sync += [best.eq(Mux(better, score1, best)),
-                         best_cls.eq(Mux(better, cls1, best_cls)),
-                         self.o.payload.scores[cls1].eq(score1)]
-            with m.If(cls1 == classes - 1):
+        with m.If(advance & s4.valid):
+            m.d.sync += self.o.payload.scores[s4.cls].eq(s4.score)
+            with m.If(s4.last):
                 m.d.sync += [self.o.valid.eq(1),
-                             self.o.payload.cls.eq(Mux(better, cls1, best_cls))]
+                             self.o.payload.cls.eq(Mux(odd_wins, cls4[1], cls4[0]))]
         return m

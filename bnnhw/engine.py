@@ -9,11 +9,11 @@ import math
 import numpy as np
 from amaranth import Cat, Const, Module, Mux, Shape, Signal
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from . import golden
+from .fifo import CreditFIFO
 from .glue import beat_layout
 
 __all__ = ["MatrixEngine", "shape_of", "tree_levels"]
@@ -43,18 +43,20 @@ class MatrixEngine(wiring.Component):
     taken while the current one is computed (double-buffered). Latency: the whole input vector,
     then ``depth`` cycles from a group's last weight read to its output beat. Weights sit in
     one memory per PE of ``(MH / pe) * (MW / simd)`` words of ``simd`` bits (hard-wired when
-    that is one word), read synchronously so that Yosys can use block RAM.
+    that is one word), read synchronously; ``memory`` asks Yosys for ``"block"`` RAM (what an
+    iCE40 has spare) or ``"distributed"`` LUTs (LUT RAM and LUT ROM: faster on an ECP5, whose
+    block RAMs Yosys uses without their output register).
     """
 
-    def __init__(self, *, weights, pe, simd, in_bits=None, thresholds=None):
+    def __init__(self, *, weights, pe, simd, in_bits=None, thresholds=None, memory="block"):
         self.weights = np.asarray(weights, dtype=np.uint8)
-        self.pe, self.simd, self.in_bits = pe, simd, in_bits
+        self.pe, self.simd, self.in_bits, self.memory = pe, simd, in_bits, memory
         self.mh, self.mw = self.weights.shape
         self.nf, self.sf = self.mh // pe, self.mw // simd
         self.cycles = self.nf * self.sf
         self.levels = tree_levels(simd)
-        # Issue -> memory read -> adder levels -> accumulator -> output FIFO write.
-        self.depth = self.levels + 2
+        # Issue -> memory read -> register -> adder levels -> accumulator -> result -> FIFO.
+        self.depth = self.levels + 4
         if in_bits is None:
             self.elem_width, term = 1, (0, 1)
             self.thresholds = None if thresholds is None else np.asarray(thresholds)
@@ -74,21 +76,25 @@ class MatrixEngine(wiring.Component):
                                             max(0, int(self.thresholds.max())))
         # Credits: enough output slots to cover a group's round trip through the pipeline and
         # the FIFO when groups finish every `sf` cycles, so an unstalled engine never waits.
-        self.fifo_depth = max(2, math.ceil((self.depth + 2) / self.sf) + 1)
+        self.fifo_depth = max(3, math.ceil((self.depth + 5) / self.sf) + 2)
         super().__init__({
             "i": In(stream.Signature(beat_layout(simd * self.elem_width))),
             "o": Out(stream.Signature(beat_layout(pe * self.result_width))),
         })
 
-    def _rom(self, m, name, words, shape, addr):
-        """Return a synchronously read ROM of ``words`` addressed by ``addr``; a constant if
-        it has a single word (what Yosys folds into the logic)."""
+    def _rom(self, m, name, words, shape, addr, attrs=None):
+        """Return ROM ``words`` at ``addr`` two cycles later (a synchronous read, then a
+        register: memory outputs are slow); a constant if it is a single word (what Yosys
+        folds into the logic)."""
         if len(words) == 1:
             return Const(words[0], shape)
-        mem = m.submodules[name] = Memory(shape=shape, depth=len(words), init=words)
+        mem = m.submodules[name] = Memory(shape=shape, depth=len(words), init=words,
+                                          attrs=attrs)
         port = mem.read_port()
+        data = Signal(shape, name=f"{name}_data")
         m.d.comb += port.addr.eq(addr)
-        return port.data
+        m.d.sync += data.eq(port.data)
+        return data
 
     def _terms(self, x, w):
         """Terms for one neuron from input word ``x`` and weight word ``w``, with bounds."""
@@ -122,88 +128,116 @@ class MatrixEngine(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         pe, simd, nf, sf = self.pe, self.simd, self.nf, self.sf
+        block = self.memory == "block"
 
         # Input buffer, two halves: one is written with the next frame while the other is read
-        # once per neuron group. Half h, beat k lives at address {h, k}.
-        inbuf = m.submodules.inbuf = Memory(shape=simd * self.elem_width,
-                                            depth=2 << (sf - 1).bit_length(), init=[])
+        # once per neuron group. Half h, beat k lives at address {h, k}. From 8 words deep a
+        # block RAM costs less than the flip-flops and multiplexer Yosys would build instead.
+        depth = 2 << (sf - 1).bit_length()
+        style = "block" if depth >= 8 else None
+        inbuf = m.submodules.inbuf = Memory(
+            shape=simd * self.elem_width, depth=depth, init=[],
+            attrs={"ram_style": style if block else "distributed"} if style or not block
+            else None)
         wport, rport = inbuf.write_port(), inbuf.read_port()
+
+        # Control state. Every condition the issue logic needs is a register of its own
+        # (full[wsel] as wfull, full[rsel] as rfull, the counters' ends, a credit left), so
+        # that the high-fanout `issue` is one LUT from flip-flops.
         full = [Signal(name="full0"), Signal(name="full1")]
-        wsel, wbeat = Signal(), Signal(range(sf))
-        rsel, rbeat, group, waddr = Signal(), Signal(range(sf)), Signal(range(nf)), \
-            Signal(range(self.cycles))
+        wsel, wbeat, wlast, wfull = Signal(), Signal(range(sf)), Signal(init=sf == 1), Signal()
+        rsel, rbeat, group = Signal(), Signal(range(sf)), Signal(range(nf))
+        waddr, rfull = Signal(range(self.cycles)), Signal()
+        end_group, end_frame = Signal(init=sf == 1), Signal(init=nf == 1)
+        # Credits in thermometer code (bit k set while more than k are left): counting up or
+        # down is a shift, with no adder in the issue loop. Spending and returning a credit
+        # take effect a cycle late (from registers, to keep the loop short), so a group needs
+        # two credits left: one may be spent already.
+        credits = Signal(self.fifo_depth, init=(1 << self.fifo_depth) - 1)
+        has_credit = credits[1]
+        spent, returned = Signal(), Signal()
+
+        write = self.i.valid & ~wfull
         m.d.comb += [
-            self.i.ready.eq(~Mux(wsel, full[1], full[0])),
+            self.i.ready.eq(~wfull),
             wport.addr.eq(Cat(wbeat, wsel)),
             wport.data.eq(self.i.payload.data),
-            wport.en.eq(self.i.valid & self.i.ready),
+            wport.en.eq(write),
         ]
-        wdone = Signal()
-        with m.If(self.i.valid & self.i.ready):
-            m.d.sync += wbeat.eq(wbeat + 1)
-            with m.If(wbeat == sf - 1):
-                m.d.comb += wdone.eq(1)
-                m.d.sync += [wbeat.eq(0), wsel.eq(~wsel)]
+        with m.If(write):
+            m.d.sync += [wbeat.eq(Mux(wlast, 0, wbeat + 1)),
+                         wlast.eq(Mux(wlast, sf == 1, wbeat == sf - 2 if sf > 1 else 1))]
 
         # Issue one (group, beat) read per cycle while a full half is there. A group's last beat
         # also needs a credit, i.e. a guaranteed slot in the output FIFO.
-        fifo = m.submodules.fifo = SyncFIFO(width=pe * self.result_width + 1,
-                                            depth=self.fifo_depth)
-        credits = Signal(range(self.fifo_depth + 1), init=self.fifo_depth)
-        end_group = rbeat == sf - 1
-        end_frame = end_group & (group == nf - 1)
         issue = Signal()
-        m.d.comb += issue.eq(Mux(rsel, full[1], full[0]) & (~end_group | (credits != 0)))
-        rdone = Signal()
+        m.d.comb += issue.eq(rfull & (~end_group | has_credit))
         with m.If(issue):
-            m.d.sync += [rbeat.eq(rbeat + 1), waddr.eq(waddr + 1)]
+            m.d.sync += [rbeat.eq(Mux(end_group, 0, rbeat + 1)), waddr.eq(waddr + 1),
+                         end_group.eq(Mux(end_group, sf == 1, rbeat == sf - 2 if sf > 1 else 1))]
             with m.If(end_group):
-                m.d.sync += [rbeat.eq(0), group.eq(group + 1)]
-            with m.If(end_frame):
-                m.d.comb += rdone.eq(1)
-                m.d.sync += [group.eq(0), waddr.eq(0), rsel.eq(~rsel)]
-        for h in (0, 1):
-            with m.If(wdone & (wsel == h)):
-                m.d.sync += full[h].eq(1)
-            with m.If(rdone & (rsel == h)):
-                m.d.sync += full[h].eq(0)
+                m.d.sync += [group.eq(Mux(end_frame, 0, group + 1)),
+                             end_frame.eq(Mux(end_frame, nf == 1,
+                                              group == nf - 2 if nf > 1 else 1))]
+                with m.If(end_frame):
+                    m.d.sync += waddr.eq(0)
+        wdone, rdone = write & wlast, issue & end_group & end_frame
+        wsel_next, rsel_next = wsel ^ wdone, rsel ^ rdone
+        full_next = [(full[h] | (wdone & (wsel == h))) & ~(rdone & (rsel == h)) for h in (0, 1)]
+        m.d.sync += [full[0].eq(full_next[0]), full[1].eq(full_next[1]),
+                     wsel.eq(wsel_next), rsel.eq(rsel_next),
+                     wfull.eq(Mux(wsel_next, full_next[1], full_next[0])),
+                     rfull.eq(Mux(rsel_next, full_next[1], full_next[0]))]
         taken = self.o.valid & self.o.ready
-        m.d.sync += credits.eq(credits - (issue & end_group) + taken)
+        m.d.sync += [spent.eq(issue & end_group), returned.eq(taken)]
+        with m.If(returned & ~spent):
+            m.d.sync += credits.eq(Cat(1, credits[:-1]))
+        with m.If(spent & ~returned):
+            m.d.sync += credits.eq(Cat(credits[1:], 0))
         m.d.comb += rport.addr.eq(Cat(rbeat, rsel))
 
-        # Tags travel with the data: memory read, adder levels (sum), accumulator (acc).
+        # Tags travel with the data: tags[1] memory output, tags[2] registered memory output,
+        # tags[2 + levels] the sum, tags[3 + levels] the accumulator, tags[4 + levels] the
+        # result (registered: compare and FIFO write in one cycle were too slow on an iCE40).
         tag_layout = data.StructLayout({"valid": 1, "first": 1, "last": 1, "group": range(nf)})
-        tag = Signal(tag_layout)
-        m.d.comb += [tag.valid.eq(issue), tag.first.eq(rbeat == 0), tag.last.eq(end_group),
-                     tag.group.eq(group)]
-        for stage in range(1 + self.levels):
-            delayed = Signal(tag_layout, name=f"tag{stage + 1}")
-            m.d.sync += delayed.eq(tag)
-            tag = delayed
-        acc_tag = Signal(tag_layout)
-        m.d.sync += acc_tag.eq(tag)
+        tags = [Signal(tag_layout, name="tag0")]
+        m.d.comb += [tags[0].valid.eq(issue), tags[0].first.eq(rbeat == 0),
+                     tags[0].last.eq(end_group), tags[0].group.eq(group)]
+        for stage in range(1, 5 + self.levels):
+            tags.append(Signal(tag_layout, name=f"tag{stage}"))
+            m.d.sync += tags[stage].eq(tags[stage - 1])
+        x = Signal.like(rport.data)
+        m.d.sync += x.eq(rport.data)
 
+        fifo = m.submodules.fifo = CreditFIFO(width=pe * self.result_width + 1,
+                                              depth=self.fifo_depth)
         results = []
         for n in range(pe):
             words = [word for g in range(nf)
                      for word in golden.words(self.weights[g * pe + n], simd)]
-            w = self._rom(m, f"weights{n}", words, simd, waddr)
-            total = self._tree(m, self._terms(rport.data, w))
+            # Yosys would build small ROMs from LUTs; block RAM is what an iCE40 has spare.
+            w = self._rom(m, f"weights{n}", words, simd, waddr,
+                          {"rom_style": "block" if block else "logic"})
+            total = self._tree(m, self._terms(x, w))
             acc = Signal(self.acc_shape, name=f"acc{n}")
-            with m.If(tag.valid):
-                m.d.sync += acc.eq(total if sf == 1 else Mux(tag.first, 0, acc) + total)
+            sum_tag = tags[2 + self.levels]
+            with m.If(sum_tag.valid):
+                m.d.sync += acc.eq(total if sf == 1 else Mux(sum_tag.first, 0, acc) + total)
+            result = Signal(self.result_width, name=f"result{n}")
+            results.append(result)
             if self.thresholds is None:
-                results.append(acc)
+                m.d.sync += result.eq(acc)
             else:
-                # Read in step with the sum, so the threshold arrives with the finished acc.
+                # Read two stages early, so that the threshold arrives with the finished acc.
                 t = [int(self.thresholds[g * pe + n]) for g in range(nf)]
-                threshold = self._rom(m, f"thresholds{n}", t, self.threshold_shape, tag.group)
-                results.append(acc >= threshold)
+                threshold = self._rom(m, f"thresholds{n}", t, self.threshold_shape,
+                                      tags[1 + self.levels].group,
+                                      None if block else {"rom_style": "logic"})
+                m.d.sync += result.eq(acc >= threshold)
+        acc_tag = tags[4 + self.levels]
         m.d.comb += [
             fifo.w_en.eq(acc_tag.valid & acc_tag.last),
             fifo.w_data.eq(Cat(*results, acc_tag.group == nf - 1)),
-            self.o.valid.eq(fifo.r_rdy),
-            self.o.payload.eq(fifo.r_data),
-            fifo.r_en.eq(self.o.ready),
         ]
+        wiring.connect(m, fifo.o, wiring.flipped(self.o))
         return m

@@ -2,7 +2,7 @@
 
 from .artifact import FirstLayer
 from .engine import MatrixEngine
-from .folding import check_layer
+from .folding import check_layer, check_memory
 
 __all__ = ["FirstEngine"]
 
@@ -32,6 +32,9 @@ class FirstEngine(MatrixEngine):
         Neurons computed in parallel; divides ``MH``.
     simd : int
         Input values per beat; divides ``MW``.
+    memory : str
+        ``"block"`` or ``"distributed"``: the RAM Yosys is asked to use for weights and the
+        input buffer (see :class:`~bnnhw.engine.MatrixEngine`).
 
     Raises
     ------
@@ -39,10 +42,11 @@ class FirstEngine(MatrixEngine):
         If ``pe`` or ``simd`` does not divide its dimension.
     """
 
-    def __init__(self, layer, *, pe, simd):
+    def __init__(self, layer, *, pe, simd, memory="block"):
         if not isinstance(layer, FirstLayer):
             raise TypeError(f"layer must be a FirstLayer, not {layer!r}")
         check_layer(layer, pe, simd, where="layer")
+        check_memory(memory)
         self.layer = layer
-        super().__init__(weights=layer.weights, pe=pe, simd=simd, in_bits=layer.in_bits,
-                         thresholds=layer.thresholds)
+        super().__init__(weights=layer.weights, pe=pe, simd=simd, memory=memory,
+                         in_bits=layer.in_bits, thresholds=layer.thresholds)

@@ -15,7 +15,7 @@ from .errors import BnnhwError
 
 __all__ = [
     "FoldingError", "LayerFolding", "divisors", "check_layer", "check_folding",
-    "default_folding", "parse_folding",
+    "default_folding", "parse_folding", "MEMORIES", "check_memory",
 ]
 
 
@@ -28,6 +28,17 @@ class LayerFolding:
     """Folding of one layer: ``pe`` neurons and ``simd`` input features per cycle."""
     pe: int
     simd: int
+
+
+MEMORIES = ("block", "distributed")
+
+
+def check_memory(memory):
+    """Check a memory style: ``"block"`` or ``"distributed"`` RAM for weights and buffers."""
+    if memory not in MEMORIES:
+        raise ValueError(f"memory must be one of {', '.join(map(repr, MEMORIES))}, "
+                         f"not {memory!r}")
+    return memory
 
 
 def divisors(n):
@@ -88,14 +99,14 @@ def parse_folding(net, pe=None, simd=None):
     return check_folding(net, list(zip(pe, simd)))
 
 
-def default_folding(net, *, target=None, bits_per_cycle=256, max_simd=64):
+def default_folding(net, *, target=None, bits_per_cycle=64, max_simd=64):
     """Pick a folding that brings every layer to at most ``target`` cycles per frame.
 
     Each layer gets the least parallelism ``pe * simd`` that meets the target (so the layers
     are balanced rather than each made as fast as possible), preferring ``simd <= max_simd``
     and then the wider ``simd``, which needs fewer memory banks. A layer that cannot meet the
     target is fully unfolded. Without a ``target``, it is the weight bits of the whole network
-    divided by ``bits_per_cycle`` (256 leaves room in a UP5K's 480 block RAM bits per clock).
+    divided by ``bits_per_cycle``: 64 keeps a digits-sized network within a UP5K's LUTs.
     """
     if target is None:
         target = max(1, math.ceil(net.weight_bits() / bits_per_cycle))

@@ -2,7 +2,7 @@
 
 import math
 
-from amaranth import Module, Signal
+from amaranth import Cat, Module, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -63,15 +63,18 @@ class WidthConverter(wiring.Component):
         return m
 
     def _gather(self, m, ratio):
-        # Input beat k of a group lands in slice k of the output register. A new group may start
-        # in the cycle the full register is taken: the consumer samples the old contents.
+        # Input beats shift in from the top, so after `ratio` of them beat k is in slice k: one
+        # enable for the whole register instead of a decoded one per slice (a slow path on an
+        # iCE40). A new group may start in the cycle the full register is taken: the consumer
+        # samples the old contents.
         piece = len(self.i.payload.data)
         count = Signal(range(ratio))
         with m.If(self.o.valid & self.o.ready):
             m.d.sync += self.o.valid.eq(0)
         m.d.comb += self.i.ready.eq(~self.o.valid | self.o.ready)
         with m.If(self.i.valid & self.i.ready):
-            m.d.sync += self.o.payload.data.word_select(count, piece).eq(self.i.payload.data)
+            m.d.sync += self.o.payload.data.eq(Cat(self.o.payload.data[piece:],
+                                                   self.i.payload.data))
             with m.If(count == ratio - 1):
                 m.d.sync += [count.eq(0), self.o.valid.eq(1),
                              self.o.payload.last.eq(self.i.payload.last)]

@@ -2,7 +2,7 @@
 
 from .artifact import DenseLayer
 from .engine import MatrixEngine
-from .folding import check_layer
+from .folding import check_layer, check_memory
 
 __all__ = ["LayerEngine"]
 
@@ -30,6 +30,9 @@ class LayerEngine(MatrixEngine):
         Neurons computed in parallel; divides ``MH``.
     simd : int
         Input bits per beat; divides ``MW``.
+    memory : str
+        ``"block"`` or ``"distributed"``: the RAM Yosys is asked to use for weights and the
+        input buffer (see :class:`~bnnhw.engine.MatrixEngine`).
 
     Raises
     ------
@@ -37,9 +40,11 @@ class LayerEngine(MatrixEngine):
         If ``pe`` or ``simd`` does not divide its dimension.
     """
 
-    def __init__(self, layer, *, pe, simd):
+    def __init__(self, layer, *, pe, simd, memory="block"):
         if not isinstance(layer, DenseLayer):
             raise TypeError(f"layer must be a DenseLayer, not {layer!r}")
         check_layer(layer, pe, simd, where="layer")
+        check_memory(memory)
         self.layer = layer
-        super().__init__(weights=layer.weights, pe=pe, simd=simd, thresholds=layer.thresholds)
+        super().__init__(weights=layer.weights, pe=pe, simd=simd, memory=memory,
+                         thresholds=layer.thresholds)

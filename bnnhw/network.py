@@ -10,7 +10,7 @@ from amaranth.lib.wiring import In, Out
 from .argmax import result_layout, signed_width
 from .artifact import Network
 from .first import FirstEngine
-from .folding import FoldingError, check_folding, default_folding, divisors
+from .folding import FoldingError, check_folding, check_memory, default_folding, divisors
 from .glue import WidthConverter, beat_layout
 from .layer import LayerEngine
 from .output import OutputEngine
@@ -33,7 +33,7 @@ class NetworkTop(wiring.Component):
 
     Throughput: one frame per ``performance.initiation_interval`` cycles, the slowest of its
     layers' ``(MH / pe) * (MW / simd)``, the ``n_pixels / in_simd`` input beats and the
-    ``classes`` cycles of the argmax unit. Latency: about ``performance.latency`` cycles.
+    ``classes + 1`` cycles of the argmax unit. Latency: about ``performance.latency`` cycles.
 
     Parameters
     ----------
@@ -46,6 +46,9 @@ class NetworkTop(wiring.Component):
         Pixels per input beat, dividing ``n_pixels``; by default the first layer's ``simd``.
     target : int, optional
         Cycles per frame for the default folding (ignored when ``folding`` is given).
+    memory : str
+        ``"block"`` (default: block RAM, for an iCE40) or ``"distributed"`` (LUT RAM, faster
+        on an ECP5) for weights and input buffers.
 
     Attributes
     ----------
@@ -61,12 +64,13 @@ class NetworkTop(wiring.Component):
         the value and the allowed values.
     """
 
-    def __init__(self, net, folding=None, *, in_simd=None, target=None):
+    def __init__(self, net, folding=None, *, in_simd=None, target=None, memory="block"):
         if not isinstance(net, Network):
             raise TypeError(f"net must be a Network, not {net!r}")
         if folding is None:
             folding = default_folding(net, target=target)
         self.folding = check_folding(net, folding)
+        self.memory = check_memory(memory)
         self.net = net
         self.n_pixels, self.in_bits = net.input_size, net.input_bits
         if in_simd is None:
@@ -101,15 +105,17 @@ class NetworkTop(wiring.Component):
                 wiring.connect(m, source, converter.i)
                 source = converter.o
             engine = {0: FirstEngine, last: OutputEngine}.get(n, LayerEngine)
-            engine = m.submodules[f"layer{n}"] = engine(layer, pe=fold.pe, simd=fold.simd)
+            engine = m.submodules[f"layer{n}"] = engine(layer, pe=fold.pe, simd=fold.simd,
+                                                      memory=self.memory)
             wiring.connect(m, source, engine.i)
             source, width, count = engine.o, 1, fold.pe
         wiring.connect(m, source, wiring.flipped(self.o))
         return m
 
 
-def generate_verilog(net, folding, path, *, in_simd=None, name="bnn_top"):
-    """Write Verilog of ``NetworkTop(net, folding, in_simd=in_simd)`` to ``path``.
+def generate_verilog(net, folding, path, *, in_simd=None, memory="block", name="bnn_top"):
+    """Write Verilog of ``NetworkTop(net, folding, in_simd=in_simd, memory=memory)`` to
+    ``path``.
 
     Ports: ``clk``, ``rst``, ``i__payload``, ``i__valid``, ``i__ready``, ``o__payload``,
     ``o__valid``, ``o__ready`` (payload fields packed LSB first in layout order). ``folding``
@@ -117,7 +123,7 @@ def generate_verilog(net, folding, path, *, in_simd=None, name="bnn_top"):
     ``table()`` summarises the folding, cycles and memory bits. Raises :class:`FoldingError`
     for a folding that does not fit.
     """
-    top = NetworkTop(net, folding, in_simd=in_simd)
+    top = NetworkTop(net, folding, in_simd=in_simd, memory=memory)
     text = verilog.convert(top, name=name, emit_src=False)
     Path(path).write_text(text)
     return top.performance

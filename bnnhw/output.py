@@ -7,7 +7,7 @@ from amaranth.lib.wiring import In, Out
 from .argmax import ArgmaxUnit, result_layout, signed_width
 from .artifact import OutputLayer
 from .engine import MatrixEngine, tree_levels
-from .folding import check_layer
+from .folding import check_layer, check_memory
 from .glue import beat_layout
 
 __all__ = ["OutputEngine"]
@@ -21,9 +21,9 @@ class OutputEngine(wiring.Component):
     ``scores[c] = scales[c] * (2 p_c - N) + offsets[c]``, ``p_c`` the XNOR-popcount of class
     ``c``. Input ``i`` as for :class:`~bnnhw.layer.LayerEngine`.
 
-    Throughput: one frame per ``cycles = max((classes / pe) * (MW / simd), classes)`` clock
-    cycles (the argmax unit looks at one class per cycle). Latency: the whole input frame, then
-    ``depth`` cycles from the last weight read to the result.
+    Throughput: one frame per ``cycles = max((classes / pe) * (MW / simd), classes + 1)``
+    clock cycles (the argmax unit looks at one class per cycle). Latency: the whole input
+    frame, then ``depth`` cycles from the last weight read to the result.
 
     Parameters
     ----------
@@ -33,6 +33,8 @@ class OutputEngine(wiring.Component):
         Classes computed in parallel; divides the number of classes.
     simd : int
         Input bits per beat; divides ``MW``.
+    memory : str
+        ``"block"`` or ``"distributed"`` RAM for weights and the input buffer.
 
     Attributes
     ----------
@@ -46,17 +48,18 @@ class OutputEngine(wiring.Component):
         If ``pe`` or ``simd`` does not divide its dimension.
     """
 
-    def __init__(self, layer, *, pe, simd):
+    def __init__(self, layer, *, pe, simd, memory="block"):
         if not isinstance(layer, OutputLayer):
             raise TypeError(f"layer must be an OutputLayer, not {layer!r}")
         check_layer(layer, pe, simd, where="layer")
-        self.layer, self.pe, self.simd = layer, pe, simd
+        check_memory(memory)
+        self.layer, self.pe, self.simd, self.memory = layer, pe, simd, memory
         # Children are built in elaborate(); their figures follow from the parameters.
         self.classes = layer.fan_out
         self.score_width = signed_width(*layer.score_bounds)
         self.cls_width = max(1, (self.classes - 1).bit_length())
-        self.cycles = max((self.classes // pe) * (layer.fan_in // simd), self.classes)
-        self.depth = tree_levels(simd) + 4
+        self.cycles = max((self.classes // pe) * (layer.fan_in // simd), self.classes + 1)
+        self.depth = tree_levels(simd) + 9
         super().__init__({
             "i": In(stream.Signature(beat_layout(simd))),
             "o": Out(stream.Signature(result_layout(self.classes, self.score_width))),
@@ -66,7 +69,7 @@ class OutputEngine(wiring.Component):
         m = Module()
         layer = self.layer
         engine = m.submodules.engine = MatrixEngine(weights=layer.weights, pe=self.pe,
-                                                    simd=self.simd)
+                                                    simd=self.simd, memory=self.memory)
         argmax = m.submodules.argmax = ArgmaxUnit(
             scales=layer.scales, offsets=layer.offsets, fan_in=layer.fan_in, lanes=self.pe,
             pop_width=engine.result_width)

@@ -29,7 +29,8 @@ class Performance:
 
     Layers work on successive frames at once, so the network takes a new frame every
     :attr:`initiation_interval` cycles: the slowest of the input stream
-    (``n_pixels / in_simd`` beats), the layers and the argmax unit (one class per cycle).
+    (``n_pixels / in_simd`` beats), the layers and the argmax unit (one class per cycle, and
+    a cycle to hand the result over).
     :attr:`latency` estimates the cycles from a frame's first input beat to its result in an
     otherwise idle network: each engine needs its whole input vector before it starts.
     """
@@ -39,7 +40,7 @@ class Performance:
 
     @property
     def initiation_interval(self):
-        return max(self.input_beats, self.classes, *(layer.cycles for layer in self.layers))
+        return max(self.input_beats, self.classes + 1, *(layer.cycles for layer in self.layers))
 
     @property
     def latency(self):
@@ -67,7 +68,7 @@ class Performance:
                          f"{bits:,}"))
         widths = [max(len(row[k]) for row in rows) for k in range(len(rows[0]))]
         lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in rows]
-        lines.append(f"input beats {self.input_beats}, argmax {self.classes} cycles; "
+        lines.append(f"input beats {self.input_beats}, argmax {self.classes + 1} cycles; "
                      f"initiation interval {self.initiation_interval} cycles/frame, "
                      f"latency about {self.latency} cycles, memory {self.memory_bits:,} bits")
         return "\n".join(lines)
@@ -83,9 +84,9 @@ def _figures(layer, pe, simd):
         threshold_width = shape_of(-bound - mw, bound + 1).width
     elif layer.kind == "dense":
         threshold_width = shape_of(0, mw + 1).width
-    depth = tree_levels(simd) + 2
+    depth = tree_levels(simd) + 4
     if layer.kind == "output":
-        depth += 2          # the argmax unit's score and compare stages
+        depth += 5          # the argmax unit: score, compare, update, combine, result
     buffer_words = 2 << (sf - 1).bit_length()
     return LayerFigures(
         kind=layer.kind, fan_in=mw, fan_out=mh, pe=pe, simd=simd, cycles=nf * sf, depth=depth,

@@ -93,7 +93,7 @@ def measure(top, frames):
     ([(8, 16), (4, 8), (2, 64)], 16),         # II 128: layer 1
     ([(4, 64), (16, 16), (10, 4)], 4),        # II 16: input beats and layers 1, 2 tie
     ([(1, 8), (2, 64), (1, 32)], 8),          # II 512: the first layer
-    ([(64, 64), (64, 64), (10, 64)], 64),     # II 10: the argmax unit, all else unfolded
+    ([(64, 64), (64, 64), (10, 64)], 64),     # II 11: the argmax unit, all else unfolded
 ])
 def test_initiation_interval_matches_the_model(folding, in_simd):
     net = testing.random_network(np.random.default_rng(5), [64, 64, 64, 10], input_bits=5)

