@@ -23,17 +23,18 @@ class FitError(BnnhwError):
     """The network, as folded, cannot fit the board's FPGA."""
 
 
-# iCE40 logic cells per XNOR-popcount input bit, per multi-bit adder input bit, per layer
-# engine (counters, buffers, compare, handshakes) and for the UART shell. Fitted to bnnhw's
-# own builds: the digits network folded (2,16), (2,32), (1,32) took 3,435 logic cells on a
-# UP5K, folded (1,32), (1,64), (5,1) 4,504; TOOLCHAIN.md's 2.6-2.8 per bit is for a bare
-# neuron without buffers or handshakes.
-_LUTS_PER_BIT = 7
-_LUTS_PER_ADDER_BIT = 5
-_LUTS_PER_LAYER = 550
-_LUTS_SHELL = 900
-# Weight banks smaller than this become logic rather than block RAM.
-_MIN_BRAM_BITS = 512
+# Logic cells (iCE40 LCs, or ECP5 LUT4s) per XNOR-popcount input bit, per multi-bit add/subtract
+# input bit of the first layer, per layer engine (counters, handshakes, compare) and for the
+# UART shell; input buffers shallower than 8 words are flip-flops. Fitted to bnnhw's builds of
+# the digits network (64-128-128-10, 5-bit pixels): on a UP5K folded (1,8) (1,16) (1,2) with
+# the shell 1,772 LCs (model 1,907), folded (1,32) (1,64) (1,4) in a bare wrapper 2,669 (model
+# 2,405); on an ECP5-85F folded (2,64) (4,64) (5,4) with the shell 5,373 LUT4s (model 4,821).
+_LUTS_PER_BIT = 3
+_LUTS_PER_ADDER_BIT = 2.5
+_LUTS_PER_LAYER = 375
+_LUTS_SHELL = 500
+# Threshold ROMs of more bits than this go to block RAM; smaller ones are LUTs.
+_THRESHOLD_BRAM_BITS = 1024
 
 
 @dataclass(frozen=True)
@@ -56,25 +57,40 @@ def _blocks(width, depth, bits, widest):
     return min(options)
 
 
-def estimate(net, folding, board):
-    """Estimate the logic and block RAMs of ``net`` folded by ``folding`` on ``board``."""
+def estimate(net, folding, board, *, in_simd=None):
+    """Estimate the logic and block RAMs of ``net`` folded by ``folding`` on ``board``.
+
+    Block RAM (``memory="block"``) holds, per PE, a weight bank and a large threshold bank; per
+    layer, a double-buffered input vector of 8 words or more; and the shell's frame buffer.
+    Single-word weights are constants that fold into the XNORs.
+    """
+    from ..perf import performance
     _, _, bits, widest = board.block_ram
+    blocks = lambda width, depth: _blocks(width, depth, bits, widest) if depth > 1 else 0
+    in_simd = folding[0].simd if in_simd is None else in_simd
+    model = performance(net, folding, in_simd)
     per_layer = []
-    for layer, fold in zip(net.layers, folding):
-        depth = (layer.fan_out // fold.pe) * (layer.fan_in // fold.simd)
-        if layer.kind == "first":
-            logic = fold.pe * fold.simd * net.input_bits * _LUTS_PER_ADDER_BIT
+    for layer, fold, figures in zip(net.layers, folding, model.layers):
+        nf, sf = layer.fan_out // fold.pe, layer.fan_in // fold.simd
+        elem_width = net.input_bits if layer.kind == "first" else 1
+        logic = fold.pe * fold.simd * (net.input_bits * _LUTS_PER_ADDER_BIT
+                                       if layer.kind == "first" else _LUTS_PER_BIT)
+        rams = fold.pe * blocks(fold.simd, nf * sf)
+        threshold_bits = figures.threshold_bits // fold.pe
+        if threshold_bits > _THRESHOLD_BRAM_BITS:
+            rams += fold.pe * blocks(figures.threshold_bits // layer.fan_out, nf)
         else:
-            logic = fold.pe * fold.simd * _LUTS_PER_BIT
-        blocks = 0
-        if depth > 1 and depth * fold.simd >= _MIN_BRAM_BITS:
-            blocks = fold.pe * _blocks(fold.simd, depth, bits, widest)
-        elif depth > 1:
-            logic += fold.pe * depth * fold.simd / 4       # a small ROM: LUTs
-        # depth 1: the weights are constants that fold into the XNORs for free
-        per_layer.append((round(logic + _LUTS_PER_LAYER), blocks))
+            logic += figures.threshold_bits / 8
+        buffer_words = figures.buffer_bits // (fold.simd * elem_width)
+        if buffer_words >= 8:
+            rams += blocks(fold.simd * elem_width, buffer_words)
+        else:
+            logic += figures.buffer_bits / 2        # flip-flops, packed with their muxes
+        per_layer.append((round(logic + _LUTS_PER_LAYER), rams))
+    shell_rams = blocks(in_simd * net.input_bits, net.input_size // in_simd)
     return Estimate(logic=sum(l for l, _ in per_layer) + _LUTS_SHELL,
-                    block_rams=sum(b for _, b in per_layer), per_layer=tuple(per_layer))
+                    block_rams=sum(b for _, b in per_layer) + shell_rams,
+                    per_layer=tuple(per_layer))
 
 
 def check_fit(net, folding, board, *, margin=1.25):
@@ -97,7 +113,8 @@ def check_fit(net, folding, board, *, margin=1.25):
 
 
 def fitting_folding(net, board, *, budget=0.6):
-    """The fastest default folding whose estimate fits ``budget`` of the board's logic.
+    """The fastest default folding whose estimate fits ``budget`` of the board's logic and
+    block RAM (the rest is margin for the estimate, and room for the router).
 
     Tries :func:`~bnnhw.folding.default_folding` for growing cycle targets (each layer's
     possible cycle counts) and keeps the first that fits; raises :class:`FitError` if even
@@ -111,7 +128,7 @@ def fitting_folding(net, board, *, budget=0.6):
     for target in targets:
         folding = default_folding(net, target=target)
         need = estimate(net, folding, board)
-        if need.logic <= logic_have * budget and need.block_rams <= board.block_ram[1]:
+        if need.logic <= logic_have * budget and need.block_rams <= board.block_ram[1] * budget:
             return folding
     folding = default_folding(net, target=targets[-1])
     check_fit(net, folding, board)          # the most folded network: fits, or says why not
