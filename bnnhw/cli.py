@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from . import __version__
+from .boards import BOARDS
 from .errors import BnnhwError
 
 __all__ = ["main"]
@@ -214,8 +215,8 @@ def main(argv=None):
     p.set_defaults(run=run_verilog)
 
     p = commands.add_parser("build", help="build a bitstream for a board")
-    p.add_argument("board", metavar="BOARD", choices=("icebreaker", "ulx3s"),
-                   help="icebreaker (iCE40UP5K) or ulx3s (ECP5-85F)")
+    p.add_argument("board", metavar="BOARD", choices=sorted(BOARDS),
+                   help=f"one of: {', '.join(sorted(BOARDS))}")
     p.add_argument("network", metavar="NETWORK", type=Path, help="network file (.npz)")
     p.add_argument("--build-dir", metavar="DIR", type=Path,
                    help="where the bitstream and reports go (default: build/NETWORK-BOARD)")
@@ -227,8 +228,8 @@ def main(argv=None):
     p.set_defaults(run=run_build)
 
     p = commands.add_parser("program", help="load a bitstream onto a board")
-    p.add_argument("board", metavar="BOARD", choices=("icebreaker", "ulx3s"),
-                   help="icebreaker or ulx3s")
+    p.add_argument("board", metavar="BOARD", choices=sorted(BOARDS),
+                   help=f"one of: {', '.join(sorted(BOARDS))}")
     p.add_argument("bitstream", metavar="BITSTREAM", type=Path,
                    help="file written by `bnnhw build`")
     p.add_argument("--dry-run", action="store_true", help="print the command, do not run it")
@@ -255,7 +256,7 @@ def main(argv=None):
                    help="'digits' or a directory of MNIST-style IDX files (default: %(default)s)")
     p.add_argument("--seed", metavar="N", type=int, default=0,
                    help="training seed (default: %(default)s)")
-    p.add_argument("--board", choices=("icebreaker", "ulx3s", "none"), default="icebreaker",
+    p.add_argument("--board", choices=[*sorted(BOARDS), "none"], default="icebreaker",
                    help="board to build a bitstream for (default: %(default)s)")
     p.add_argument("--stall", metavar="P", type=float, default=0.3,
                    help="probability of a stall per cycle on each side in simulation "

@@ -2,7 +2,7 @@
 
 A board file (``boards/icebreaker.py``, ``boards/ulx3s.py``) defines one :class:`Board`: its
 amaranth-boards platform, its FPGA's resources, and how it is programmed. Adding a board that
-amaranth-boards knows is one such small file plus a line in :data:`BOARDS`.
+amaranth-boards knows is one such small file plus a line in ``BOARDS`` (``boards/__init__.py``).
 """
 
 import importlib
@@ -14,11 +14,7 @@ from ..errors import BnnhwError
 
 __all__ = ["Board", "BoardTop", "BOARDS", "get_board", "BoardError"]
 
-# Board name -> module defining BOARD; imported only when that board is asked for.
-BOARDS = {
-    "icebreaker": "bnnhw.boards.icebreaker",
-    "ulx3s": "bnnhw.boards.ulx3s",
-}
+from . import BOARDS
 
 
 class BoardError(BnnhwError):
