@@ -169,10 +169,14 @@ def build(board, net, folding, build_dir, *, baud=115200, scores=True, cache_dir
     build_dir = Path(build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
     name = "bnnhw"
-    log(f"elaborating shell + network for the {board.title} "
-        f"(estimate: {need.logic:,} LUT4s, {need.block_rams} block RAMs)")
+    top = NetworkTop(net, folding)
+    interval = top.performance.initiation_interval
+    log(f"folding (pe, simd) {', '.join(f'({f.pe}, {f.simd})' for f in top.folding)}: "
+        f"{interval} cycles/frame, {board.clock_hz / interval:,.0f} frames/s at "
+        f"{board.clock_hz / 1e6:g} MHz; estimate {need.logic:,} LUT4s, "
+        f"{need.block_rams} block RAMs")
     start = time.perf_counter()
-    top = BoardTop(board, Shell(NetworkTop(net, folding), divisor=divisor, scores=scores))
+    top = BoardTop(board, Shell(top, divisor=divisor, scores=scores))
     platform = board.platform()
     plan = platform.prepare(top, name=name, nextpnr_opts=f"--report {name}.report.json")
     env = toolchain_env(cache_dir or default_cache_dir(), board.tools, log=log)

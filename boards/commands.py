@@ -22,10 +22,11 @@ def _progress(done, total, *, every=1):
 
 def run_build(args, folding_of):
     """``bnnhw build BOARD NETWORK``: bitstream, utilisation, Fmax; exit 2 if timing fails."""
-    from .build import build, format_result
+    from .build import build, fitting_folding, format_result
     board = get_board(args.board)
     net = artifact.load(args.network)
-    folding = folding_of(args, net)
+    chosen = args.pe is not None or args.simd is not None or args.target is not None
+    folding = folding_of(args, net) if chosen else fitting_folding(net, board)
     build_dir = args.build_dir or Path("build") / f"{args.network.stem}-{board.name}"
     result = build(board, net, folding, build_dir, baud=args.baud, scores=not args.no_scores,
                    log=lambda text: print(text, file=sys.stderr))
