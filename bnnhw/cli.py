@@ -6,6 +6,7 @@ and keeps its traceback.
 """
 
 import argparse
+import json
 import re
 import sys
 import time
@@ -66,10 +67,21 @@ def run_info(args):
     print()
     print(_table(describe(net), ["layer", "kind", "in", "out", "weight bits", "acc bits",
                                  "notes"]))
+    if args.pe is not None or args.simd is not None or args.target is not None:
+        from .perf import performance
+        folding = _folding(args, net)
+        print()
+        print("hardware model for this folding:")
+        print(performance(net, folding, folding[0].simd).table())
     if net.provenance:
         print()
         print("provenance:")
         for key, value in sorted(net.provenance.items()):
+            if isinstance(value, list):
+                value = f"[{len(value)} entries]"
+            elif isinstance(value, dict):
+                value = json.dumps(value, separators=(", ", ": "))
+                value = value if len(value) <= 80 else value[:76] + " ..."
             print(f"  {key}: {value}")
     return 0
 
@@ -195,8 +207,9 @@ def main(argv=None):
         training.add_arguments(p)
         p.set_defaults(run=training.run_from_args)
 
-    p = commands.add_parser("info", help="describe a network file")
+    p = commands.add_parser("info", help="describe a network file (and a folding's cycles)")
     p.add_argument("network", metavar="NETWORK", type=Path, help="network file (.npz)")
+    _add_folding_arguments(p)
     p.set_defaults(run=run_info)
 
     p = commands.add_parser("eval", help="golden-model accuracy of a network on a dataset")

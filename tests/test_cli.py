@@ -59,3 +59,22 @@ def test_info_does_not_import_torch_or_amaranth():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True)
     assert done.stdout.rstrip().endswith("[]")
+
+
+def test_info_prints_the_performance_model_of_a_folding(capsys):
+    assert cli.main(["info", str(FIXTURE), "--pe", "5,1,3", "--simd", "3,5,2"]) == 0
+    out = capsys.readouterr().out
+    # cycles per layer: (5/5)*(6/3) = 2, (4/1)*(5/5) = 4, (3/3)*(4/2) = 2; argmax 3 + 1
+    assert "initiation interval 4 cycles/frame" in out
+    rows = [line.split() for line in out.splitlines() if line.split()[1:2] == ["first"]
+            or line.split()[1:2] == ["dense"]]
+    assert ["0", "first", "6->5", "5", "3", "2"] == rows[-2][:6]
+    assert ["1", "dense", "5->4", "1", "5", "4"] == rows[-1][:6]
+
+
+def test_info_rejects_a_folding_that_does_not_divide(capsys):
+    with pytest.raises(SystemExit) as exit:
+        cli.main(["info", str(FIXTURE), "--pe", "2,1,1", "--simd", "1,1,1"])
+    assert exit.value.code == 1
+    assert capsys.readouterr().err == ("bnnhw: error: layers[0]: pe 2 does not divide the 5 "
+                                       "neurons; allowed: 1, 5\n")
