@@ -6,7 +6,6 @@ Run: ``python bench/interval.py`` (about a minute).
 """
 
 import numpy as np
-from amaranth.sim import Simulator
 
 from bnnhw import testing
 from bnnhw.network import NetworkTop
@@ -22,40 +21,13 @@ CASES = [
 ]
 
 
-def measure(top, frames):
-    """Return (mean cycles between results after the first half, cycles to the first)."""
-    times = []
-
-    async def producer(ctx):
-        ctx.set(top.i.valid, 1)
-        for _ in range(frames * top.n_pixels // top.in_simd):
-            await ctx.tick().until(top.i.ready)
-        ctx.set(top.i.valid, 0)
-
-    async def consumer(ctx):
-        ctx.set(top.o.ready, 1)
-        cycle = 0
-        while len(times) < frames:
-            await ctx.tick()
-            cycle += 1
-            if ctx.get(top.o.valid):
-                times.append(cycle)
-
-    sim = Simulator(top)
-    sim.add_clock(1e-8)
-    sim.add_testbench(producer)
-    sim.add_testbench(consumer)
-    sim.run()
-    return float(np.diff(times[frames // 2:]).mean()), times[0]
-
-
 def main(frames=8):
     print(f"{'network':>22}  {'folding (pe, simd)':>36}  in_simd  II model  measured  "
           f"latency model  measured")
     for sizes, bits, folding, in_simd in CASES:
         net = testing.random_network(np.random.default_rng(5), sizes, input_bits=bits)
         top = NetworkTop(net, folding, in_simd=in_simd)
-        interval, latency = measure(top, frames)
+        interval, latency = testing.interval_and_latency(top, frames)
         model = top.performance
         print(f"{'-'.join(map(str, sizes)):>22}  {str(folding):>36}  {in_simd:7}  "
               f"{model.initiation_interval:8}  {interval:8.1f}  {model.latency:13}  {latency:8}",

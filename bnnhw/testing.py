@@ -1,18 +1,26 @@
-"""Helpers shared by bnnhw's tests and benches: stream drivers with random stalls, and random
-networks.
+"""Helpers shared by bnnhw's tests and benches: stream drivers with random stalls, frame-level
+runs of a component in Amaranth's simulator, throughput measurement, and random networks.
 
 ``stream_put``/``stream_get`` drive an Amaranth ``lib.stream`` interface from an
 ``add_testbench`` coroutine and obey the stream rules: a producer raises ``valid`` and holds it
 with its payload until ``ready``; a consumer may drop ``ready`` at will. With ``rng`` (a
 ``random.Random``) each side idles for random cycles before a transfer, which is how every stream
 in bnnhw is tested under backpressure.
+
+:func:`run_frames` streams whole frames through a component with ``i``/``o`` streams and returns
+what came out; :func:`result_times` and :func:`interval_and_latency` measure it unstalled.
 """
 
+import random
+
 import numpy as np
+from amaranth.sim import Simulator
 
-from . import artifact
+from . import artifact, golden
 
-__all__ = ["stream_put", "stream_get", "random_network", "random_inputs"]
+__all__ = ["stream_put", "stream_get", "simulate", "put_frames", "run_frames", "unpack_bits",
+           "unpack_results", "result_times", "interval_and_latency", "random_network",
+           "random_inputs"]
 
 
 async def _idle(ctx, rng, p):
@@ -36,6 +44,100 @@ async def stream_get(ctx, stream, *, rng=None, p=0.3):
     payload, = await ctx.tick().sample(stream.payload).until(stream.valid)
     ctx.set(stream.ready, 0)
     return payload
+
+
+def simulate(dut, *testbenches):
+    """Run ``testbenches`` (``add_testbench`` coroutines) on ``dut`` with a 100 MHz clock until
+    every one has returned."""
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    for testbench in testbenches:
+        sim.add_testbench(testbench)
+    sim.run()
+
+
+async def put_frames(ctx, stream, frames, count, width=1, *, rng=None):
+    """Send each of ``frames`` into ``stream`` as beats of ``count`` elements of ``width`` bits
+    (:func:`bnnhw.golden.words`), with ``last`` on each frame's final beat."""
+    for x in frames:
+        beats = golden.words(x, count, width)
+        for k, word in enumerate(beats):
+            await stream_put(ctx, stream, {"data": word, "last": k == len(beats) - 1}, rng=rng)
+
+
+def run_frames(dut, frames, *, count, width=1, beats=1, stalls=False, seed=0):
+    """Stream ``frames`` into ``dut.i`` (``count`` elements of ``width`` bits per beat) and
+    return, per frame, the list of ``beats`` payloads taken from ``dut.o``.
+
+    With ``stalls``, both sides idle at random: the input with ``random.Random(seed)``, the
+    output with ``random.Random(seed + 1)``.
+    """
+    stall_in = random.Random(seed) if stalls else None
+    stall_out = random.Random(seed + 1) if stalls else None
+    received = []
+
+    async def producer(ctx):
+        await put_frames(ctx, dut.i, frames, count, width, rng=stall_in)
+
+    async def consumer(ctx):
+        for _ in frames:
+            received.append([await stream_get(ctx, dut.o, rng=stall_out) for _ in range(beats)])
+
+    simulate(dut, producer, consumer)
+    return received
+
+
+def unpack_bits(received, lanes):
+    """The bits of :func:`run_frames` output beats of ``lanes`` bits, as a ``(frames, beats *
+    lanes)`` array; checks that ``last`` is set on each frame's final beat and only there."""
+    bits = []
+    for n, beats in enumerate(received):
+        lasts = [int(beat.last) for beat in beats]
+        if lasts != [0] * (len(beats) - 1) + [1]:
+            raise AssertionError(f"frame {n}: last flags {lasts}")
+        bits.append([(beat.data >> k) & 1 for beat in beats for k in range(lanes)])
+    return np.array(bits, dtype=np.uint8).reshape(len(received), -1)
+
+
+def unpack_results(received, classes):
+    """``(scores, classes)`` arrays from :func:`run_frames` output of one result beat per frame
+    (:func:`bnnhw.argmax.result_layout`)."""
+    scores = [[beat.scores[c] for c in range(classes)] for beat, in received]
+    return np.array(scores, dtype=np.int64), np.array([beat.cls for beat, in received],
+                                                      dtype=np.int64)
+
+
+def result_times(dut, in_beats, results, *, last_only=False):
+    """Feed ``in_beats`` beats into ``dut.i`` as fast as it takes them, with ``dut.o`` always
+    ready, and return the cycles (from the start) of the first ``results`` output beats, or of
+    those with ``last`` set when ``last_only``. The payload is whatever ``dut.i`` holds."""
+    times = []
+
+    async def producer(ctx):
+        ctx.set(dut.i.valid, 1)
+        for _ in range(in_beats):
+            await ctx.tick().until(dut.i.ready)
+        ctx.set(dut.i.valid, 0)
+
+    async def consumer(ctx):
+        ctx.set(dut.o.ready, 1)
+        cycle = 0
+        while len(times) < results:
+            await ctx.tick()
+            cycle += 1
+            if ctx.get(dut.o.valid) and (not last_only or ctx.get(dut.o.payload.last)):
+                times.append(cycle)
+
+    simulate(dut, producer, consumer)
+    return times
+
+
+def interval_and_latency(top, frames):
+    """Measure a :class:`~bnnhw.network.NetworkTop` fed ``frames`` frames without stalls:
+    return the mean cycles between results over the second half of them (the pipeline is full
+    by then) and the cycles from the first input beat to the first result."""
+    times = result_times(top, frames * top.n_pixels // top.in_simd, frames)
+    return float(np.diff(times[frames // 2:]).mean()), times[0]
 
 
 def random_network(rng, sizes, *, input_bits=8, extreme=True, scales=False):

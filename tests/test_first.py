@@ -1,23 +1,12 @@
 # amaranth: UnusedElaboratable=no
-import random
-
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from bnnhw import golden
 from bnnhw.artifact import FirstLayer
 from bnnhw.first import FirstEngine
 from bnnhw.folding import FoldingError
-from bnnhw.testing import stream_get, stream_put
-
-
-def simulate(dut, *testbenches):
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    for testbench in testbenches:
-        sim.add_testbench(testbench)
-    sim.run()
+from bnnhw.testing import run_frames, unpack_bits
 
 
 def random_layer(rng, mh, mw, in_bits):
@@ -31,32 +20,12 @@ def random_layer(rng, mh, mw, in_bits):
     return FirstLayer(weights=w, thresholds=t.astype(np.int64), in_bits=in_bits)
 
 
-def run_first(layer, pe, simd, frames, stalls, seed=0):
+def run_first(layer, pe, simd, frames, stalls):
+    """Stream ``frames`` through a FirstEngine; return its outputs as a (B, MH) bit array."""
     dut = FirstEngine(layer, pe=pe, simd=simd)
-    stall_in = random.Random(seed) if stalls else None
-    stall_out = random.Random(seed + 1) if stalls else None
-    got = []
-
-    async def producer(ctx):
-        for x in frames:
-            beats = golden.words(x, simd, layer.in_bits)
-            for k, word in enumerate(beats):
-                await stream_put(ctx, dut.i, {"data": word, "last": k == len(beats) - 1},
-                                 rng=stall_in)
-
-    async def consumer(ctx):
-        for _ in frames:
-            bits = []
-            for g in range(dut.nf):
-                beat = await stream_get(ctx, dut.o, rng=stall_out)
-                assert beat.last == (g == dut.nf - 1)
-                bits += [(beat.data >> k) & 1 for k in range(pe)]
-            got.append(bits)
-
-    simulate(dut, producer, consumer)
-    got = np.array(got, dtype=np.uint8)
-    assert got.shape == (len(frames), layer.fan_out)
-    return got
+    received = run_frames(dut, frames, count=simd, width=layer.in_bits, beats=dut.nf,
+                          stalls=stalls)
+    return unpack_bits(received, pe)
 
 
 @pytest.mark.parametrize("mh,mw,in_bits,pe,simd", [
@@ -74,7 +43,7 @@ def test_matches_golden(mh, mw, in_bits, pe, simd, stalls):
     frames = rng.integers(0, 1 << in_bits, (12, mw))
     frames[0], frames[1] = 0, (1 << in_bits) - 1          # extremes of the accumulator
     expected = golden.first_layer(frames, layer)
-    assert (run_first(layer, pe, simd, frames, stalls) == expected).all()
+    assert np.array_equal(run_first(layer, pe, simd, frames, stalls), expected)
 
 
 def test_thresholds_at_the_boundary():

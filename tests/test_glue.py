@@ -4,11 +4,10 @@ import random
 import numpy as np
 import pytest
 from amaranth import ClockDomain, Module
-from amaranth.sim import Simulator
 
 from bnnhw import golden
 from bnnhw.glue import WidthConverter
-from bnnhw.testing import stream_get, stream_put
+from bnnhw.testing import put_frames, simulate, stream_get
 
 
 @pytest.mark.parametrize("elem_width,in_count,out_count,frame", [
@@ -24,11 +23,7 @@ def test_keeps_order_and_last(elem_width, in_count, out_count, frame, stalls):
     got = []
 
     async def producer(ctx):
-        for x in frames:
-            beats = golden.words(x, in_count, elem_width)
-            for k, word in enumerate(beats):
-                await stream_put(ctx, dut.i, {"data": word, "last": k == len(beats) - 1},
-                                 rng=stall_in)
+        await put_frames(ctx, dut.i, frames, in_count, elem_width, rng=stall_in)
 
     async def consumer(ctx):
         for x in frames:
@@ -41,11 +36,7 @@ def test_keeps_order_and_last(elem_width, in_count, out_count, frame, stalls):
     top = Module()          # a clock domain even when the converter is only wires
     top.domains.sync = ClockDomain()
     top.submodules.dut = dut
-    sim = Simulator(top)
-    sim.add_clock(1e-8)
-    sim.add_testbench(producer)
-    sim.add_testbench(consumer)
-    sim.run()
+    simulate(top, producer, consumer)
     assert len(got) == frames.size // out_count
 
 

@@ -1,23 +1,12 @@
 # amaranth: UnusedElaboratable=no
-import random
-
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from bnnhw import golden
 from bnnhw.artifact import DenseLayer
 from bnnhw.folding import FoldingError
 from bnnhw.layer import LayerEngine
-from bnnhw.testing import stream_get, stream_put
-
-
-def simulate(dut, *testbenches):
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    for testbench in testbenches:
-        sim.add_testbench(testbench)
-    sim.run()
+from bnnhw.testing import result_times, run_frames, unpack_bits
 
 
 def random_layer(rng, mh, mw, *, extremes=True):
@@ -29,33 +18,10 @@ def random_layer(rng, mh, mw, *, extremes=True):
     return DenseLayer(weights=w, thresholds=t.astype(np.int64))
 
 
-def run_layer(layer, pe, simd, frames, stalls, seed=0):
+def run_layer(layer, pe, simd, frames, stalls, memory="block"):
     """Stream ``frames`` through a LayerEngine; return its outputs as a (B, MH) bit array."""
-    dut = LayerEngine(layer, pe=pe, simd=simd)
-    stall_in = random.Random(seed) if stalls else None
-    stall_out = random.Random(seed + 1) if stalls else None
-    got = []
-
-    async def producer(ctx):
-        for x in frames:
-            beats = golden.words(x, simd)
-            for k, word in enumerate(beats):
-                await stream_put(ctx, dut.i, {"data": word, "last": k == len(beats) - 1},
-                                 rng=stall_in)
-
-    async def consumer(ctx):
-        for _ in frames:
-            bits = []
-            for g in range(dut.nf):
-                beat = await stream_get(ctx, dut.o, rng=stall_out)
-                assert beat.last == (g == dut.nf - 1)
-                bits += [(beat.data >> k) & 1 for k in range(pe)]
-            got.append(bits)
-
-    simulate(dut, producer, consumer)
-    got = np.array(got, dtype=np.uint8)
-    assert got.shape == (len(frames), layer.fan_out)
-    return got
+    dut = LayerEngine(layer, pe=pe, simd=simd, memory=memory)
+    return unpack_bits(run_frames(dut, frames, count=simd, beats=dut.nf, stalls=stalls), pe)
 
 
 @pytest.mark.parametrize("mh,mw,pe,simd", [
@@ -68,12 +34,13 @@ def run_layer(layer, pe, simd, frames, stalls, seed=0):
     (4, 64, 2, 64),
 ])
 @pytest.mark.parametrize("stalls", [False, True])
-def test_matches_golden(mh, mw, pe, simd, stalls):
+@pytest.mark.parametrize("memory", ["block", "distributed"])
+def test_matches_golden(mh, mw, pe, simd, stalls, memory):
     rng = np.random.default_rng([mh, mw, pe, simd])
     layer = random_layer(rng, mh, mw)
     frames = rng.integers(0, 2, (12, mw), dtype=np.uint8)
     expected = golden.dense_layer(frames, layer)
-    assert (run_layer(layer, pe, simd, frames, stalls) == expected).all()
+    assert np.array_equal(run_layer(layer, pe, simd, frames, stalls, memory), expected)
 
 
 def test_flipped_rows_and_constant_thresholds():
@@ -86,7 +53,7 @@ def test_flipped_rows_and_constant_thresholds():
     frames = np.concatenate([np.zeros((1, mw)), np.ones((1, mw)),
                              np.random.default_rng(4).integers(0, 2, (8, mw))]).astype(np.uint8)
     expected = golden.dense_layer(frames, layer)
-    assert (run_layer(layer, 1, 3, frames, stalls=True) == expected).all()
+    assert np.array_equal(run_layer(layer, 1, 3, frames, stalls=True), expected)
 
 
 def test_throughput_one_frame_per_cycles():
@@ -95,24 +62,7 @@ def test_throughput_one_frame_per_cycles():
     layer = random_layer(rng, 8, 16)
     dut = LayerEngine(layer, pe=2, simd=4)
     frames = 10
-    times = []
-
-    async def producer(ctx):
-        ctx.set(dut.i.valid, 1)
-        for _ in range(frames * dut.sf):
-            await ctx.tick().until(dut.i.ready)
-        ctx.set(dut.i.valid, 0)
-
-    async def consumer(ctx):
-        ctx.set(dut.o.ready, 1)
-        cycle = 0
-        while len(times) < frames:
-            await ctx.tick()
-            cycle += 1
-            if ctx.get(dut.o.valid) and ctx.get(dut.o.payload.last):
-                times.append(cycle)
-
-    simulate(dut, producer, consumer)
+    times = result_times(dut, frames * dut.sf, frames, last_only=True)
     assert set(np.diff(times)) == {dut.cycles}
 
 

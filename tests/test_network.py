@@ -1,47 +1,13 @@
 # amaranth: UnusedElaboratable=no
-import random
 import re
 
 import numpy as np
 import pytest
 from amaranth.back import verilog
-from amaranth.sim import Simulator
 
 from bnnhw import golden, testing
 from bnnhw.folding import FoldingError, LayerFolding, default_folding
 from bnnhw.network import NetworkTop, generate_verilog
-from bnnhw.testing import stream_get, stream_put
-
-
-def simulate(dut, *testbenches):
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    for testbench in testbenches:
-        sim.add_testbench(testbench)
-    sim.run()
-
-
-def run_network(top, frames, stalls, seed=0):
-    """Stream ``frames`` through ``top``; return (scores, classes) as arrays."""
-    stall_in = random.Random(seed) if stalls else None
-    stall_out = random.Random(seed + 1) if stalls else None
-    scores, classes = [], []
-
-    async def producer(ctx):
-        for x in frames:
-            beats = golden.words(x, top.in_simd, top.in_bits)
-            for k, word in enumerate(beats):
-                await stream_put(ctx, top.i, {"data": word, "last": k == len(beats) - 1},
-                                 rng=stall_in)
-
-    async def consumer(ctx):
-        for _ in frames:
-            beat = await stream_get(ctx, top.o, rng=stall_out)
-            classes.append(beat.cls)
-            scores.append([beat.scores[c] for c in range(top.classes)])
-
-    simulate(top, producer, consumer)
-    return np.array(scores, dtype=np.int64), np.array(classes, dtype=np.int64)
 
 
 @pytest.mark.parametrize("sizes,input_bits,folding,in_simd", [
@@ -52,41 +18,17 @@ def run_network(top, frames, stalls, seed=0):
     ([20, 10, 10, 10, 5], 3, [(5, 4), (10, 5), (1, 10), (5, 5)], 5),
 ])
 @pytest.mark.parametrize("stalls", [False, True])
-def test_matches_golden(sizes, input_bits, folding, in_simd, stalls):
+@pytest.mark.parametrize("memory", ["block", "distributed"])
+def test_matches_golden(sizes, input_bits, folding, in_simd, stalls, memory):
     rng = np.random.default_rng(sizes)
     net = testing.random_network(rng, sizes, input_bits=input_bits, scales=True)
     frames = testing.random_inputs(rng, net, 10)
-    top = NetworkTop(net, folding, in_simd=in_simd)
-    scores, classes = run_network(top, frames, stalls)
+    top = NetworkTop(net, folding, in_simd=in_simd, memory=memory)
+    received = testing.run_frames(top, frames, count=in_simd, width=input_bits, stalls=stalls)
+    scores, classes = testing.unpack_results(received, top.classes)
     expected = golden.run(net, frames)
-    assert scores.shape == expected.scores.shape
-    assert (scores == expected.scores).all()
-    assert (classes == expected.classes).all()
-
-
-def measure(top, frames):
-    """Cycles between successive results with both streams always ready, and the latency of
-    the first frame (cycles from its first input beat to its result)."""
-    times = []
-
-    async def producer(ctx):
-        ctx.set(top.i.valid, 1)
-        for _ in range(frames * top.n_pixels // top.in_simd):
-            await ctx.tick().until(top.i.ready)
-        ctx.set(top.i.valid, 0)
-
-    async def consumer(ctx):
-        ctx.set(top.o.ready, 1)
-        cycle = 0
-        while len(times) < frames:
-            await ctx.tick()
-            cycle += 1
-            if ctx.get(top.o.valid):
-                times.append(cycle)
-
-    simulate(top, producer, consumer)
-    steady = np.diff(times[frames // 2:])
-    return steady.mean(), times[0]
+    assert np.array_equal(scores, expected.scores)
+    assert np.array_equal(classes, expected.classes)
 
 
 @pytest.mark.parametrize("folding,in_simd", [
@@ -98,7 +40,7 @@ def measure(top, frames):
 def test_initiation_interval_matches_the_model(folding, in_simd):
     net = testing.random_network(np.random.default_rng(5), [64, 64, 64, 10], input_bits=5)
     top = NetworkTop(net, folding, in_simd=in_simd)
-    interval, latency = measure(top, 8)
+    interval, latency = testing.interval_and_latency(top, 8)
     model = top.performance
     assert abs(interval - model.initiation_interval) <= 0.02 * model.initiation_interval
     assert abs(latency - model.latency) <= 0.1 * model.latency

@@ -1,46 +1,17 @@
 # amaranth: UnusedElaboratable=no
-import random
-
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from bnnhw import golden
 from bnnhw.artifact import OutputLayer
 from bnnhw.output import OutputEngine
-from bnnhw.testing import stream_get, stream_put
+from bnnhw.testing import run_frames, unpack_results
 
 
-def simulate(dut, *testbenches):
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    for testbench in testbenches:
-        sim.add_testbench(testbench)
-    sim.run()
-
-
-def run_output(layer, pe, simd, frames, stalls, seed=0):
+def run_output(layer, pe, simd, frames, stalls):
+    """Stream ``frames`` through an OutputEngine; return (scores, classes) as arrays."""
     dut = OutputEngine(layer, pe=pe, simd=simd)
-    stall_in = random.Random(seed) if stalls else None
-    stall_out = random.Random(seed + 1) if stalls else None
-    scores, classes = [], []
-
-    async def producer(ctx):
-        for x in frames:
-            beats = golden.words(x, simd)
-            for k, word in enumerate(beats):
-                await stream_put(ctx, dut.i, {"data": word, "last": k == len(beats) - 1},
-                                 rng=stall_in)
-
-    async def consumer(ctx):
-        for _ in frames:
-            beat = await stream_get(ctx, dut.o, rng=stall_out)
-            classes.append(beat.cls)
-            scores.append([beat.scores[c] for c in range(dut.classes)])
-
-    simulate(dut, producer, consumer)
-    assert len(classes) == len(frames)
-    return np.array(scores, dtype=np.int64), np.array(classes, dtype=np.int64)
+    return unpack_results(run_frames(dut, frames, count=simd, stalls=stalls), dut.classes)
 
 
 @pytest.mark.parametrize("classes,mw,pe,simd,scaled", [
@@ -61,8 +32,8 @@ def test_matches_golden(classes, mw, pe, simd, scaled, stalls):
     frames = rng.integers(0, 2, (16, mw), dtype=np.uint8)
     scores, cls = run_output(layer, pe, simd, frames, stalls)
     expected = golden.output_scores(frames, layer)
-    assert (scores == expected).all()
-    assert (cls == golden.argmax(expected)).all()
+    assert np.array_equal(scores, expected)
+    assert np.array_equal(cls, golden.argmax(expected))
 
 
 def test_ties_go_to_the_lowest_class():
@@ -72,7 +43,7 @@ def test_ties_go_to_the_lowest_class():
                         scales=np.ones(6, np.int64))
     frames = np.array([[0, 0, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]], dtype=np.uint8)
     scores, cls = run_output(layer, 2, 2, frames, stalls=True)
-    assert (scores == golden.output_scores(frames, layer)).all()
+    assert np.array_equal(scores, golden.output_scores(frames, layer))
     assert cls.tolist() == [2, 2, 2]
     layer = OutputLayer(weights=w, offsets=np.zeros(6, np.int64), scales=np.ones(6, np.int64))
     assert run_output(layer, 3, 4, frames, stalls=False)[1].tolist() == [0, 0, 0]
