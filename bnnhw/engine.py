@@ -7,7 +7,7 @@ Not used directly: :class:`~bnnhw.layer.LayerEngine`, :class:`~bnnhw.first.First
 import math
 
 import numpy as np
-from amaranth import Cat, Const, Module, Mux, Shape, Signal
+from amaranth import Array, Cat, Const, Module, Mux, Shape, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -83,18 +83,51 @@ class MatrixEngine(wiring.Component):
         })
 
     def _rom(self, m, name, words, shape, addr, attrs=None):
-        """Return ROM ``words`` at ``addr`` two cycles later (a synchronous read, then a
-        register: memory outputs are slow); a constant if it is a single word (what Yosys
-        folds into the logic)."""
+        """Return ROM ``words`` at ``addr`` two cycles later; a constant if it is a single word
+        (what Yosys folds into the logic).
+
+        Block RAM: a synchronous read, then a register (its outputs are slow). LUT ROM: a
+        register on the address, then a synchronous read. Read straight from the `waddr`
+        counter, Yosys put the counter's adder in front of the lookup (on an ECP5, 126 MHz for
+        256 words of 64 bits; from a plain register, 190 MHz).
+        """
         if len(words) == 1:
             return Const(words[0], shape)
         mem = m.submodules[name] = Memory(shape=shape, depth=len(words), init=words,
                                           attrs=attrs)
         port = mem.read_port()
-        data = Signal(shape, name=f"{name}_data")
-        m.d.comb += port.addr.eq(addr)
-        m.d.sync += data.eq(port.data)
-        return data
+        if self.memory == "block":
+            data = Signal(shape, name=f"{name}_data")
+            m.d.comb += port.addr.eq(addr)
+            m.d.sync += data.eq(port.data)
+            return data
+        m.d.sync += port.addr.eq(addr)
+        return port.data
+
+    def _buffer(self, m, depth, write, waddr, wdata, raddr):
+        """The input buffer: ``depth`` words written at ``waddr`` (in order, from 0, wrapping)
+        when ``write``; return the word at ``raddr`` a cycle later."""
+        # From 8 words deep a block RAM costs less than flip-flops and a multiplexer. Below,
+        # on an iCE40, the words are flip-flops written through a one-hot pointer, so that each
+        # word's enable is one LUT from flip-flops (Yosys' decoder took three levels).
+        if depth >= 8 or self.memory != "block":
+            inbuf = m.submodules.inbuf = Memory(
+                shape=len(wdata), depth=depth, init=[],
+                attrs={"ram_style": "block" if self.memory == "block" else "distributed"})
+            wport, rport = inbuf.write_port(), inbuf.read_port()
+            m.d.comb += [wport.addr.eq(waddr), wport.data.eq(wdata), wport.en.eq(write),
+                         rport.addr.eq(raddr)]
+            return rport.data
+        words = [Signal(len(wdata), name=f"inbuf{k}") for k in range(depth)]
+        slot = Signal(depth, init=1)
+        with m.If(write):
+            m.d.sync += slot.eq(slot.rotate_left(1))
+        for k, word in enumerate(words):
+            with m.If(write & slot[k]):
+                m.d.sync += word.eq(wdata)
+        rdata = Signal(len(wdata), name="inbuf_data")
+        m.d.sync += rdata.eq(Array(words)[raddr])
+        return rdata
 
     def _terms(self, x, w):
         """Terms for one neuron from input word ``x`` and weight word ``w``, with bounds."""
@@ -131,24 +164,19 @@ class MatrixEngine(wiring.Component):
         block = self.memory == "block"
 
         # Input buffer, two halves: one is written with the next frame while the other is read
-        # once per neuron group. Half h, beat k lives at address {h, k}. From 8 words deep a
-        # block RAM costs less than the flip-flops and multiplexer Yosys would build instead.
+        # once per neuron group. Half h, beat k lives at address {h, k}.
         depth = 2 << (sf - 1).bit_length()
-        style = "block" if depth >= 8 else None
-        inbuf = m.submodules.inbuf = Memory(
-            shape=simd * self.elem_width, depth=depth, init=[],
-            attrs={"ram_style": style if block else "distributed"} if style or not block
-            else None)
-        wport, rport = inbuf.write_port(), inbuf.read_port()
 
-        # Control state. Every condition the issue logic needs is a register of its own
-        # (full[wsel] as wfull, full[rsel] as rfull, the counters' ends, a credit left), so
-        # that the high-fanout `issue` is one LUT from flip-flops.
-        full = [Signal(name="full0"), Signal(name="full1")]
+        # Control state. The halves fill and drain in turn, so the buffer is a queue of two
+        # frames: `rfull` (at least one full half, the reader's) and `wfull` (both full, so
+        # the writer waits) say all there is. Each is a flip-flop whose next value is two LUT
+        # levels from flip-flops: it does not go through the high-fanout `issue`, but through
+        # `at_last` (the read is at a frame's final beat) and the credit bit.
         wsel, wbeat, wlast, wfull = Signal(), Signal(range(sf)), Signal(init=sf == 1), Signal()
         rsel, rbeat, group = Signal(), Signal(range(sf)), Signal(range(nf))
         waddr, rfull = Signal(range(self.cycles)), Signal()
         end_group, end_frame = Signal(init=sf == 1), Signal(init=nf == 1)
+        at_last = Signal(init=sf == 1 and nf == 1)
         # Credits in thermometer code (bit k set while more than k are left): counting up or
         # down is a shift, with no adder in the issue loop. Spending and returning a credit
         # take effect a cycle late (from registers, to keep the loop short), so a group needs
@@ -158,12 +186,7 @@ class MatrixEngine(wiring.Component):
         spent, returned = Signal(), Signal()
 
         write = self.i.valid & ~wfull
-        m.d.comb += [
-            self.i.ready.eq(~wfull),
-            wport.addr.eq(Cat(wbeat, wsel)),
-            wport.data.eq(self.i.payload.data),
-            wport.en.eq(write),
-        ]
+        m.d.comb += self.i.ready.eq(~wfull)
         with m.If(write):
             m.d.sync += [wbeat.eq(Mux(wlast, 0, wbeat + 1)),
                          wlast.eq(Mux(wlast, sf == 1, wbeat == sf - 2 if sf > 1 else 1))]
@@ -172,29 +195,30 @@ class MatrixEngine(wiring.Component):
         # also needs a credit, i.e. a guaranteed slot in the output FIFO.
         issue = Signal()
         m.d.comb += issue.eq(rfull & (~end_group | has_credit))
+        end_group_next = Mux(end_group, sf == 1, rbeat == sf - 2 if sf > 1 else 1)
+        end_frame_next = Mux(end_group, Mux(end_frame, nf == 1, group == nf - 2 if nf > 1 else 1),
+                             end_frame)
         with m.If(issue):
             m.d.sync += [rbeat.eq(Mux(end_group, 0, rbeat + 1)), waddr.eq(waddr + 1),
-                         end_group.eq(Mux(end_group, sf == 1, rbeat == sf - 2 if sf > 1 else 1))]
+                         end_group.eq(end_group_next), end_frame.eq(end_frame_next),
+                         at_last.eq(end_group_next & end_frame_next)]
             with m.If(end_group):
-                m.d.sync += [group.eq(Mux(end_frame, 0, group + 1)),
-                             end_frame.eq(Mux(end_frame, nf == 1,
-                                              group == nf - 2 if nf > 1 else 1))]
+                m.d.sync += group.eq(Mux(end_frame, 0, group + 1))
                 with m.If(end_frame):
                     m.d.sync += waddr.eq(0)
-        wdone, rdone = write & wlast, issue & end_group & end_frame
-        wsel_next, rsel_next = wsel ^ wdone, rsel ^ rdone
-        full_next = [(full[h] | (wdone & (wsel == h))) & ~(rdone & (rsel == h)) for h in (0, 1)]
-        m.d.sync += [full[0].eq(full_next[0]), full[1].eq(full_next[1]),
-                     wsel.eq(wsel_next), rsel.eq(rsel_next),
-                     wfull.eq(Mux(wsel_next, full_next[1], full_next[0])),
-                     rfull.eq(Mux(rsel_next, full_next[1], full_next[0]))]
+        # A frame is written or read completely (rdone is issue & at_last, without `issue`).
+        wdone, rdone = write & wlast, rfull & at_last & has_credit
+        m.d.sync += [wsel.eq(wsel ^ wdone), rsel.eq(rsel ^ rdone),
+                     rfull.eq(wdone | (rfull & (~rdone | wfull))),
+                     wfull.eq(~rdone & (wfull | (rfull & wdone)))]
         taken = self.o.valid & self.o.ready
         m.d.sync += [spent.eq(issue & end_group), returned.eq(taken)]
         with m.If(returned & ~spent):
             m.d.sync += credits.eq(Cat(1, credits[:-1]))
         with m.If(spent & ~returned):
             m.d.sync += credits.eq(Cat(credits[1:], 0))
-        m.d.comb += rport.addr.eq(Cat(rbeat, rsel))
+        buffered = self._buffer(m, depth, write, Cat(wbeat, wsel), self.i.payload.data,
+                            Cat(rbeat, rsel))
 
         # Tags travel with the data: tags[1] memory output, tags[2] registered memory output,
         # tags[2 + levels] the sum, tags[3 + levels] the accumulator, tags[4 + levels] the
@@ -206,8 +230,8 @@ class MatrixEngine(wiring.Component):
         for stage in range(1, 5 + self.levels):
             tags.append(Signal(tag_layout, name=f"tag{stage}"))
             m.d.sync += tags[stage].eq(tags[stage - 1])
-        x = Signal.like(rport.data)
-        m.d.sync += x.eq(rport.data)
+        x = Signal.like(buffered)
+        m.d.sync += x.eq(buffered)
 
         fifo = m.submodules.fifo = CreditFIFO(width=pe * self.result_width + 1,
                                               depth=self.fifo_depth)
