@@ -49,8 +49,8 @@ def describe(net):
             extra = f"{layer.in_bits}-bit inputs"
         elif layer.kind == "dense":
             acc = (layer.fan_in + 1).bit_length()
-            extra = f"{int((layer.thresholds == 0).sum() + (layer.thresholds > layer.fan_in).sum())}" \
-                    " constant neurons"
+            t = layer.thresholds
+            extra = f"{int((t == 0).sum() + (t > layer.fan_in).sum())} constant neurons"
         else:
             acc = _signed_width(*layer.score_bounds)
             extra = "scales all 1" if (layer.scales == 1).all() else "per-class scales"

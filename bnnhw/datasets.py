@@ -92,7 +92,8 @@ def read_idx(path, *, ndim):
     expected = header + int(np.prod(shape, dtype=np.int64))
     if len(raw) != expected:
         raise DatasetError(f"{path}: {len(raw)} bytes, but its header {shape} implies "
-                           f"{expected}; the file is {'truncated' if len(raw) < expected else 'too long'}")
+                           f"{expected}; the file is "
+                           f"{'truncated' if len(raw) < expected else 'too long'}")
     return np.frombuffer(raw, _IDX_TYPES[type_code], offset=header).reshape(shape)
 
 

@@ -143,4 +143,5 @@ def words(values, simd, width=1):
     """
     beats = fold(np.asarray(values, dtype=np.int64), simd)
     shifts = np.arange(simd, dtype=object) * width
-    return [sum(int(v) << int(s) for v, s in zip(beat, shifts)) for beat in beats.reshape(-1, simd)]
+    return [sum(int(v) << int(s) for v, s in zip(beat, shifts))
+            for beat in beats.reshape(-1, simd)]

@@ -148,7 +148,8 @@ def random_network(rng, sizes, *, input_bits=8, extreme=True, scales=False):
     thresholds (0 and N + 1 for dense layers, the bounds for the first layer).
     """
     if len(sizes) < 3:
-        raise ValueError(f"sizes needs inputs, at least one hidden layer and classes, not {sizes!r}")
+        raise ValueError(f"sizes needs inputs, at least one hidden layer and classes, "
+                         f"not {sizes!r}")
     layers = []
     for n, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         w = rng.integers(0, 2, (fan_out, fan_in), dtype=np.uint8)

@@ -132,16 +132,20 @@ def _bad_json(manifest, arrays, path):
 
 
 BROKEN = {
-    "truncated": (_truncated, r"(file: not a readable \.npz archive, it may be truncated|layers\.\d\.\w+: unreadable, the file may be truncated) \(.*\)"),
-    "not a zip": (_not_zip, r"file: not a network file \(an \.npz archive starts with PK, this file with b.weight.\)"),
-    "single array": (_single_array, r"file: holds a single array, not an \.npz archive of a network"),
+    "truncated": (_truncated, r"(file: not a readable \.npz archive, it may be truncated"
+                              r"|layers\.\d\.\w+: unreadable, the file may be truncated) \(.*\)"),
+    "not a zip": (_not_zip, r"file: not a network file \(an \.npz archive starts with PK, "
+                            r"this file with b.weight.\)"),
+    "single array": (_single_array,
+                     r"file: holds a single array, not an \.npz archive of a network"),
     "bad json": (_bad_json, r"manifest: invalid JSON \(.*\)"),
     "format name": (_set(["format"], "onnx"), r"format: expected 'bnnhw-network', not 'onnx'"),
     "version": (_set(["version"], 7),
                 r"version: this bnnhw reads version 1, not 7; re-export the network"),
     "missing field": (lambda m, a, p: (m["input"].pop("bits"), write_raw(p, m, a))[1],
                       r"input\.bits: missing field"),
-    "wrong field type": (_set(["layers", 1, "in"], "5"), r"layers\[1\]\.in: expected int, not '5'"),
+    "wrong field type": (_set(["layers", 1, "in"], "5"),
+                         r"layers\[1\]\.in: expected int, not '5'"),
     "missing array": (_drop_array("layers.2.offsets"), r"layers\.2\.offsets: missing array"),
     "wrong dtype": (_array("layers.1.thresholds", lambda t: t.astype(np.float32) + 0.5),
                     r"layers\[1\]\.thresholds: dtype float32 is not an integer type "
