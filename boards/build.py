@@ -28,9 +28,11 @@ class FitError(BnnhwError):
 # UART shell; input buffers shallower than 8 words are flip-flops. Fitted to bnnhw's builds of
 # the digits network (64-128-128-10, 5-bit pixels): on a UP5K folded (1,8) (1,16) (1,2) with
 # the shell 1,772 LCs (model 1,907), folded (1,32) (1,64) (1,4) in a bare wrapper 2,669 (model
-# 2,405); on an ECP5-85F folded (2,64) (4,64) (5,4) with the shell 5,373 LUT4s (model 4,821).
+# 2,405); on an ECP5-85F folded (2,64) (4,64) (5,4) with the shell 5,373 LUT4s (model 5,909).
+# ECP5 adders count about 1.7 times the LUT4s of iCE40 ones (a CCU2C carry cell holds two):
+# folded (16,64) (32,64) (5,32), the digits network took 30,126 LUT4s (model 30,521).
 _LUTS_PER_BIT = 3
-_LUTS_PER_ADDER_BIT = 2.5
+_LUTS_PER_ADDER_BIT = {"ice40": 2.5, "ecp5": 4.2}
 _LUTS_PER_LAYER = 375
 _LUTS_SHELL = 500
 # Threshold ROMs of more bits than this go to block RAM; smaller ones are LUTs.
@@ -73,7 +75,7 @@ def estimate(net, folding, board, *, in_simd=None):
     for layer, fold, figures in zip(net.layers, folding, model.layers):
         nf, sf = layer.fan_out // fold.pe, layer.fan_in // fold.simd
         elem_width = net.input_bits if layer.kind == "first" else 1
-        logic = fold.pe * fold.simd * (net.input_bits * _LUTS_PER_ADDER_BIT
+        logic = fold.pe * fold.simd * (net.input_bits * _LUTS_PER_ADDER_BIT[board.family]
                                        if layer.kind == "first" else _LUTS_PER_BIT)
         rams = fold.pe * blocks(fold.simd, nf * sf)
         threshold_bits = figures.threshold_bits // fold.pe
