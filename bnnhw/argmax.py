@@ -106,12 +106,15 @@ class ArgmaxUnit(wiring.Component):
                     Signal(range(classes), name="best_cls_odd")]
         stage = data.StructLayout({"valid": 1, "score": sw, "cls": range(classes), "last": 1})
         s2, s3, s4 = Signal(stage), Signal(stage), Signal(stage)
+        # The score field stage 4 writes, decoded a stage early: one LUT per field's enable.
+        write4 = Signal(classes)
         gt2, head2, odd2 = Signal(2), Signal(), Signal()
         with m.If(advance):
             m.d.sync += [s2.valid.eq(valid1), s2.score.eq(score1), s2.cls.eq(cls1),
                          s2.last.eq(last1), head2.eq(cls1 < 2),
                          odd2.eq(cls1[0] if classes > 1 else 0),
-                         gt2.eq(Cat(score1 > best[0], score1 > best[1])), s3.eq(s2), s4.eq(s3)]
+                         gt2.eq(Cat(score1 > best[0], score1 > best[1])), s3.eq(s2), s4.eq(s3),
+                         write4.eq(Cat(s3.valid & (s3.cls == c) for c in range(classes)))]
         wins = head2 | Mux(odd2, gt2[1], gt2[0])
         for parity in (0, 1):
             with m.If(advance & s2.valid & wins & (odd2 == parity)):
@@ -129,8 +132,10 @@ class ArgmaxUnit(wiring.Component):
         odd_wins = (odd_gt | (odd_ge & odd_lt)) if classes > 1 else 0
         with m.If(self.o.valid & self.o.ready):
             m.d.sync += self.o.valid.eq(0)
+        for c in range(classes):
+            with m.If(advance & write4[c]):
+                m.d.sync += self.o.payload.scores[c].eq(s4.score)
         with m.If(advance & s4.valid):
-            m.d.sync += self.o.payload.scores[s4.cls].eq(s4.score)
             with m.If(s4.last):
                 m.d.sync += [self.o.valid.eq(1),
                              self.o.payload.cls.eq(Mux(odd_wins, cls4[1], cls4[0]))]

@@ -56,7 +56,7 @@ class MatrixEngine(wiring.Component):
         self.cycles = self.nf * self.sf
         self.levels = tree_levels(simd)
         # Issue -> memory read -> register -> adder levels -> accumulator -> result -> FIFO.
-        self.depth = self.levels + 4
+        self.depth = self.levels + 3
         if in_bits is None:
             self.elem_width, term = 1, (0, 1)
             self.thresholds = None if thresholds is None else np.asarray(thresholds)
@@ -104,26 +104,29 @@ class MatrixEngine(wiring.Component):
         m.d.sync += port.addr.eq(addr)
         return port.data
 
-    def _buffer(self, m, depth, write, waddr, wdata, raddr):
-        """The input buffer: ``depth`` words written at ``waddr`` (in order, from 0, wrapping)
-        when ``write``; return the word at ``raddr`` a cycle later."""
+    def _buffer(self, m, depth, valid, full, waddr, wdata, raddr):
+        """The input buffer: ``depth`` words, written in order from address 0, wrapping: the
+        word ``wdata`` at ``waddr`` when ``valid & ~full``. Return the word at ``raddr`` a
+        cycle later. The reader reads only words of a full half."""
         # From 8 words deep a block RAM costs less than flip-flops and a multiplexer. Below,
-        # on an iCE40, the words are flip-flops written through a one-hot pointer, so that each
-        # word's enable is one LUT from flip-flops (Yosys' decoder took three levels).
+        # on an iCE40, the words are flip-flops: the one at a one-hot pointer takes `wdata`
+        # whenever the buffer is not full, valid or not (a word is read only once its half
+        # is full, and the pointer stays until a valid write), so that each word's enable is
+        # a two-input LUT from flip-flops (with `valid` in it too, three LUT levels).
         if depth >= 8 or self.memory != "block":
             inbuf = m.submodules.inbuf = Memory(
                 shape=len(wdata), depth=depth, init=[],
                 attrs={"ram_style": "block" if self.memory == "block" else "distributed"})
             wport, rport = inbuf.write_port(), inbuf.read_port()
-            m.d.comb += [wport.addr.eq(waddr), wport.data.eq(wdata), wport.en.eq(write),
+            m.d.comb += [wport.addr.eq(waddr), wport.data.eq(wdata), wport.en.eq(valid & ~full),
                          rport.addr.eq(raddr)]
             return rport.data
         words = [Signal(len(wdata), name=f"inbuf{k}") for k in range(depth)]
         slot = Signal(depth, init=1)
-        with m.If(write):
+        with m.If(valid & ~full):
             m.d.sync += slot.eq(slot.rotate_left(1))
         for k, word in enumerate(words):
-            with m.If(write & slot[k]):
+            with m.If(slot[k] & ~full):
                 m.d.sync += word.eq(wdata)
         rdata = Signal(len(wdata), name="inbuf_data")
         m.d.sync += rdata.eq(Array(words)[raddr])
@@ -217,8 +220,8 @@ class MatrixEngine(wiring.Component):
             m.d.sync += credits.eq(Cat(1, credits[:-1]))
         with m.If(spent & ~returned):
             m.d.sync += credits.eq(Cat(credits[1:], 0))
-        buffered = self._buffer(m, depth, write, Cat(wbeat, wsel), self.i.payload.data,
-                            Cat(rbeat, rsel))
+        buffered = self._buffer(m, depth, self.i.valid, wfull, Cat(wbeat, wsel),
+                                self.i.payload.data, Cat(rbeat, rsel))
 
         # Tags travel with the data: tags[1] memory output, tags[2] registered memory output,
         # tags[2 + levels] the sum, tags[3 + levels] the accumulator, tags[4 + levels] the

@@ -10,19 +10,21 @@ __all__ = ["CreditFIFO"]
 class CreditFIFO(wiring.Component):
     """``depth`` entries of ``width`` bits, written without a ready signal, read as a stream.
 
-    The writer must hold a credit per entry (at most ``depth`` entries outstanding, counting
-    the one in the output register); the FIFO does not check, because the check was the
-    slowest path of the Amaranth FIFOs on an iCE40. Write and read pointers are one-hot rings
-    and the fill level is a thermometer code, so every control signal is a flip-flop or one LUT
-    away from flip-flops. ``o`` is registered.
+    The writer must hold a credit per entry (at most ``depth`` entries outstanding); the FIFO
+    does not check, because the check was the slowest path of the Amaranth FIFOs on an iCE40.
+    It is a shift register whose head is the output register, with the fill level in
+    thermometer code: a read shifts every entry down, a write lands just above the last entry
+    held. Every entry then chooses among three values (hold, the one above, the written word)
+    from flip-flops, where a read pointer needed a multiplexer as deep as the FIFO (four LUT
+    levels on an iCE40 at ten entries).
 
-    Latency: an entry written in cycle t is on ``o`` in cycle t + 2. Throughput: one entry per
+    Latency: an entry written in cycle t is on ``o`` in cycle t + 1. Throughput: one entry per
     cycle.
 
     Parameters
     ----------
     width, depth : int
-        Positive; ``depth`` counts the output register.
+        Positive.
     """
     def __init__(self, *, width, depth):
         for name, value in (("width", width), ("depth", depth)):
@@ -36,29 +38,24 @@ class CreditFIFO(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        n = max(1, self.depth - 1)           # entries besides the output register
-        storage = [Signal(self.width, name=f"entry{k}") for k in range(n)]
-        produce = Signal(n, init=1)
-        consume = Signal(n, init=1)
-        level = Signal(n)                    # thermometer: bit k set while more than k held
+        n = self.depth
+        entries = [Signal(self.width, name=f"entry{k}") for k in range(n)]
+        level = Signal(n)                    # thermometer: bit k set while entry k is held
+        pop = self.o.valid & self.o.ready
+        m.d.comb += [self.o.valid.eq(level[0]), self.o.payload.eq(entries[0])]
 
         for k in range(n):
-            with m.If(self.w_en & produce[k]):
-                m.d.sync += storage[k].eq(self.w_data)
-        with m.If(self.w_en):
-            m.d.sync += produce.eq(Cat(produce[-1], produce[:-1]))
-
-        # Refill the output register when it is empty or being taken.
-        pop = level[0] & (~self.o.valid | self.o.ready)
-        with m.If(self.o.valid & self.o.ready):
-            m.d.sync += self.o.valid.eq(0)
-        with m.If(pop):
-            m.d.sync += [self.o.valid.eq(1), consume.eq(Cat(consume[-1], consume[:-1]))]
-            # An AND-OR multiplexer: the one-hot pointer needs no decoder.
-            selected = 0
-            for k in range(n):
-                selected = selected | (storage[k] & consume[k].replicate(self.width))
-            m.d.sync += self.o.payload.eq(selected)
+            first_free = ~level[k] & level[k - 1] if k else ~level[k]
+            last_held = level[k] & ~level[k + 1] if k + 1 < n else level[k]
+            with m.If(pop):
+                # Entry k takes the one above, or the written word if it was the last held.
+                with m.If(self.w_en & last_held):
+                    m.d.sync += entries[k].eq(self.w_data)
+                if k + 1 < n:
+                    with m.Else():
+                        m.d.sync += entries[k].eq(entries[k + 1])
+            with m.Elif(self.w_en & first_free):
+                m.d.sync += entries[k].eq(self.w_data)
         with m.If(self.w_en & ~pop):
             m.d.sync += level.eq(Cat(1, level[:-1]))
         with m.If(pop & ~self.w_en):

@@ -19,7 +19,7 @@ class FirstEngine(MatrixEngine):
     ``last`` is ignored: frames are counted.
 
     Throughput: one frame per ``cycles = (MH / pe) * (MW / simd)`` clock cycles. Latency:
-    ``depth = ceil(log2(simd)) + 2`` cycles from a group's last weight read to its output beat,
+    ``depth = ceil(log2(simd)) + 3`` cycles from a group's last weight read to its output beat,
     after the whole input frame has arrived. Each product is an XOR of ``x`` with the weight
     bit, ``x`` or ``-x - 1``; the ``-1`` of each negative weight is taken off the threshold at
     elaboration, so the adder tree needs no negations.

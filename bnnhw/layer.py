@@ -19,7 +19,7 @@ class LayerEngine(MatrixEngine):
     ``last`` is ignored: frames are counted.
 
     Throughput: one frame per ``cycles = (MH / pe) * (MW / simd)`` clock cycles, taking the
-    next frame's input while computing. Latency: ``depth = ceil(log2(simd)) + 2`` cycles from
+    next frame's input while computing. Latency: ``depth = ceil(log2(simd)) + 3`` cycles from
     a group's last weight read to its output beat, after the whole input frame has arrived.
 
     Parameters

@@ -59,7 +59,7 @@ class OutputEngine(wiring.Component):
         self.score_width = signed_width(*layer.score_bounds)
         self.cls_width = max(1, (self.classes - 1).bit_length())
         self.cycles = max((self.classes // pe) * (layer.fan_in // simd), self.classes + 1)
-        self.depth = tree_levels(simd) + 9
+        self.depth = tree_levels(simd) + 8
         super().__init__({
             "i": In(stream.Signature(beat_layout(simd))),
             "o": Out(stream.Signature(result_layout(self.classes, self.score_width))),

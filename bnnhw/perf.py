@@ -84,7 +84,7 @@ def _figures(layer, pe, simd):
         threshold_width = shape_of(-bound - mw, bound + 1).width
     elif layer.kind == "dense":
         threshold_width = shape_of(0, mw + 1).width
-    depth = tree_levels(simd) + 4
+    depth = tree_levels(simd) + 3
     if layer.kind == "output":
         depth += 5          # the argmax unit: score, compare, update, combine, result
     buffer_words = 2 << (sf - 1).bit_length()
