@@ -108,16 +108,19 @@ class ArgmaxUnit(wiring.Component):
         s2, s3, s4 = Signal(stage), Signal(stage), Signal(stage)
         # The score field stage 4 writes, decoded a stage early: one LUT per field's enable.
         write4 = Signal(classes)
-        gt2, head2, odd2 = Signal(2), Signal(), Signal()
+        # Whether class u updates the best of parity p, registered whole: the update's enable
+        # is then one LUT (from the compare's parts, three LUT levels on an iCE40).
+        wins2 = Signal(2)
+        odd1, head1 = (cls1[0] if classes > 1 else 0), cls1 < 2
         with m.If(advance):
             m.d.sync += [s2.valid.eq(valid1), s2.score.eq(score1), s2.cls.eq(cls1),
-                         s2.last.eq(last1), head2.eq(cls1 < 2),
-                         odd2.eq(cls1[0] if classes > 1 else 0),
-                         gt2.eq(Cat(score1 > best[0], score1 > best[1])), s3.eq(s2), s4.eq(s3),
+                         s2.last.eq(last1),
+                         wins2.eq(Cat(valid1 & ~odd1 & (head1 | (score1 > best[0])),
+                                      valid1 & odd1 & (head1 | (score1 > best[1])))),
+                         s3.eq(s2), s4.eq(s3),
                          write4.eq(Cat(s3.valid & (s3.cls == c) for c in range(classes)))]
-        wins = head2 | Mux(odd2, gt2[1], gt2[0])
         for parity in (0, 1):
-            with m.If(advance & s2.valid & wins & (odd2 == parity)):
+            with m.If(advance & wins2[parity]):
                 m.d.sync += [best[parity].eq(s2.score), best_cls[parity].eq(s2.cls)]
 
         # Stages 3-4: once a frame's last class is in, odd beats even if greater, or equal
