@@ -67,13 +67,17 @@ class MatrixEngine(wiring.Component):
             zeros = self.mw - self.weights.sum(axis=1, dtype=np.int64)
             self.thresholds = np.asarray(thresholds, dtype=np.int64) - zeros
         self.acc_bounds = (term[0] * self.mw, term[1] * self.mw)
-        self.acc_shape = shape_of(*self.acc_bounds)
         if self.thresholds is None:
+            self.acc_shape = shape_of(*self.acc_bounds)
             self.result_width = self.acc_shape.width
         else:
+            # The accumulator starts from -threshold, so that the result is its sign bit: a
+            # compare after the accumulator was a slow path on an iCE40.
+            t_lo, t_hi = int(self.thresholds.min()), int(self.thresholds.max())
+            self.acc_shape = shape_of(self.acc_bounds[0] - max(0, t_hi),
+                                      self.acc_bounds[1] - min(0, t_lo))
             self.result_width = 1
-            self.threshold_shape = shape_of(min(0, int(self.thresholds.min())),
-                                            max(0, int(self.thresholds.max())))
+            self.threshold_shape = shape_of(min(-1, -t_hi), max(0, -t_lo))   # signed
         # Credits: enough output slots to cover a group's round trip through the pipeline and
         # the FIFO when groups finish every `sf` cycles, so an unstalled engine never waits.
         self.fifo_depth = max(3, math.ceil((self.depth + 5) / self.sf) + 2)
@@ -226,10 +230,14 @@ class MatrixEngine(wiring.Component):
         # Tags travel with the data: tags[1] memory output, tags[2] registered memory output,
         # tags[2 + levels] the sum, tags[3 + levels] the accumulator, tags[4 + levels] the
         # result (registered: compare and FIFO write in one cycle were too slow on an iCE40).
-        tag_layout = data.StructLayout({"valid": 1, "first": 1, "last": 1, "group": range(nf)})
+        # `emit` (valid & last) and `final` (the frame's last group) are carried whole, so that
+        # the FIFO write and its `last` bit come straight from flip-flops.
+        tag_layout = data.StructLayout({"valid": 1, "first": 1, "last": 1, "emit": 1,
+                                        "final": 1, "group": range(nf)})
         tags = [Signal(tag_layout, name="tag0")]
         m.d.comb += [tags[0].valid.eq(issue), tags[0].first.eq(rbeat == 0),
-                     tags[0].last.eq(end_group), tags[0].group.eq(group)]
+                     tags[0].last.eq(end_group), tags[0].emit.eq(issue & end_group),
+                     tags[0].final.eq(end_frame), tags[0].group.eq(group)]
         for stage in range(1, 5 + self.levels):
             tags.append(Signal(tag_layout, name=f"tag{stage}"))
             m.d.sync += tags[stage].eq(tags[stage - 1])
@@ -239,6 +247,15 @@ class MatrixEngine(wiring.Component):
         fifo = m.submodules.fifo = CreditFIFO(width=pe * self.result_width + 1,
                                               depth=self.fifo_depth)
         results = []
+        if self.thresholds is not None:
+            # All neurons' -thresholds in one memory, a word per group (what one block RAM
+            # holds for most foldings), read two stages early so that they arrive with a
+            # group's first sum. In LUTs on an iCE40 the lookup took five LUT levels.
+            tw = self.threshold_shape.width
+            words = [sum((-int(self.thresholds[g * pe + n]) & ((1 << tw) - 1)) << (n * tw)
+                         for n in range(pe)) for g in range(nf)]
+            negated = self._rom(m, "thresholds", words, pe * tw, tags[self.levels].group,
+                                {"rom_style": "block" if block else "logic"})
         for n in range(pe):
             words = [word for g in range(nf)
                      for word in golden.words(self.weights[g * pe + n], simd)]
@@ -248,23 +265,20 @@ class MatrixEngine(wiring.Component):
             total = self._tree(m, self._terms(x, w))
             acc = Signal(self.acc_shape, name=f"acc{n}")
             sum_tag = tags[2 + self.levels]
-            with m.If(sum_tag.valid):
-                m.d.sync += acc.eq(total if sf == 1 else Mux(sum_tag.first, 0, acc) + total)
             result = Signal(self.result_width, name=f"result{n}")
             results.append(result)
             if self.thresholds is None:
+                start = 0
                 m.d.sync += result.eq(acc)
             else:
-                # Read two stages early, so that the threshold arrives with the finished acc.
-                t = [int(self.thresholds[g * pe + n]) for g in range(nf)]
-                threshold = self._rom(m, f"thresholds{n}", t, self.threshold_shape,
-                                      tags[1 + self.levels].group,
-                                      None if block else {"rom_style": "logic"})
-                m.d.sync += result.eq(acc >= threshold)
+                start = negated.word_select(n, tw).as_signed()
+                m.d.sync += result.eq(~acc[-1])
+            with m.If(sum_tag.valid):
+                m.d.sync += acc.eq((start if sf == 1 else Mux(sum_tag.first, start, acc)) + total)
         acc_tag = tags[4 + self.levels]
         m.d.comb += [
-            fifo.w_en.eq(acc_tag.valid & acc_tag.last),
-            fifo.w_data.eq(Cat(*results, acc_tag.group == nf - 1)),
+            fifo.w_en.eq(acc_tag.emit),
+            fifo.w_data.eq(Cat(*results, acc_tag.final)),
         ]
         wiring.connect(m, fifo.o, wiring.flipped(self.o))
         return m
