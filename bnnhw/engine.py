@@ -248,14 +248,15 @@ class MatrixEngine(wiring.Component):
                                               depth=self.fifo_depth)
         results = []
         if self.thresholds is not None:
-            # All neurons' -thresholds in one memory, a word per group (what one block RAM
-            # holds for most foldings), read two stages early so that they arrive with a
-            # group's first sum. In LUTs on an iCE40 the lookup took five LUT levels.
+            # All neurons' -thresholds in one memory, a word per group, read two stages early
+            # so that they arrive with a group's first sum. Up to two block RAMs wide on an
+            # iCE40 (in LUTs the lookup took five LUT levels); wider, Yosys chooses.
             tw = self.threshold_shape.width
             words = [sum((-int(self.thresholds[g * pe + n]) & ((1 << tw) - 1)) << (n * tw)
                          for n in range(pe)) for g in range(nf)]
-            negated = self._rom(m, "thresholds", words, pe * tw, tags[self.levels].group,
-                                {"rom_style": "block" if block else "logic"})
+            style = ({"rom_style": "block"} if pe * tw <= 32 else None) if block else \
+                {"rom_style": "logic"}
+            negated = self._rom(m, "thresholds", words, pe * tw, tags[self.levels].group, style)
         for n in range(pe):
             words = [word for g in range(nf)
                      for word in golden.words(self.weights[g * pe + n], simd)]
