@@ -326,6 +326,8 @@ def _read(path, npz):
             except (OSError, EOFError, zipfile.BadZipFile, KeyError) as error:
                 _fail(path, name, f"unreadable, the file may be truncated ({error})")
 
+        check("manifest" in names, "manifest",
+              "missing: an .npz archive, but not a bnnhw network file")
         text = array("manifest")
         check(text.dtype.kind == "U" and text.ndim == 0, "manifest",
               f"expected a JSON string, not a {text.dtype} array of shape {text.shape}")

@@ -7,6 +7,7 @@ and keeps its traceback.
 
 import argparse
 import json
+import os
 import re
 import sys
 import time
@@ -15,6 +16,7 @@ from pathlib import Path
 from . import __version__
 from .boards import BOARDS
 from .errors import BnnhwError
+from .paths import output_path
 
 __all__ = ["main"]
 
@@ -54,22 +56,25 @@ def describe(net):
         else:
             acc = _signed_width(*layer.score_bounds)
             extra = "scales all 1" if (layer.scales == 1).all() else "per-class scales"
-        rows.append([n, layer.kind, layer.fan_in, layer.fan_out, layer.weights.size, acc, extra])
+        rows.append([n, layer.kind, layer.fan_in, layer.fan_out, f"{layer.weights.size:,}", acc,
+                     extra])
     return rows
 
 
 def run_info(args):
     from . import artifact
     net = artifact.load(args.network)
+    folding = None
+    if args.pe is not None or args.simd is not None or args.target is not None:
+        folding = _folding(args, net)           # checked before anything is printed
     shape = "x".join(map(str, net.input_shape))
     print(f"{args.network}: {len(net.layers)} layers, input {shape} of {net.input_bits}-bit "
           f"values, {net.classes} classes, {net.weight_bits():,} weight bits")
     print()
     print(_table(describe(net), ["layer", "kind", "in", "out", "weight bits", "acc bits",
                                  "notes"]))
-    if args.pe is not None or args.simd is not None or args.target is not None:
+    if folding is not None:
         from .perf import performance
-        folding = _folding(args, net)
         print()
         print("hardware model for this folding:")
         print(performance(net, folding, folding[0].simd).table())
@@ -127,10 +132,11 @@ def _int_list(text):
             f"expected comma-separated integers, one per layer, not {text!r}") from None
 
 
-def _add_folding_arguments(p):
-    group = p.add_argument_group("folding (hardware parallelism; default: balanced layers)")
+def _add_folding_arguments(p, default="layers balanced for a UP5K's block RAM bandwidth"):
+    group = p.add_argument_group(f"folding (hardware parallelism; default: {default})")
     group.add_argument("--pe", metavar="N,N,...", type=_int_list,
-                       help="neurons computed in parallel, one per layer")
+                       help="neurons computed in parallel, one per layer (alone, the input "
+                            "widths keep their default)")
     group.add_argument("--simd", metavar="N,N,...", type=_int_list,
                        help="input features per cycle, one per layer")
     group.add_argument("--target", metavar="CYCLES", type=int,
@@ -140,6 +146,10 @@ def _add_folding_arguments(p):
 def _folding(args, net):
     """The folding the folding options ask for, checked against ``net``."""
     from .folding import check_folding, default_folding, parse_folding
+    if args.target is not None and (args.pe is not None or args.simd is not None):
+        raise BnnhwError("--target picks a folding; give it or --pe/--simd, not both")
+    if args.target is not None and args.target <= 0:
+        raise BnnhwError(f"--target must be a positive number of cycles, not {args.target}")
     if args.pe is None and args.simd is None:
         return check_folding(net, default_folding(net, target=args.target))
     return parse_folding(net, pe=args.pe, simd=args.simd)
@@ -148,13 +158,18 @@ def _folding(args, net):
 def run_verilog(args):
     from . import artifact
     from .network import generate_verilog
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", args.name) or args.name in _VERILOG_WORDS:
+        raise BnnhwError(f"--name {args.name!r} is not a usable Verilog module name (letters, "
+                         f"digits and _, not starting with a digit, not a keyword)")
     net = artifact.load(args.network)
     folding = _folding(args, net)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
+    output_path(args.output, "Verilog")
     temporary = args.output.with_name(f".{args.output.name}.tmp")
     try:
         performance = generate_verilog(net, folding, temporary, name=args.name)
         temporary.replace(args.output)
+    except OSError as error:
+        raise BnnhwError(f"{args.output}: cannot write ({error.strerror})") from None
     finally:
         temporary.unlink(missing_ok=True)
     print(f"{args.output}: module {args.name}, ports clk, rst, i__payload, i__valid, "
@@ -162,6 +177,12 @@ def run_verilog(args):
     print()
     print(performance.table())
     return 0
+
+
+# Verilog keywords a user might pick as a module name; Amaranth would escape them silently.
+_VERILOG_WORDS = {"module", "endmodule", "input", "output", "inout", "wire", "reg", "assign",
+                  "always", "begin", "end", "if", "else", "case", "function", "task", "logic",
+                  "initial", "parameter", "localparam", "integer", "generate", "signed"}
 
 
 def run_build(args):
@@ -207,7 +228,8 @@ def main(argv=None):
         training.add_arguments(p)
         p.set_defaults(run=training.run_from_args)
 
-    p = commands.add_parser("info", help="describe a network file (and a folding's cycles)")
+    p = commands.add_parser("info", help="describe a network file; with folding options, "
+                                         "its cycles per frame")
     p.add_argument("network", metavar="NETWORK", type=Path, help="network file (.npz)")
     _add_folding_arguments(p)
     p.set_defaults(run=run_info)
@@ -228,6 +250,7 @@ def main(argv=None):
     p.set_defaults(run=run_verilog)
 
     p = commands.add_parser("build", help="build a bitstream for a board")
+    board_default = "the fastest that fits the board"
     p.add_argument("board", metavar="BOARD", choices=sorted(BOARDS),
                    help=f"one of: {', '.join(sorted(BOARDS))}")
     p.add_argument("network", metavar="NETWORK", type=Path, help="network file (.npz)")
@@ -237,7 +260,7 @@ def main(argv=None):
                    help="UART baud rate (default: %(default)s)")
     p.add_argument("--no-scores", action="store_true",
                    help="reply with the class only, not the class scores")
-    _add_folding_arguments(p)
+    _add_folding_arguments(p, default=board_default)
     p.set_defaults(run=run_build)
 
     p = commands.add_parser("program", help="load a bitstream onto a board")
@@ -306,6 +329,9 @@ def main(argv=None):
         return args.run(args)
     except BnnhwError as error:
         parser.exit(1, f"bnnhw: error: {error}\n")
+    except BrokenPipeError:             # `bnnhw info ... | head`: the reader left, so do we
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

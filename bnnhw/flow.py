@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 
 from . import artifact, datasets, golden
+from .errors import BnnhwError
+from .paths import output_dir
 
 __all__ = ["run_flow"]
 
@@ -39,8 +41,9 @@ def _simulate(net, folding, x, stall, out):
 
 def run_flow(args):
     """Run the flow for parsed ``bnnhw flow`` arguments; return the exit code."""
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
+    if not 0 <= args.stall < 1:
+        raise BnnhwError(f"--stall must be a probability with 0 <= P < 1, not {args.stall}")
+    out = output_dir(args.output)
     rows = []
     started = time.perf_counter()
 
@@ -58,8 +61,9 @@ def run_flow(args):
     rows.append(("golden model", f"{100 * accuracy:.2f}% on {len(y)} {data.name} test images"))
     if "self_check" in net.provenance:
         check = net.provenance["self_check"]
+        when = "at this export" if args.network is None else "when exported (provenance)"
         rows.append(("torch vs golden", f"{check.get('class_agreement', '?')} of "
-                                        f"{check.get('frames', '?')} classes agree"))
+                                        f"{check.get('frames', '?')} classes agree {when}"))
 
     from .folding import default_folding
     from .network import generate_verilog
@@ -101,7 +105,8 @@ def run_flow(args):
             failed.append(board.name)
 
     rows.append(("total", f"{time.perf_counter() - started:.0f} s"))
-    print()
+    if board is not None:
+        print()                         # after the build's own table
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")

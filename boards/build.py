@@ -159,6 +159,8 @@ def build(board, net, folding, build_dir, *, baud=115200, scores=True, cache_dir
     from ..network import NetworkTop
     from .shell import Shell
 
+    if not isinstance(baud, int) or baud <= 0:
+        raise BoardError(f"baud must be a positive number of bits per second, not {baud!r}")
     divisor = round(board.clock_hz / baud)
     if divisor < 4:
         raise BoardError(f"baud {baud} is too fast for the {board.clock_hz / 1e6:g} MHz clock "

@@ -52,6 +52,10 @@ def run_run(args):
         raise BnnhwError("bnnhw run needs pyserial: pip install pyserial "
                          "(or pip install -e \".[boards]\")") from None
     from .host import Client, run_images
+    if args.timeout <= 0:
+        raise BnnhwError(f"--timeout must be a positive number of seconds, not {args.timeout}")
+    if args.baud <= 0:
+        raise BnnhwError(f"--baud must be a positive number of bits per second, not {args.baud}")
     net = artifact.load(args.network)
     x, y, _ = datasets.frames_for(net, args.dataset, count=args.count, network=args.network)
     try:

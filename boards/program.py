@@ -23,12 +23,14 @@ def program_command(board, bitstream):
 
 def program(board, bitstream, *, dry_run=False):
     """Program ``bitstream`` onto ``board``; with ``dry_run``, print the command instead."""
+    if Path(bitstream).is_dir():
+        raise BoardError(f"{bitstream}: is a directory, not a bitstream")
     command = program_command(board, bitstream)
+    if not Path(bitstream).is_file():
+        raise BoardError(f"{bitstream}: no such bitstream")
     if dry_run:
         print(shlex.join(command))
         return 0
-    if not Path(bitstream).is_file():
-        raise BoardError(f"{bitstream}: no such bitstream")
     try:
         command[0] = tool_path(command[0])
     except ToolchainError:

@@ -87,7 +87,7 @@ def simulate(top, x, expected_classes, expected_scores, *, engine="cocotb", stal
     if engine not in ENGINES:
         raise SimulatorError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
     if not 0 <= stall < 1:
-        raise SimulatorError(f"stall must be a probability in 0..1 (exclusive), not {stall!r}")
+        raise SimulatorError(f"stall must be a probability with 0 <= P < 1, not {stall!r}")
     if waves is not None:
         check_waves(waves)
     x = np.asarray(x)
@@ -175,8 +175,14 @@ def run_command(args, folding_of):
     from .. import artifact, datasets, golden
     from ..network import NetworkTop
 
+    from ..paths import output_dir, output_path
+    if not 0 <= args.stall < 1:
+        raise SimulatorError(f"--stall must be a probability with 0 <= P < 1, not {args.stall}")
     if args.waves is not None:
         check_waves(args.waves)
+        output_path(args.waves, "waveform")
+    if args.build_dir is not None:
+        output_dir(args.build_dir)
     net = artifact.load(args.network)
     x, y, data = datasets.frames_for(net, args.dataset, split=args.split, count=args.count,
                                      network=str(args.network))

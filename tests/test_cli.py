@@ -78,3 +78,24 @@ def test_info_rejects_a_folding_that_does_not_divide(capsys):
     assert exit.value.code == 1
     assert capsys.readouterr().err == ("bnnhw: error: layers[0]: pe 2 does not divide the 5 "
                                        "neurons; allowed: 1, 5\n")
+
+
+@pytest.mark.parametrize("args,message", [
+    (["verilog", str(FIXTURE), "-o", "{tmp}"], "{tmp}: is a directory; give the name of the "
+                                               "Verilog file to write"),
+    (["verilog", str(FIXTURE), "-o", "{tmp}/x.v", "--name", "1top"],
+     "--name '1top' is not a usable Verilog module name (letters, digits and _, not starting "
+     "with a digit, not a keyword)"),
+    (["info", str(FIXTURE), "--target", "4", "--pe", "1,1,1"],
+     "--target picks a folding; give it or --pe/--simd, not both"),
+    (["flow", "--network", str(FIXTURE), "--stall", "1.5", "-o", "{tmp}"],
+     "--stall must be a probability with 0 <= P < 1, not 1.5"),
+    (["flow", "--network", str(FIXTURE), "-o", str(FIXTURE)], f"{FIXTURE}: exists and is not "
+                                                               f"a folder"),
+])
+def test_bad_options_are_one_line_errors(tmp_path, capsys, args, message):
+    with pytest.raises(SystemExit) as exit:
+        cli.main([a.replace("{tmp}", str(tmp_path)) for a in args])
+    assert exit.value.code == 1
+    assert capsys.readouterr().err == f"bnnhw: error: {message.replace('{tmp}', str(tmp_path))}\n"
+    assert sorted(tmp_path.iterdir()) == []           # nothing written

@@ -142,5 +142,5 @@ def test_simulate_rejects_bad_options():
                        match=r"^engine must be one of cocotb, fast, not 'icarus'$"):
         simulate(top, x, expected.classes, expected.scores, engine="icarus")
     with pytest.raises(verilator.SimulatorError,
-                       match=r"^stall must be a probability in 0\.\.1 \(exclusive\), not 1\.0$"):
+                       match=r"^stall must be a probability with 0 <= P < 1, not 1\.0$"):
         simulate(top, x, expected.classes, expected.scores, stall=1.0)

@@ -16,6 +16,7 @@ import os
 import pickle
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -109,7 +110,7 @@ class Config:
         if c.scaling not in SCALINGS:
             raise ConfigError(f"scaling {c.scaling!r} is not one of {', '.join(SCALINGS)}")
         if not (isinstance(c.dropout, (int, float)) and 0 <= c.dropout < 1):
-            raise ConfigError(f"dropout must be in 0..1 (exclusive), not {c.dropout!r}")
+            raise ConfigError(f"dropout must be a probability with 0 <= P < 1, not {c.dropout!r}")
         return c
 
     def checkpoint_path(self):
@@ -327,6 +328,12 @@ def main_train(config, *, log=None):
         raise ConfigError(f"output {output} is a directory, not a file name")
     if not output.parent.is_dir():
         raise ConfigError(f"output {output}: no such directory {output.parent}")
+    try:                                    # before training, not after: fail in seconds
+        with tempfile.TemporaryFile(dir=output.parent):
+            pass
+    except OSError as error:
+        raise ConfigError(f"output {output}: cannot write in {output.parent} "
+                          f"({error.strerror})") from None
     dataset = load_dataset(config.dataset)
     started = time.monotonic()
     model, history = train(config, dataset, log=log)
