@@ -110,6 +110,9 @@ def _find(directory, stem):
 def load_idx_dir(directory):
     """Read the four standard IDX files of an MNIST-style dataset from ``directory``."""
     directory = Path(directory)
+    if not directory.exists():
+        raise DatasetError(f"{directory}: no such directory; a dataset is 'digits' or a "
+                           f"directory of MNIST-style IDX files")
     if not directory.is_dir():
         raise DatasetError(f"{directory}: not a directory of IDX files")
     parts, shape = {}, None

@@ -88,6 +88,7 @@ def run_flow(args):
         report = _simulate(net, folding, x, args.stall, out)
         hardware = float((report.classes == y).mean()) if len(report.classes) == len(y) else 0
         measured = report.timing.interval if report.timing else None
+        measured = f"{measured:g}" if measured is not None else "no"
         rows.append(("verilator", f"{len(report.mismatches)} mismatches in {report.frames} "
                                   f"frames, hardware {100 * hardware:.2f}%, "
                                   f"{measured} cycles/frame measured"))

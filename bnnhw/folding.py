@@ -56,7 +56,9 @@ def check_layer(layer, pe, simd, where="layer"):
     for name, value, n, what in (("pe", pe, mh, "neurons"), ("simd", simd, mw, "inputs")):
         if not isinstance(value, int) or isinstance(value, bool):
             raise FoldingError(f"{where}: {name} must be an integer, not {value!r}")
-        if value <= 0 or n % value:
+        if value <= 0:
+            raise FoldingError(f"{where}: {name} must be a positive integer, not {value}")
+        if n % value:
             raise FoldingError(f"{where}: {name} {value} does not divide the {n} {what}; "
                                f"allowed: {_allowed(n)}")
     return LayerFolding(pe, simd)

@@ -60,13 +60,13 @@ class Client:
             reply = self._exchange(frame)
             if reply is not None and reply.status == protocol.Status.OK:
                 return reply
-            name = "NO_REPLY" if reply is None else reply.status.name
+            name = "no reply" if reply is None else reply.status.name
             self.errors[name] = self.errors.get(name, 0) + 1
             time.sleep(self.resync)
             self.parser = protocol.ReplyParser(max_scores=self.parser.max_scores)
-        raise HostError(f"no valid reply after {self.retries + 1} attempts "
-                        f"(last: {name}); is the board running a shell for this network "
-                        f"at this baud rate?")
+        raise HostError(f"no valid reply after {self.retries + 1} attempts (last: {name}); "
+                        f"is the board programmed with a bitstream of this network, and is "
+                        f"the baud rate the one it was built for?")
 
 
 @dataclass

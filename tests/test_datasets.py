@@ -59,8 +59,15 @@ def test_reads_idx_directory(tmp_path, gz, dot_names):
 
 
 def test_missing_directory(tmp_path):
-    with pytest.raises(DatasetError, match=r"^.*nowhere: not a directory of IDX files$"):
+    with pytest.raises(DatasetError, match=r"^.*nowhere: no such directory; a dataset is "
+                                           r"'digits' or a directory of MNIST-style IDX files$"):
         datasets.load_dataset(tmp_path / "nowhere")
+
+
+def test_file_instead_of_directory(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DatasetError, match=r"^.*file: not a directory of IDX files$"):
+        datasets.load_dataset(tmp_path / "file")
 
 
 def test_missing_file(tmp_path):

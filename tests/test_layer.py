@@ -68,7 +68,7 @@ def test_throughput_one_frame_per_cycles():
 
 @pytest.mark.parametrize("pe,simd,message", [
     (3, 4, r"^layer: pe 3 does not divide the 8 neurons; allowed: 1, 2, 4, 8$"),
-    (0, 4, r"^layer: pe 0 does not divide the 8 neurons; allowed: 1, 2, 4, 8$"),
+    (0, 4, r"^layer: pe must be a positive integer, not 0$"),
     (2, 5, r"^layer: simd 5 does not divide the 12 inputs; allowed: 1, 2, 3, 4, 6, 12$"),
     (2, 2.0, r"^layer: simd must be an integer, not 2\.0$"),
 ])

@@ -60,7 +60,7 @@ def test_default_folding_balances_layers():
     ([(3, 8), (1, 1), (1, 1)], None,
      r"^layers\[0\]: pe 3 does not divide the 8 neurons; allowed: 1, 2, 4, 8$"),
     ([(1, 1), (1, 0), (1, 1)], None,
-     r"^layers\[1\]: simd 0 does not divide the 8 inputs; allowed: 1, 2, 4, 8$"),
+     r"^layers\[1\]: simd must be a positive integer, not 0$"),
     ([(1, 1), (1, 1)], None, r"^folding has 2 entries, but the network has 3 layers$"),
     ([(1, 1), (1, 1), (1, 2, 3)], None,
      r"^layers\[2\]: expected a \(pe, simd\) pair, not \(1, 2, 3\)$"),
