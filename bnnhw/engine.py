@@ -136,6 +136,21 @@ class MatrixEngine(wiring.Component):
         m.d.sync += rdata.eq(Array(words)[raddr])
         return rdata
 
+    @staticmethod
+    def _counter(m, n, enable, name):
+        """A counter over ``0..n-1`` that steps when ``enable``; return it, ``last`` (a register,
+        set at ``n - 1``) and ``last_next``, the value ``last`` takes on a step. Both come from
+        flip-flops: a register ``pen`` says the counter is at ``n - 2``, so no compare with the
+        counter is on the way to them."""
+        count = Signal(range(n), name=name)
+        last = Signal(init=n == 1, name=f"{name}_last")
+        pen = Signal(init=n == 2, name=f"{name}_pen")
+        last_next = Mux(last, n == 1, pen)
+        with m.If(enable):
+            m.d.sync += [count.eq(Mux(last, 0, count + 1)), last.eq(last_next),
+                         pen.eq(Mux(last, n == 2, count == n - 3 if n > 2 else 0))]
+        return count, last, last_next
+
     def _terms(self, x, w):
         """Terms for one neuron from input word ``x`` and weight word ``w``, with bounds."""
         if self.in_bits is None:
@@ -179,11 +194,9 @@ class MatrixEngine(wiring.Component):
         # the writer waits) say all there is. Each is a flip-flop whose next value is two LUT
         # levels from flip-flops: it does not go through the high-fanout `issue`, but through
         # `at_last` (the read is at a frame's final beat) and the credit bit.
-        wsel, wbeat, wlast, wfull = Signal(), Signal(range(sf)), Signal(init=sf == 1), Signal()
-        rsel, rbeat, group = Signal(), Signal(range(sf)), Signal(range(nf))
-        waddr, rfull = Signal(range(self.cycles)), Signal()
-        end_group, end_frame = Signal(init=sf == 1), Signal(init=nf == 1)
-        at_last = Signal(init=sf == 1 and nf == 1)
+        wsel, wfull, rsel, rfull = Signal(), Signal(), Signal(), Signal()
+        waddr = Signal(range(self.cycles))
+        at_last, first = Signal(init=sf == 1 and nf == 1), Signal(init=1)
         # Credits in thermometer code (bit k set while more than k are left): counting up or
         # down is a shift, with no adder in the issue loop. Spending and returning a credit
         # take effect a cycle late (from registers, to keep the loop short), so a group needs
@@ -194,25 +207,17 @@ class MatrixEngine(wiring.Component):
 
         write = self.i.valid & ~wfull
         m.d.comb += self.i.ready.eq(~wfull)
-        with m.If(write):
-            m.d.sync += [wbeat.eq(Mux(wlast, 0, wbeat + 1)),
-                         wlast.eq(Mux(wlast, sf == 1, wbeat == sf - 2 if sf > 1 else 1))]
+        wbeat, wlast, _ = self._counter(m, sf, write, "wbeat")
 
         # Issue one (group, beat) read per cycle while a full half is there. A group's last beat
         # also needs a credit, i.e. a guaranteed slot in the output FIFO.
         issue = Signal()
+        rbeat, end_group, end_group_next = self._counter(m, sf, issue, "rbeat")
+        group, end_frame, end_frame_next = self._counter(m, nf, issue & end_group, "group")
         m.d.comb += issue.eq(rfull & (~end_group | has_credit))
-        end_group_next = Mux(end_group, sf == 1, rbeat == sf - 2 if sf > 1 else 1)
-        end_frame_next = Mux(end_group, Mux(end_frame, nf == 1, group == nf - 2 if nf > 1 else 1),
-                             end_frame)
         with m.If(issue):
-            m.d.sync += [rbeat.eq(Mux(end_group, 0, rbeat + 1)), waddr.eq(waddr + 1),
-                         end_group.eq(end_group_next), end_frame.eq(end_frame_next),
-                         at_last.eq(end_group_next & end_frame_next)]
-            with m.If(end_group):
-                m.d.sync += group.eq(Mux(end_frame, 0, group + 1))
-                with m.If(end_frame):
-                    m.d.sync += waddr.eq(0)
+            m.d.sync += [waddr.eq(Mux(at_last, 0, waddr + 1)), first.eq(end_group),
+                         at_last.eq(end_group_next & Mux(end_group, end_frame_next, end_frame))]
         # A frame is written or read completely (rdone is issue & at_last, without `issue`).
         wdone, rdone = write & wlast, rfull & at_last & has_credit
         m.d.sync += [wsel.eq(wsel ^ wdone), rsel.eq(rsel ^ rdone),
@@ -235,7 +240,7 @@ class MatrixEngine(wiring.Component):
         tag_layout = data.StructLayout({"valid": 1, "first": 1, "last": 1, "emit": 1,
                                         "final": 1, "group": range(nf)})
         tags = [Signal(tag_layout, name="tag0")]
-        m.d.comb += [tags[0].valid.eq(issue), tags[0].first.eq(rbeat == 0),
+        m.d.comb += [tags[0].valid.eq(issue), tags[0].first.eq(first),
                      tags[0].last.eq(end_group), tags[0].emit.eq(issue & end_group),
                      tags[0].final.eq(end_frame), tags[0].group.eq(group)]
         for stage in range(1, 5 + self.levels):

@@ -1,6 +1,6 @@
 """A small FIFO for a producer that never overruns it (it counts credits)."""
 
-from amaranth import Cat, Module, Signal
+from amaranth import Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -12,11 +12,11 @@ class CreditFIFO(wiring.Component):
 
     The writer must hold a credit per entry (at most ``depth`` entries outstanding); the FIFO
     does not check, because the check was the slowest path of the Amaranth FIFOs on an iCE40.
-    It is a shift register whose head is the output register, with the fill level in
-    thermometer code: a read shifts every entry down, a write lands just above the last entry
-    held. Every entry then chooses among three values (hold, the one above, the written word)
-    from flip-flops, where a read pointer needed a multiplexer as deep as the FIFO (four LUT
-    levels on an iCE40 at ten entries).
+    It is a shift register whose head is the output register, with the fill level one-hot:
+    a read shifts every entry down, a write lands just above the last entry held. Every entry
+    then chooses among three values (hold, the one above, the written word) from flip-flops,
+    where a read pointer needed a multiplexer as deep as the FIFO (four LUT levels on an
+    iCE40 at ten entries).
 
     Latency: an entry written in cycle t is on ``o`` in cycle t + 1. Throughput: one entry per
     cycle.
@@ -40,24 +40,20 @@ class CreditFIFO(wiring.Component):
         m = Module()
         n = self.depth
         entries = [Signal(self.width, name=f"entry{k}") for k in range(n)]
-        level = Signal(n)                    # thermometer: bit k set while entry k is held
+        # One-hot fill level: tail[j] while j entries are held. Entry k is the first free one
+        # when tail[k], the last held one when tail[k + 1].
+        tail = Signal(n + 1, init=1)
         pop = self.o.valid & self.o.ready
-        m.d.comb += [self.o.valid.eq(level[0]), self.o.payload.eq(entries[0])]
+        m.d.comb += [self.o.valid.eq(~tail[0]), self.o.payload.eq(entries[0])]
 
         for k in range(n):
-            first_free = ~level[k] & level[k - 1] if k else ~level[k]
-            last_held = level[k] & ~level[k + 1] if k + 1 < n else level[k]
-            with m.If(pop):
-                # Entry k takes the one above, or the written word if it was the last held.
-                with m.If(self.w_en & last_held):
-                    m.d.sync += entries[k].eq(self.w_data)
-                if k + 1 < n:
-                    with m.Else():
-                        m.d.sync += entries[k].eq(entries[k + 1])
-            with m.Elif(self.w_en & first_free):
-                m.d.sync += entries[k].eq(self.w_data)
+            # Both candidates come from flip-flops; the read picks one in the last LUT.
+            above = entries[k + 1] if k + 1 < n else entries[k]
+            shifted = Mux(self.w_en & tail[k + 1], self.w_data, above)
+            kept = Mux(self.w_en & tail[k], self.w_data, entries[k])
+            m.d.sync += entries[k].eq(Mux(pop, shifted, kept))
         with m.If(self.w_en & ~pop):
-            m.d.sync += level.eq(Cat(1, level[:-1]))
+            m.d.sync += tail.eq(tail << 1)
         with m.If(pop & ~self.w_en):
-            m.d.sync += level.eq(Cat(level[1:], 0))
+            m.d.sync += tail.eq(tail >> 1)
         return m
