@@ -78,15 +78,20 @@ class ArgmaxUnit(wiring.Component):
 
         # Stage 0: one class per cycle out of the held input beat; its score, with the
         # per-class constants picked by the class counter (scale 1 needs no multiplier).
+        # Scores are held offset by 2 ** (score_width - 1), so that they compare as unsigned
+        # numbers: a carry chain straight into a register (a signed compare needed a LUT and
+        # a routing hop more on an iCE40). The output flips the top bit back.
+        offset = 1 << (self.score_width - 1)
         lane, cls = Signal(range(lanes)), Signal(range(classes))
         p = self.i.payload.data.word_select(lane, self.pop_width)
-        bias = Array(o - s * self.fan_in for s, o in zip(self.scales, self.offsets))[cls]
+        bias = Array(o - s * self.fan_in + offset
+                     for s, o in zip(self.scales, self.offsets))[cls]
         if all(s == 1 for s in self.scales):
             score = (p << 1) + bias
         else:
             score = (p << 1) * Array(self.scales)[cls] + bias
         valid1, cls1, last1 = Signal(), Signal(range(classes)), Signal()
-        score1 = Signal(signed(self.score_width))
+        score1 = Signal(self.score_width)
         m.d.comb += self.i.ready.eq(advance & (lane == lanes - 1))
         with m.If(advance):
             m.d.sync += [valid1.eq(self.i.valid), cls1.eq(cls), score1.eq(score),
@@ -100,7 +105,7 @@ class ArgmaxUnit(wiring.Component):
         # against the best of its parity so far is registered, and its update (stage 2) is a
         # cycle later, yet in time for class u + 2. A later class wins only if strictly
         # greater, so ties go to the lowest index. Classes 0 and 1 start their parity.
-        sw = signed(self.score_width)
+        sw = unsigned(self.score_width)
         best = [Signal(sw, name="best_even"), Signal(sw, name="best_odd")]
         best_cls = [Signal(range(classes), name="best_cls_even"),
                     Signal(range(classes), name="best_cls_odd")]
@@ -108,19 +113,19 @@ class ArgmaxUnit(wiring.Component):
         s2, s3, s4 = Signal(stage), Signal(stage), Signal(stage)
         # The score field stage 4 writes, decoded a stage early: one LUT per field's enable.
         write4 = Signal(classes)
-        # Whether class u updates the best of parity p, registered whole: the update's enable
-        # is then one LUT (from the compare's parts, three LUT levels on an iCE40).
-        wins2 = Signal(2)
-        odd1, head1 = (cls1[0] if classes > 1 else 0), cls1 < 2
+        # Whether class u is in parity p's running (the first of its parity, or greater), in
+        # registers that the compares feed directly: the update's enable is then one LUT.
+        gt2, head2, sel2 = Signal(2), Signal(), Signal(2)
+        odd1 = cls1[0] if classes > 1 else 0
         with m.If(advance):
             m.d.sync += [s2.valid.eq(valid1), s2.score.eq(score1), s2.cls.eq(cls1),
-                         s2.last.eq(last1),
-                         wins2.eq(Cat(valid1 & ~odd1 & (head1 | (score1 > best[0])),
-                                      valid1 & odd1 & (head1 | (score1 > best[1])))),
+                         s2.last.eq(last1), head2.eq(cls1 < 2),
+                         gt2.eq(Cat(score1 > best[0], score1 > best[1])),
+                         sel2.eq(Cat(valid1 & ~odd1, valid1 & odd1)),
                          s3.eq(s2), s4.eq(s3),
                          write4.eq(Cat(s3.valid & (s3.cls == c) for c in range(classes)))]
         for parity in (0, 1):
-            with m.If(advance & wins2[parity]):
+            with m.If(advance & sel2[parity] & (head2 | gt2[parity])):
                 m.d.sync += [best[parity].eq(s2.score), best_cls[parity].eq(s2.cls)]
 
         # Stages 3-4: once a frame's last class is in, odd beats even if greater, or equal
@@ -137,7 +142,7 @@ class ArgmaxUnit(wiring.Component):
             m.d.sync += self.o.valid.eq(0)
         for c in range(classes):
             with m.If(advance & write4[c]):
-                m.d.sync += self.o.payload.scores[c].eq(s4.score)
+                m.d.sync += self.o.payload.scores[c].eq(s4.score ^ offset)
         with m.If(advance & s4.valid):
             with m.If(s4.last):
                 m.d.sync += [self.o.valid.eq(1),
