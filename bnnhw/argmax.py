@@ -107,6 +107,14 @@ class ArgmaxUnit(wiring.Component):
         # greater, so ties go to the lowest index. Classes 0 and 1 start their parity.
         sw = unsigned(self.score_width)
         best = [Signal(sw, name="best_even"), Signal(sw, name="best_odd")]
+        # Kept inverted too: a > b is the carry out of a + ~b, and a carry chain takes its
+        # operands as they are (inverting one cost a LUT and a routing hop on an iCE40).
+        nbest = [Signal(sw, name="nbest_even"), Signal(sw, name="nbest_odd")]
+        w = self.score_width
+
+        def greater(a, nb, equal=False):
+            """``a > b`` (``a >= b`` if ``equal``) for ``nb = ~b``: a carry out."""
+            return (a + nb + equal)[w]
         best_cls = [Signal(range(classes), name="best_cls_even"),
                     Signal(range(classes), name="best_cls_odd")]
         stage = data.StructLayout({"valid": 1, "score": sw, "cls": range(classes), "last": 1})
@@ -120,13 +128,14 @@ class ArgmaxUnit(wiring.Component):
         with m.If(advance):
             m.d.sync += [s2.valid.eq(valid1), s2.score.eq(score1), s2.cls.eq(cls1),
                          s2.last.eq(last1), head2.eq(cls1 < 2),
-                         gt2.eq(Cat(score1 > best[0], score1 > best[1])),
+                         gt2.eq(Cat(greater(score1, nbest[0]), greater(score1, nbest[1]))),
                          sel2.eq(Cat(valid1 & ~odd1, valid1 & odd1)),
                          s3.eq(s2), s4.eq(s3),
                          write4.eq(Cat(s3.valid & (s3.cls == c) for c in range(classes)))]
         for parity in (0, 1):
             with m.If(advance & sel2[parity] & (head2 | gt2[parity])):
-                m.d.sync += [best[parity].eq(s2.score), best_cls[parity].eq(s2.cls)]
+                m.d.sync += [best[parity].eq(s2.score), nbest[parity].eq(~s2.score),
+                             best_cls[parity].eq(s2.cls)]
 
         # Stages 3-4: once a frame's last class is in, odd beats even if greater, or equal
         # with a lower index. Scores are written here too, so that the next frame's cannot
@@ -134,7 +143,8 @@ class ArgmaxUnit(wiring.Component):
         odd_gt, odd_ge, odd_lt = Signal(), Signal(), Signal()
         cls4 = [Signal(range(classes)), Signal(range(classes))]
         with m.If(advance):
-            m.d.sync += [odd_gt.eq(best[1] > best[0]), odd_ge.eq(best[1] >= best[0]),
+            m.d.sync += [odd_gt.eq(greater(best[1], nbest[0])),
+                         odd_ge.eq(greater(best[1], nbest[0], equal=True)),
                          odd_lt.eq(best_cls[1] < best_cls[0]),
                          cls4[0].eq(best_cls[0]), cls4[1].eq(best_cls[1])]
         odd_wins = (odd_gt | (odd_ge & odd_lt)) if classes > 1 else 0
