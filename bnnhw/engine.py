@@ -195,7 +195,9 @@ class MatrixEngine(wiring.Component):
         # levels from flip-flops: it does not go through the high-fanout `issue`, but through
         # `at_last` (the read is at a frame's final beat) and the credit bit.
         wsel, wfull, rsel, rfull = Signal(), Signal(), Signal(), Signal()
-        waddr = Signal(range(self.cycles))
+        # The weight address: {group, beat} when `sf` is a power of two, else a counter of
+        # its own (on an iCE40 each flip-flop more on the `issue` enable is routing delay).
+        waddr = Signal(range(self.cycles)) if sf & (sf - 1) else None
         at_last, first = Signal(init=sf == 1 and nf == 1), Signal(init=1)
         # Credits in thermometer code (bit k set while more than k are left): counting up or
         # down is a shift, with no adder in the issue loop. Spending and returning a credit
@@ -215,8 +217,12 @@ class MatrixEngine(wiring.Component):
         rbeat, end_group, end_group_next = self._counter(m, sf, issue, "rbeat")
         group, end_frame, end_frame_next = self._counter(m, nf, issue & end_group, "group")
         m.d.comb += issue.eq(rfull & (~end_group | has_credit))
+        if waddr is None:
+            waddr = Cat(rbeat, group) if sf > 1 else group
         with m.If(issue):
-            m.d.sync += [waddr.eq(Mux(at_last, 0, waddr + 1)), first.eq(end_group),
+            if sf & (sf - 1):
+                m.d.sync += waddr.eq(Mux(at_last, 0, waddr + 1))
+            m.d.sync += [first.eq(end_group),
                          at_last.eq(end_group_next & Mux(end_group, end_frame_next, end_frame))]
         # A frame is written or read completely (rdone is issue & at_last, without `issue`).
         wdone, rdone = write & wlast, rfull & at_last & has_credit
