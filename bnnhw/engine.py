@@ -191,9 +191,9 @@ class MatrixEngine(wiring.Component):
 
         # Control state. The halves fill and drain in turn, so the buffer is a queue of two
         # frames: `rfull` (at least one full half, the reader's) and `wfull` (both full, so
-        # the writer waits) say all there is. Each is a flip-flop whose next value is two LUT
-        # levels from flip-flops: it does not go through the high-fanout `issue`, but through
-        # `at_last` (the read is at a frame's final beat) and the credit bit.
+        # the writer waits) say all there is. Each is a flip-flop whose next value does not go
+        # through the high-fanout `issue`, but through `at_last` (the read is at a frame's
+        # final beat) and the credit bit, both flip-flops.
         wsel, wfull, rsel, rfull = Signal(), Signal(), Signal(), Signal()
         # The weight address: {group, beat} when `sf` is a power of two, else a counter of
         # its own (on an iCE40 each flip-flop more on the `issue` enable is routing delay).
@@ -240,7 +240,7 @@ class MatrixEngine(wiring.Component):
 
         # Tags travel with the data: tags[1] memory output, tags[2] registered memory output,
         # tags[2 + levels] the sum, tags[3 + levels] the accumulator, tags[4 + levels] the
-        # result (registered: compare and FIFO write in one cycle were too slow on an iCE40).
+        # result (its sign bit, registered), written to the FIFO.
         # `emit` (valid & last) and `final` (the frame's last group) are carried whole, so that
         # the FIFO write and its `last` bit come straight from flip-flops.
         tag_layout = data.StructLayout({"valid": 1, "first": 1, "last": 1, "emit": 1,
