@@ -164,7 +164,7 @@ def _check_array(path, where, array, shape, *, binary=False):
     if array.size and array.dtype.kind != "b":
         check(int(np.abs(array.astype(np.int64)).max()) < _INT_LIMIT
               if array.dtype != np.uint64 else int(array.max()) < _INT_LIMIT,
-              f"values beyond +-2**40")
+              "values beyond +-2**40")
 
 
 def _validate(path, input_shape, input_bits, layers, labels):

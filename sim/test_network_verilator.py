@@ -359,7 +359,6 @@ def test_hung_design_is_reported_not_waited_for():
     from amaranth.hdl import Module
     from amaranth.lib import data, stream, wiring
     from amaranth.lib.wiring import In, Out
-    from bnnhw import golden
     from bnnhw.sim.bench import simulate
 
     class Hung(wiring.Component):

@@ -1,9 +1,7 @@
 import json
-import pickle
 import re
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np

@@ -3,7 +3,6 @@ import re
 
 import numpy as np
 import pytest
-from amaranth.back import verilog
 
 from bnnhw import golden, testing
 from bnnhw.folding import FoldingError, LayerFolding, default_folding
