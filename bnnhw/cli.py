@@ -33,31 +33,15 @@ def _table(rows, headers):
     return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 
-def _signed_width(lo, hi):
-    """Bits of a two's complement integer holding every value in lo..hi."""
-    width = 1
-    while not -(1 << (width - 1)) <= lo <= hi <= (1 << (width - 1)) - 1:
-        width += 1
-    return width
-
-
 def describe(net):
-    """Rows describing each layer of ``net``: kind, shape, weight bits, threshold/acc widths."""
+    """Rows describing each layer of ``net``: kind, tensors in and out, weight bits,
+    accumulator width and a note, from each kind's own description."""
     rows = []
     for n, layer in enumerate(net.layers):
-        if layer.kind == "first":
-            bound = layer.acc_bound
-            acc = _signed_width(-bound, bound + 1)
-            extra = f"{layer.in_bits}-bit inputs"
-        elif layer.kind == "dense":
-            acc = (layer.fan_in + 1).bit_length()
-            t = layer.thresholds
-            extra = f"{int((t == 0).sum() + (t > layer.fan_in).sum())} constant neurons"
-        else:
-            acc = _signed_width(*layer.score_bounds)
-            extra = "scales all 1" if (layer.scales == 1).all() else "per-class scales"
-        rows.append([n, layer.kind, layer.fan_in, layer.fan_out, f"{layer.weights.size:,}", acc,
-                     extra])
+        out = layer.output.describe() if layer.output is not None else f"{layer.classes} scores"
+        acc = layer.acc_bits()
+        rows.append([n, layer.kind, layer.input.describe(), out, f"{layer.weight_bits:,}",
+                     "-" if acc is None else acc, layer.notes()])
     return rows
 
 
@@ -67,7 +51,8 @@ def run_info(args):
     folding = None
     if args.pe is not None or args.simd is not None or args.target is not None:
         folding = _folding(args, net)           # checked before anything is printed
-    shape = "x".join(map(str, net.input_shape))
+    c, h, w = net.input_shape
+    shape = f"{h}x{w}" + (f"x{c}" if c > 1 else "")
     print(f"{args.network}: {len(net.layers)} layers, input {shape} of {net.input_bits}-bit "
           f"values, {net.classes} classes, {net.weight_bits():,} weight bits")
     print()
@@ -77,7 +62,7 @@ def run_info(args):
         from .perf import performance
         print()
         print("hardware model for this folding:")
-        print(performance(net, folding, folding[0].simd).table())
+        print(performance(net, folding).table())
     if net.provenance:
         print()
         print("provenance:")
@@ -126,10 +111,11 @@ def _add_dataset_arguments(p, *, split=True, count=None):
 
 def _int_list(text):
     try:
-        return [int(part) for part in text.split(",")]
+        return [None if part.strip() == "-" else int(part) for part in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, one per layer, not {text!r}") from None
+            f"expected comma-separated integers, one per layer (- for a layer without this "
+            f"parameter), not {text!r}") from None
 
 
 def _add_folding_arguments(p, default="layers balanced for a UP5K's block RAM bandwidth"):
@@ -145,37 +131,27 @@ def _add_folding_arguments(p, default="layers balanced for a UP5K's block RAM ba
 
 def _folding(args, net):
     """The folding the folding options ask for, checked against ``net``."""
-    from .folding import check_folding, default_folding, parse_folding
-    if args.target is not None and (args.pe is not None or args.simd is not None):
-        raise BnnhwError("--target picks a folding; give it or --pe/--simd, not both")
-    if args.target is not None and args.target <= 0:
-        raise BnnhwError(f"--target must be a positive number of cycles, not {args.target}")
-    if args.pe is None and args.simd is None:
-        return check_folding(net, default_folding(net, target=args.target))
-    return parse_folding(net, pe=args.pe, simd=args.simd)
+    from .folding import folding_from_options
+    return folding_from_options(net, pe=args.pe, simd=args.simd, target=args.target)
 
 
 def run_verilog(args):
     from . import artifact
-    from .network import generate_verilog
+    from .gateware.top import generate_verilog
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", args.name) or args.name in _VERILOG_WORDS:
         raise BnnhwError(f"--name {args.name!r} is not a usable Verilog module name (letters, "
                          f"digits and _, not starting with a digit, not a keyword)")
     net = artifact.load(args.network)
     folding = _folding(args, net)
     output_path(args.output, "Verilog")
-    temporary = args.output.with_name(f".{args.output.name}.tmp")
     try:
-        performance = generate_verilog(net, folding, temporary, name=args.name)
-        temporary.replace(args.output)
+        top = generate_verilog(net, folding, args.output, name=args.name)
     except OSError as error:
         raise BnnhwError(f"{args.output}: cannot write ({error.strerror})") from None
-    finally:
-        temporary.unlink(missing_ok=True)
-    print(f"{args.output}: module {args.name}, ports clk, rst, i__payload, i__valid, "
-          f"i__ready, o__payload, o__valid, o__ready")
+    from .gateware.ports import VERILOG_PORTS
+    print(f"{args.output}: module {args.name}, ports {', '.join(VERILOG_PORTS)}")
     print()
-    print(performance.table())
+    print(top.performance.table())
     return 0
 
 
@@ -187,7 +163,7 @@ _VERILOG_WORDS = {"module", "endmodule", "input", "output", "inout", "wire", "re
 
 def run_build(args):
     from .boards.commands import run_build
-    return run_build(args, _folding)
+    return run_build(args)
 
 
 def run_program(args):
@@ -207,7 +183,7 @@ def run_flow(args):
 
 def run_sim(args):
     from .sim.bench import run_command
-    return run_command(args, _folding)
+    return run_command(args)
 
 
 def _command(argv):
@@ -319,6 +295,9 @@ def main(argv=None):
                    help="write waveforms to FILE (.fst for FST, else VCD)")
     p.add_argument("--build-dir", metavar="DIR", type=Path,
                    help="cache of Verilator builds (default: ~/.cache/bnnhw/verilator)")
+    p.add_argument("--verilog", metavar="FILE", type=Path,
+                   help="write the Verilog that is simulated to FILE (default: a temporary "
+                        "file)")
     p.add_argument("--in-simd", metavar="N", type=int,
                    help="pixels per input beat (default: the first layer's simd)")
     _add_folding_arguments(p)

@@ -30,13 +30,13 @@ def _train(out, dataset, seed):
     return path
 
 
-def _simulate(net, folding, x, stall, out):
-    from .network import NetworkTop
+def _simulate(net, top, verilog_path, x, stall, out):
     from .sim.bench import simulate
-    top = NetworkTop(net, folding)
     expected = golden.run(net, x)
-    return simulate(top, x, expected.classes, expected.scores, engine="fast", stall=stall,
-                    cache_dir=out / "verilator", log=_say)
+    model = top.performance
+    return simulate(verilog_path, top.ports, x, expected.classes, expected.scores,
+                    model=(model.initiation_interval, model.latency), engine="fast",
+                    stall=stall, cache_dir=out / "verilator", log=_say)
 
 
 def run_flow(args):
@@ -66,7 +66,7 @@ def run_flow(args):
                                         f"{check.get('frames', '?')} classes agree {when}"))
 
     from .folding import default_folding
-    from .network import generate_verilog
+    from .gateware.top import generate_verilog
     # The folding simulated is the folding built: the board's fastest that fits, by default.
     board = None
     if args.board != "none":
@@ -78,14 +78,15 @@ def run_flow(args):
     else:
         folding = fitting_folding(net, board)
     verilog_path = out / "bnn_top.v"
-    performance = generate_verilog(net, folding, verilog_path)
+    top = generate_verilog(net, folding, verilog_path)
+    performance = top.performance
     rows.append(("verilog", f"{verilog_path}, {performance.initiation_interval} cycles/frame "
                             f"(model)"))
 
     failed = []
     if args.sim:
         _say(f"simulating {len(x)} frames in Verilator with {100 * args.stall:.0f}% stalls")
-        report = _simulate(net, folding, x, args.stall, out)
+        report = _simulate(net, top, verilog_path, x, args.stall, out)
         hardware = float((report.classes == y).mean()) if len(report.classes) == len(y) else 0
         measured = report.timing.interval if report.timing else None
         measured = f"{measured:g}" if measured is not None else "no"

@@ -16,11 +16,12 @@ import random
 import numpy as np
 from amaranth.sim import Simulator
 
-from . import artifact, golden
+from . import artifact
+from .bits import words
 
 __all__ = ["stream_put", "stream_get", "simulate", "put_frames", "run_frames", "unpack_bits",
            "unpack_results", "result_times", "interval_and_latency", "random_network",
-           "random_inputs"]
+           "random_inputs", "instantiated_memories", "stage_interval"]
 
 
 async def _idle(ctx, rng, p):
@@ -58,9 +59,9 @@ def simulate(dut, *testbenches):
 
 async def put_frames(ctx, stream, frames, count, width=1, *, rng=None):
     """Send each of ``frames`` into ``stream`` as beats of ``count`` elements of ``width`` bits
-    (:func:`bnnhw.golden.words`), with ``last`` on each frame's final beat."""
+    (:func:`bnnhw.bits.words`), with ``last`` on each frame's final beat."""
     for x in frames:
-        beats = golden.words(x, count, width)
+        beats = words(x, count, width)
         for k, word in enumerate(beats):
             await stream_put(ctx, stream, {"data": word, "last": k == len(beats) - 1}, rng=rng)
 
@@ -101,7 +102,7 @@ def unpack_bits(received, lanes):
 
 def unpack_results(received, classes):
     """``(scores, classes)`` arrays from :func:`run_frames` output of one result beat per frame
-    (:func:`bnnhw.argmax.result_layout`)."""
+    (:func:`bnnhw.gateware.ports.result_layout`)."""
     scores = [[beat.scores[c] for c in range(classes)] for beat, in received]
     return np.array(scores, dtype=np.int64), np.array([beat.cls for beat, in received],
                                                       dtype=np.int64)
@@ -133,7 +134,7 @@ def result_times(dut, in_beats, results, *, last_only=False):
 
 
 def interval_and_latency(top, frames):
-    """Measure a :class:`~bnnhw.network.NetworkTop` fed ``frames`` frames without stalls:
+    """Measure a :class:`~bnnhw.gateware.top.NetworkTop` fed ``frames`` frames without stalls:
     return the mean cycles between results over the second half of them (the pipeline is full
     by then) and the cycles from the first input beat to the first result."""
     times = result_times(top, frames * top.n_pixels // top.in_simd, frames)
@@ -181,3 +182,31 @@ def random_network(rng, sizes, *, input_bits=8, extreme=True, scales=False):
 def random_inputs(rng, net, count):
     """``count`` random frames of unsigned ``net.input_bits``-bit inputs."""
     return rng.integers(0, 1 << net.input_bits, (count, net.input_size), dtype=np.int64)
+
+
+def instantiated_memories(component):
+    """``[(width, depth)]`` of every Amaranth memory in the elaborated design of
+    ``component``: what the design really instantiates, to compare with a plan."""
+    from amaranth.hdl import Fragment, Shape
+    from amaranth.hdl._mem import MemoryInstance
+    found = []
+
+    def walk(fragment):
+        if isinstance(fragment, MemoryInstance):
+            found.append((Shape.cast(fragment._data.shape).width, fragment._data.depth))
+        for child, _name, _src in fragment.subfragments:
+            walk(child)
+
+    walk(Fragment.get(component, None))
+    return found
+
+
+def stage_interval(stage, figures, frames=6):
+    """Cycles between frames of a layer stage (``layer.engine(fold)``) fed back to back with
+    its output always ready, over the second half of ``frames`` frames; ``figures`` are the
+    layer's, giving its beats per frame."""
+    in_beats = figures.input.size // figures.in_count
+    out_beats = figures.output.size // figures.out_count if figures.output is not None else 1
+    times = result_times(stage, frames * in_beats, frames * out_beats)
+    ends = times[out_beats - 1::out_beats]
+    return np.diff(ends[frames // 2:]).tolist()

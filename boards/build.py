@@ -24,10 +24,12 @@ class FitError(BnnhwError):
 
 
 # Logic cells (iCE40 LCs, or ECP5 LUT4s) per XNOR-popcount input bit, per multi-bit add/subtract
-# input bit of the first layer, per layer engine (counters, handshakes, compare) and for the
-# UART shell; input buffers shallower than 8 words are flip-flops. Fitted to bnnhw's builds of
-# the digits network (64-128-128-10, 5-bit pixels): on a UP5K folded (1,8) (1,16) (1,2) with
-# the shell 1,772 LCs (model 1,907), folded (1,32) (1,64) (1,4) in a bare wrapper 2,669 (model
+# input bit of the first layer, per layer stage (counters, handshakes, compare) and for the
+# UART shell; LUT ROMs cost a LUT per 8 bits; buffers in flip-flops a LUT per 2 bits (their
+# multiplexer). A ROM left to Yosys goes where it is cheaper, weighing a block RAM as 64
+# LUTs and a bit of LUT ROM as 1/16 of a LUT, as its memory_libmap pass weighs them. Fitted to bnnhw's builds of the
+# digits network (64-128-128-10, 5-bit pixels): on a UP5K folded (1,8) (1,16) (1,2) with the
+# shell 1,772 LCs (model 1,907), folded (1,32) (1,64) (1,4) in a bare wrapper 2,669 (model
 # 2,405); on an ECP5-85F folded (2,64) (4,64) (5,4) with the shell 5,373 LUT4s (model 5,909).
 # ECP5 adders count about 1.7 times the LUT4s of iCE40 ones (a CCU2C carry cell holds two):
 # folded (16,64) (32,64) (5,32), the digits network took 30,126 LUT4s (model 30,521).
@@ -35,8 +37,7 @@ _LUTS_PER_BIT = 3
 _LUTS_PER_ADDER_BIT = {"ice40": 2.5, "ecp5": 4.2}
 _LUTS_PER_LAYER = 375
 _LUTS_SHELL = 500
-# Threshold ROMs of more bits than this go to block RAM; smaller ones are LUTs.
-_THRESHOLD_BRAM_BITS = 1024
+_BRAM_COST = 64
 
 
 @dataclass(frozen=True)
@@ -62,34 +63,33 @@ def _blocks(width, depth, bits, widest):
 def estimate(net, folding, board, *, in_simd=None):
     """Estimate the logic and block RAMs of ``net`` folded by ``folding`` on ``board``.
 
-    Block RAM (``memory="block"``) holds, per PE, a weight bank and a large threshold bank; per
-    layer, a double-buffered input vector of 8 words or more; and the shell's frame buffer.
-    Single-word weights are constants that fold into the XNORs.
+    Reads each layer's :class:`~bnnhw.kinds.base.Figures`, the plan its stage is built by:
+    every memory it instantiates, in the style the gateware asks Yosys for, and the size of its
+    datapath; adds the shell and its frame buffer.
     """
     from ..perf import performance
     _, _, bits, widest = board.block_ram
-    blocks = lambda width, depth: _blocks(width, depth, bits, widest) if depth > 1 else 0
-    in_simd = folding[0].simd if in_simd is None else in_simd
+    blocks = lambda width, depth: _blocks(width, depth, bits, widest)
     model = performance(net, folding, in_simd)
     per_layer = []
-    for layer, fold, figures in zip(net.layers, folding, model.layers):
-        nf, sf = layer.fan_out // fold.pe, layer.fan_in // fold.simd
-        elem_width = net.input_bits if layer.kind == "first" else 1
-        logic = fold.pe * fold.simd * (net.input_bits * _LUTS_PER_ADDER_BIT[board.family]
-                                       if layer.kind == "first" else _LUTS_PER_BIT)
-        rams = fold.pe * blocks(fold.simd, nf * sf)
-        threshold_bits = figures.threshold_bits // fold.pe
-        if threshold_bits > _THRESHOLD_BRAM_BITS:
-            rams += fold.pe * blocks(figures.threshold_bits // layer.fan_out, nf)
-        else:
-            logic += figures.threshold_bits / 8
-        buffer_words = figures.buffer_bits // (fold.simd * elem_width)
-        if buffer_words >= 8:
-            rams += blocks(fold.simd * elem_width, buffer_words)
-        else:
-            logic += figures.buffer_bits / 2        # flip-flops, packed with their muxes
-        per_layer.append((round(logic + _LUTS_PER_LAYER), rams))
-    shell_rams = blocks(in_simd * net.input_bits, net.input_size // in_simd)
+    for figures in model.layers:
+        logic = (figures.logic.get("stages", 1) * _LUTS_PER_LAYER
+                 + figures.logic.get("xnor", 0) * _LUTS_PER_BIT
+                 + figures.logic.get("adder_bits", 0) * _LUTS_PER_ADDER_BIT[board.family])
+        rams = 0
+        for memory in figures.memories:
+            need = blocks(memory.width, memory.depth)
+            if memory.style == "block" or (memory.style == "auto"
+                                           and need * _BRAM_COST < memory.bits / 16):
+                rams += need
+            elif memory.style in ("auto", "distributed"):
+                logic += memory.bits / 8
+            elif memory.style == "registers":
+                logic += memory.bits / 2
+        per_layer.append((round(logic), rams))
+    in_simd = model.layers[0].in_count if in_simd is None else in_simd
+    depth = net.input_size // in_simd          # one word: the shell keeps it in flip-flops
+    shell_rams = blocks(in_simd * net.input_bits, depth) if depth > 1 else 0
     return Estimate(logic=sum(l for l, _ in per_layer) + _LUTS_SHELL,
                     block_rams=sum(b for _, b in per_layer) + shell_rams,
                     per_layer=tuple(per_layer))
@@ -122,10 +122,8 @@ def fitting_folding(net, board, *, budget=0.6):
     possible cycle counts) and keeps the first that fits; raises :class:`FitError` if even
     the most folded network does not.
     """
-    from ..folding import default_folding, divisors
-    targets = sorted({(layer.fan_out // pe) * (layer.fan_in // simd)
-                      for layer in net.layers
-                      for pe in divisors(layer.fan_out) for simd in divisors(layer.fan_in)})
+    from ..folding import cycle_targets, default_folding
+    targets = cycle_targets(net)
     logic_have = board.logic[1]
     for target in targets:
         folding = default_folding(net, target=target)
@@ -156,7 +154,8 @@ class BuildResult:
 def build(board, net, folding, build_dir, *, baud=115200, scores=True, cache_dir=None,
           log=print):
     """Build a bitstream of ``net`` with ``folding`` for ``board`` in ``build_dir``."""
-    from ..network import NetworkTop
+    from ..folding import format_folding
+    from ..gateware.top import NetworkTop
     from .shell import Shell
 
     if not isinstance(baud, int) or baud <= 0:
@@ -175,7 +174,7 @@ def build(board, net, folding, build_dir, *, baud=115200, scores=True, cache_dir
     name = "bnnhw"
     top = NetworkTop(net, folding)
     interval = top.performance.initiation_interval
-    log(f"folding (pe, simd) {', '.join(f'({f.pe}, {f.simd})' for f in top.folding)}: "
+    log(f"folding (pe, simd) {format_folding(top.folding)}: "
         f"{interval} cycles/frame, {board.clock_hz / interval:,.0f} frames/s at "
         f"{board.clock_hz / 1e6:g} MHz; estimate {need.logic:,} LUT4s, "
         f"{need.block_rams} block RAMs")

@@ -20,13 +20,14 @@ def _progress(done, total, *, every=1):
         print(f"\r  {done}/{total} images", end=end, file=sys.stderr, flush=True)
 
 
-def run_build(args, folding_of):
+def run_build(args):
     """``bnnhw build BOARD NETWORK``: bitstream, utilisation, Fmax; exit 2 if timing fails."""
+    from ..folding import folding_from_options
     from .build import build, fitting_folding, format_result
     board = get_board(args.board)
     net = artifact.load(args.network)
-    chosen = args.pe is not None or args.simd is not None or args.target is not None
-    folding = folding_of(args, net) if chosen else fitting_folding(net, board)
+    folding = folding_from_options(net, pe=args.pe, simd=args.simd, target=args.target,
+                                   default=lambda: fitting_folding(net, board))
     build_dir = args.build_dir or Path("build") / f"{args.network.stem}-{board.name}"
     result = build(board, net, folding, build_dir, baud=args.baud, scores=not args.no_scores,
                    log=lambda text: print(text, file=sys.stderr))

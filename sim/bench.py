@@ -1,8 +1,10 @@
-"""Simulate a network top on real frames and judge it against the golden model.
+"""Simulate a network top's Verilog on real frames and judge it against the golden model.
 
-:func:`simulate` converts a ``NetworkTop``-like component to Verilog, builds it with Verilator
-(cached by content), streams the frames through one of two engines and compares every result
-with the expected classes and scores using ``==``:
+:func:`simulate` builds a Verilog file with Verilator (cached by content), streams the frames
+through one of two engines and compares every result with the expected classes and scores
+using ``==``; it simulates the file a user takes away, not a fresh elaboration.
+:func:`simulate_top` converts a ``NetworkTop``-like component first (for tests and benches).
+Engines:
 
 ``cocotb``
     The cocotb bench of :mod:`bnnhw.sim.test_network_verilator`: Python drives every cycle.
@@ -15,16 +17,20 @@ shows up as the same mismatching frames in both. :func:`run_command` is ``bnnhw 
 """
 
 import re
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
+from ..gateware.ports import Ports
 from . import frames as _frames
-from .frames import Ports, decode_results, encode_frames, mismatches
+from .frames import decode_results, encode_frames, mismatches
 from .verilator import SimulatorError, check_waves
 
-__all__ = ["ENGINES", "Report", "simulate", "model_figures", "report_rows", "run_command"]
+__all__ = ["ENGINES", "Report", "simulate", "simulate_top", "model_figures", "report_rows",
+           "run_command"]
 
 ENGINES = ("cocotb", "fast")
 
@@ -63,6 +69,17 @@ class Report:
         return self.completed and not self.mismatches and not self.timing_mismatches
 
 
+def simulate_top(top, x, expected_classes, expected_scores, **options):
+    """:func:`simulate` the Verilog of ``top`` (a ``NetworkTop`` or the reference top), written
+    to a temporary file."""
+    from ..gateware.top import verilog_text
+    with tempfile.TemporaryDirectory(prefix="bnnhw-top-") as folder:
+        path = Path(folder) / "bnn_top.v"
+        path.write_text(verilog_text(top))
+        return simulate(path, Ports.of(top), x, expected_classes, expected_scores,
+                        model=model_figures(top), **options)
+
+
 def model_figures(top):
     """``(cycles per frame, latency)`` of ``top``'s analytic model, ``None`` where it has none."""
     model = getattr(top, "performance", None)
@@ -71,31 +88,34 @@ def model_figures(top):
     return getattr(top, "cycles_per_frame", None), getattr(top, "latency", None)
 
 
-def simulate(top, x, expected_classes, expected_scores, *, engine="cocotb", stall=0.0, seed=1,
-             timing=32, waves=None, cache_dir=None, idle=100_000, log=None):
-    """Simulate ``top`` (a ``NetworkTop``-like component) on frames ``x``; return a Report.
+def simulate(verilog, ports, x, expected_classes, expected_scores, *, model=(None, None),
+             engine="cocotb", stall=0.0, seed=1, timing=32, waves=None, cache_dir=None,
+             idle=100_000, log=None):
+    """Simulate the Verilog file ``verilog`` (top module ``bnn_top`` with the ports ``ports``,
+    a :class:`~bnnhw.gateware.ports.Ports`) on frames ``x``; return a Report.
 
     ``expected_classes`` (``(F,)``) and ``expected_scores`` (``(F, classes)``) are what every
-    frame must produce, normally ``golden.run(net, x)``. ``stall`` in ``0 <= stall < 1`` is
-    the probability of an input gap and of output backpressure per cycle; the first
-    ``timing`` frames also run once with no stalls, to measure cycles per frame and latency.
-    ``waves`` names a waveform file (``.fst`` or ``.vcd``). Raises :class:`SimulatorError`
-    if Verilator is missing or a build fails.
+    frame must produce, normally ``golden.run(net, x)``; ``model`` is the analytic
+    ``(cycles per frame, latency)`` to report beside the measured ones. ``stall`` in
+    ``0 <= stall < 1`` is the probability of an input gap and of output backpressure per
+    cycle; the first ``timing`` frames also run once with no stalls, to measure cycles per
+    frame and latency. ``waves`` names a waveform file (``.fst`` or ``.vcd``). Raises
+    :class:`SimulatorError` if Verilator is missing, a build fails or the file is unreadable.
     """
-    from amaranth.back import verilog
-
     if engine not in ENGINES:
         raise SimulatorError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
     if not 0 <= stall < 1:
         raise SimulatorError(f"stall must be a probability with 0 <= P < 1, not {stall!r}")
     if waves is not None:
         check_waves(waves)
+    try:
+        text = Path(verilog).read_text()
+    except OSError as error:
+        raise SimulatorError(f"{verilog}: cannot read the Verilog ({error.strerror})") from None
     x = np.asarray(x)
     if len(x) == 0:
         raise SimulatorError("no frames to simulate")
-    ports = Ports.of(top)
     beats = encode_frames(x, ports)
-    text = verilog.convert(top, name="bnn_top", emit_src=False)
     start = time.perf_counter()
     if engine == "fast":
         from . import fast
@@ -122,7 +142,7 @@ def simulate(top, x, expected_classes, expected_scores, *, engine="cocotb", stal
     n = max(0, got - a)
     bad = mismatches(classes[a:a + n], scores[a:a + n], expected_classes[:n],
                      expected_scores[:n])
-    model_interval, model_latency = model_figures(top)
+    model_interval, model_latency = model
     return Report(engine=engine, frames=len(x), stall=stall, classes=classes[a:],
                   scores=scores[a:], mismatches=bad, timing_mismatches=timing_bad,
                   timing=_frames.timing(trace) if trace.completed else None,
@@ -167,36 +187,42 @@ def report_rows(report, labels=None, golden_classes=None):
     return rows
 
 
-def run_command(args, folding_of):
-    """``bnnhw sim``: simulate a network on a dataset, print a table; 1 on any mismatch.
-
-    ``folding_of(args, net)`` turns the command's folding options into a checked folding.
-    """
+def run_command(args):
+    """``bnnhw sim``: write a network's Verilog, simulate that file on a dataset, print a
+    table; 1 on any mismatch."""
     from .. import artifact, datasets, golden
-    from ..network import NetworkTop
-
+    from ..folding import folding_from_options
+    from ..gateware.top import generate_verilog
     from ..paths import output_dir, output_path
+
     if not 0 <= args.stall < 1:
         raise SimulatorError(f"--stall must be a probability with 0 <= P < 1, not {args.stall}")
     if args.waves is not None:
         check_waves(args.waves)
         output_path(args.waves, "waveform")
+    if args.verilog is not None:
+        output_path(args.verilog, "Verilog")
     if args.build_dir is not None:
         output_dir(args.build_dir)
     net = artifact.load(args.network)
     x, y, data = datasets.frames_for(net, args.dataset, split=args.split, count=args.count,
                                      network=str(args.network))
-    top = NetworkTop(net, folding_of(args, net), in_simd=args.in_simd)
+    folding = folding_from_options(net, pe=args.pe, simd=args.simd, target=args.target)
     expected = golden.run(net, x)
     engine = args.engine
     if engine == "auto":
         engine = "fast" if len(x) > 2000 else "cocotb"
     log = (lambda message: print(f"bnnhw sim: {message}", flush=True))
-    log(f"{len(x)} frames of {data.name} ({args.split}) through {args.network}, "
-        f"{engine} engine, {100 * args.stall:.0f}% stalls")
-    report = simulate(top, x, expected.classes, expected.scores, engine=engine,
-                      stall=args.stall, seed=args.seed, waves=args.waves,
-                      cache_dir=args.build_dir, log=log)
+    with tempfile.TemporaryDirectory(prefix="bnnhw-sim-") as folder:
+        path = args.verilog if args.verilog is not None else Path(folder) / "bnn_top.v"
+        top = generate_verilog(net, folding, path, in_simd=args.in_simd)
+        model = top.performance
+        log(f"{len(x)} frames of {data.name} ({args.split}) through {args.network} "
+            f"({path}), {engine} engine, {100 * args.stall:.0f}% stalls")
+        report = simulate(path, top.ports, x, expected.classes, expected.scores,
+                          model=(model.initiation_interval, model.latency), engine=engine,
+                          stall=args.stall, seed=args.seed, waves=args.waves,
+                          cache_dir=args.build_dir, log=log)
     print()
     rows = report_rows(report, labels=y, golden_classes=expected.classes)
     width = max(len(name) for name, _ in rows)

@@ -6,63 +6,20 @@ last input beat and of its result, and the raw ``o__payload`` words. :func:`deco
 :func:`mismatches` and :func:`timing` then judge both paths with the same code, so they can only
 disagree if the simulations themselves do.
 
-Port layout (``amaranth.back.verilog.convert(top, name="bnn_top")``, fields LSB first):
-``i__payload = data | last << (in_bits * in_simd)``, pixel ``k * in_simd + j`` of a frame in
-bits ``[j * in_bits, (j + 1) * in_bits)`` of beat ``k``; ``o__payload = cls | scores[0] <<
-cls_width | scores[1] << (cls_width + score_width) ...``, scores in two's complement.
+The ports and their packing are the contract of :mod:`bnnhw.gateware.ports`
+(:class:`~bnnhw.gateware.ports.Ports`).
 """
 
 from dataclasses import dataclass
 
 import numpy as np
 
+from ..gateware.ports import Ports
+
 __all__ = [
-    "Ports", "Trace", "Timing", "Mismatch",
-    "words_for", "encode_frames", "decode_results", "mismatches", "timing",
+    "Ports", "Trace", "Timing", "Mismatch", "encode_frames", "decode_results", "mismatches",
+    "timing",
 ]
-
-
-def words_for(bits):
-    """Number of 32-bit words holding ``bits`` bits."""
-    return (bits + 31) // 32
-
-
-@dataclass(frozen=True)
-class Ports:
-    """Widths of the network top's streams, read from a ``NetworkTop``-like object."""
-    in_bits: int
-    in_simd: int
-    n_pixels: int
-    classes: int
-    score_width: int
-    cls_width: int
-
-    @classmethod
-    def of(cls, top):
-        """Read the port parameters of ``top`` (any object with the ``NetworkTop`` attributes)."""
-        return cls(*(int(getattr(top, name)) for name in (
-            "in_bits", "in_simd", "n_pixels", "classes", "score_width", "cls_width")))
-
-    @property
-    def beats(self):
-        """Input beats per frame."""
-        return self.n_pixels // self.in_simd
-
-    @property
-    def in_width(self):
-        return self.in_bits * self.in_simd + 1
-
-    @property
-    def out_width(self):
-        return self.cls_width + self.classes * self.score_width
-
-    @property
-    def in_words(self):
-        return words_for(self.in_width)
-
-    @property
-    def out_words(self):
-        return words_for(self.out_width)
 
 
 def _pack_words(bits, n_words):

@@ -1,24 +1,17 @@
 """A reference network top: golden-exact, fully unfolded, slow and obviously right.
 
-:class:`ReferenceTop` has the ports and attributes of ``bnnhw.network.NetworkTop`` but computes
-a whole frame in one combinational cloud from a frame register. The benches are tested against
-it, so that a bench bug and a gateware bug cannot hide each other, and it stands in for the
-real top where that is not available. Meant for small networks (tens to a few hundred neurons).
+:class:`ReferenceTop` has the ports of ``bnnhw.gateware.top.NetworkTop`` but computes a whole
+frame in one combinational cloud from a frame register. The benches are tested against it, so
+that a bench bug and a gateware bug cannot hide each other, and it stands in for the real top
+where that is not available. Meant for small networks (tens to a few hundred neurons).
 """
 
-from amaranth.hdl import Module, Mux, Signal, unsigned, signed
-from amaranth.lib import data, stream, wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.lib import wiring
 
-__all__ = ["ReferenceTop", "signed_width"]
+from ..gateware.ports import Ports
 
-
-def signed_width(lo, hi):
-    """Bits of a two's complement integer holding every value in ``lo..hi``."""
-    width = 1
-    while not -(1 << (width - 1)) <= lo <= hi <= (1 << (width - 1)) - 1:
-        width += 1
-    return width
+__all__ = ["ReferenceTop"]
 
 
 class ReferenceTop(wiring.Component):
@@ -28,6 +21,7 @@ class ReferenceTop(wiring.Component):
     cycles idle and offers the result; the next frame is accepted once the result is taken.
     Cycles per frame with no stalls: ``beats + delay + 2`` (:attr:`cycles_per_frame`); latency
     from the first beat's transfer to the result's: ``beats + delay + 1`` (:attr:`latency`).
+    Each layer is its kind's plain combinational logic (:meth:`bnnhw.kinds.Layer.logic`).
 
     Parameters
     ----------
@@ -45,37 +39,20 @@ class ReferenceTop(wiring.Component):
         if not isinstance(delay, int) or delay < 0:
             raise ValueError(f"delay must be a non-negative integer, not {delay!r}")
         self.net, self.delay = net, delay
+        self.ports = Ports.for_network(net, in_simd)
         self.in_bits, self.in_simd, self.n_pixels = net.input_bits, in_simd, net.input_size
-        self.classes = net.classes
-        self.score_width = signed_width(*net.layers[-1].score_bounds)
-        self.cls_width = max(1, (self.classes - 1).bit_length())
+        self.classes, self.score_width = self.ports.classes, self.ports.score_width
+        self.cls_width = self.ports.cls_width
         self.cycles_per_frame = self.n_pixels // in_simd + delay + 2
         self.latency = self.n_pixels // in_simd + delay + 1
-        super().__init__({
-            "i": In(stream.Signature(data.StructLayout({
-                "data": self.in_bits * in_simd, "last": 1}))),
-            "o": Out(stream.Signature(data.StructLayout({
-                "cls": unsigned(self.cls_width),
-                "scores": data.ArrayLayout(signed(self.score_width), self.classes)}))),
-        })
+        super().__init__(dict(self.ports.signature().members))
 
     def _forward(self, pixels):
-        """Class and scores of the frame ``pixels`` (a list of unsigned values), as logic."""
-        layers = self.net.layers
-        first = layers[0]
-        bits = []
-        for row, t in zip(first.weights, first.thresholds):
-            acc = sum((x if w else -x) for x, w in zip(pixels, row))
-            bits.append(acc >= int(t))
-        for layer in layers[1:-1]:
-            bits = [sum((b if w else ~b) for b, w in zip(bits, row)) >= int(t)
-                    for row, t in zip(layer.weights, layer.thresholds)]
-        out = layers[-1]
-        scores = []
-        for row, scale, offset in zip(out.weights, out.scales, out.offsets):
-            p = sum((b if w else ~b) for b, w in zip(bits, row))
-            scores.append(int(scale) * (2 * p - out.fan_in) + int(offset))
-        return scores
+        """The scores of the frame ``pixels`` (a list of unsigned values), as logic."""
+        values = pixels
+        for layer in self.net.layers:
+            values = layer.logic(values)
+        return values
 
     def elaborate(self, platform):
         m = Module()

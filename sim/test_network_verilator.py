@@ -196,8 +196,8 @@ def run_cocotb(build_dir, beats, ports, expected_classes, expected_scores, *, ti
         tmp = Path(tmp)
         np.savez(tmp / "job.npz", beats=beats, timing=timing, stall=stall, seed=seed, idle=idle,
                  classes=expected_classes, scores=expected_scores,
-                 ports=[getattr(ports, f) for f in ("in_bits", "in_simd", "n_pixels", "classes",
-                                                     "score_width", "cls_width")])
+                 ports=[ports.in_bits, ports.in_simd, ports.n_pixels, ports.classes,
+                        ports.score_width])
         env = verilator.toolchain_env()
         env.pop("PYTEST_CURRENT_TEST", None)    # we read the results file ourselves
         extra = {"BNNHW_JOB": str(tmp / "job.npz"), "BNNHW_RESULT": str(tmp / "result.npz"),
@@ -257,10 +257,10 @@ def _small_network():
 
 
 def _simulate(net, x, expected, *, folding=None, in_simd=None, **options):
-    from bnnhw.network import NetworkTop
-    from bnnhw.sim.bench import simulate
+    from bnnhw.gateware.top import NetworkTop
+    from bnnhw.sim.bench import simulate_top
     top = NetworkTop(net, folding, in_simd=in_simd)
-    return top, simulate(top, x, expected.classes, expected.scores, **options)
+    return top, simulate_top(top, x, expected.classes, expected.scores, **options)
 
 
 def test_digits_network_matches_golden_under_stalls():
@@ -359,11 +359,12 @@ def test_hung_design_is_reported_not_waited_for():
     from amaranth.hdl import Module
     from amaranth.lib import data, stream, wiring
     from amaranth.lib.wiring import In, Out
-    from bnnhw.sim.bench import simulate
+    from bnnhw.gateware.ports import Ports
+    from bnnhw.sim.bench import simulate_top
 
     class Hung(wiring.Component):
         """Takes every beat, never answers."""
-        in_bits, in_simd, n_pixels, classes, score_width, cls_width = 2, 2, 4, 2, 3, 1
+        ports = Ports(in_bits=2, in_simd=2, n_pixels=4, classes=2, score_width=3)
         i: In(stream.Signature(data.StructLayout({"data": 4, "last": 1})))
         o: Out(stream.Signature(data.StructLayout({
             "cls": 1, "scores": data.ArrayLayout(3, 2)})))
@@ -375,20 +376,20 @@ def test_hung_design_is_reported_not_waited_for():
             return m
 
     x = np.zeros((5, 4), np.int64)
-    report = simulate(Hung(), x, np.zeros(5, np.int64), np.zeros((5, 2), np.int64),
-                      engine="fast", idle=200)
+    report = simulate_top(Hung(), x, np.zeros(5, np.int64), np.zeros((5, 2), np.int64),
+                          engine="fast", idle=200)
     assert not report.completed and not report.ok and report.timing is None
 
 
 def test_reference_top_passes_and_meets_its_model():
     from bnnhw import golden, testing
-    from bnnhw.sim.bench import simulate
+    from bnnhw.sim.bench import simulate_top
     from bnnhw.sim.standin import ReferenceTop
     net = testing.random_network(np.random.default_rng(4), [8, 6, 3], input_bits=2)
     x = testing.random_inputs(np.random.default_rng(5), net, 60)
     expected = golden.run(net, x)
     top = ReferenceTop(net, in_simd=2, delay=3)
-    report = simulate(top, x, expected.classes, expected.scores, engine="fast", stall=0.5)
+    report = simulate_top(top, x, expected.classes, expected.scores, engine="fast", stall=0.5)
     assert report.ok
     assert (report.timing.interval, report.timing.latency) == (top.cycles_per_frame,
                                                                top.latency)

@@ -27,7 +27,7 @@ def test_info_describes_layers(capsys):
     assert out.startswith(f"{FIXTURE}: 3 layers, input 2x3 of 3-bit values, 3 classes, "
                           f"62 weight bits\n")
     # first layer: |acc| <= 6 * 7 = 42, thresholds up to 43 -> 7-bit signed accumulator
-    assert "    0  first    6    5           30         7  3-bit inputs" in out
+    assert "    0  first   2x3 3-bit  5 binary           30         7  3-bit inputs" in out
     assert "source: tests/fixtures" in out
 
 
@@ -65,11 +65,12 @@ def test_info_prints_the_performance_model_of_a_folding(capsys):
     assert cli.main(["info", str(FIXTURE), "--pe", "5,1,3", "--simd", "3,5,2"]) == 0
     out = capsys.readouterr().out
     # cycles per layer: (5/5)*(6/3) = 2, (4/1)*(5/5) = 4, (3/3)*(4/2) = 2; argmax 3 + 1
-    assert "initiation interval 4 cycles/frame" in out
-    rows = [line.split() for line in out.splitlines() if line.split()[1:2] == ["first"]
-            or line.split()[1:2] == ["dense"]]
-    assert ["0", "first", "6->5", "5", "3", "2"] == rows[-2][:6]
-    assert ["1", "dense", "5->4", "1", "5", "4"] == rows[-1][:6]
+    assert "initiation interval 4 cycles/frame (layers[1])" in out
+    rows = [line.split("  ") for line in out.splitlines() if " -> " in line]
+    rows = [[cell.strip() for cell in row if cell.strip()] for row in rows]
+    assert ["0", "first", "2x3 3-bit -> 5 binary", "5", "3", "2"] == rows[0][:6]
+    assert ["1", "dense", "5 binary -> 4 binary", "1", "5", "4"] == rows[1][:6]
+    assert ["2", "output", "4 binary -> scores", "3", "2", "4"] == rows[2][:6]
 
 
 def test_info_rejects_a_folding_that_does_not_divide(capsys):

@@ -2,10 +2,8 @@
 import numpy as np
 import pytest
 
-from bnnhw import golden
-from bnnhw.artifact import FirstLayer
-from bnnhw.first import FirstEngine
 from bnnhw.folding import FoldingError
+from bnnhw.kinds import FirstLayer
 from bnnhw.testing import run_frames, unpack_bits
 
 
@@ -21,9 +19,9 @@ def random_layer(rng, mh, mw, in_bits):
 
 
 def run_first(layer, pe, simd, frames, stalls):
-    """Stream ``frames`` through a FirstEngine; return its outputs as a (B, MH) bit array."""
-    dut = FirstEngine(layer, pe=pe, simd=simd)
-    received = run_frames(dut, frames, count=simd, width=layer.in_bits, beats=dut.nf,
+    """Stream ``frames`` through the layer's engine; return its outputs as (B, MH) bits."""
+    dut = layer.engine((pe, simd))
+    received = run_frames(dut, frames, count=simd, width=layer.in_bits, beats=dut.plan.nf,
                           stalls=stalls)
     return unpack_bits(received, pe)
 
@@ -42,7 +40,7 @@ def test_matches_golden(mh, mw, in_bits, pe, simd, stalls):
     layer = random_layer(rng, mh, mw, in_bits)
     frames = rng.integers(0, 1 << in_bits, (12, mw))
     frames[0], frames[1] = 0, (1 << in_bits) - 1          # extremes of the accumulator
-    expected = golden.first_layer(frames, layer)
+    expected = layer.golden(frames)
     assert np.array_equal(run_first(layer, pe, simd, frames, stalls), expected)
 
 
@@ -61,4 +59,4 @@ def test_rejects_bad_folding():
     layer = random_layer(np.random.default_rng(0), 4, 6, 8)
     with pytest.raises(FoldingError,
                        match=r"^layer: simd 4 does not divide the 6 inputs; allowed: 1, 2, 3, 6$"):
-        FirstEngine(layer, pe=1, simd=4)
+        layer.engine((1, 4))

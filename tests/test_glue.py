@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from amaranth import ClockDomain, Module
 
-from bnnhw import golden
-from bnnhw.glue import WidthConverter
+from bnnhw.bits import words
+from bnnhw.gateware.glue import WidthConverter
 from bnnhw.testing import put_frames, simulate, stream_get
 
 
@@ -27,7 +27,7 @@ def test_keeps_order_and_last(elem_width, in_count, out_count, frame, stalls):
 
     async def consumer(ctx):
         for x in frames:
-            beats = golden.words(x, out_count, elem_width)
+            beats = words(x, out_count, elem_width)
             for k, word in enumerate(beats):
                 beat = await stream_get(ctx, dut.o, rng=stall_out)
                 got.append((beat.data, beat.last))

@@ -3,7 +3,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bnnhw import artifact, golden, testing
+from bnnhw import artifact, bits, golden, testing
+from bnnhw.bits import pack_bits
 from bnnhw.artifact import ArtifactError
 
 FIXTURE = Path(__file__).parent / "fixtures" / "tiny_v1.npz"
@@ -97,7 +98,7 @@ def test_flipped_row_is_the_complement():
     popcount = (x == w).sum(axis=1)
     for t in range(n + 2):
         flipped = artifact.DenseLayer(weights=1 - w, thresholds=np.array([n - t + 1]))
-        assert np.array_equal(golden.dense_layer(x, flipped)[:, 0], popcount <= t - 1)
+        assert np.array_equal(flipped.golden(x)[:, 0], popcount <= t - 1)
 
 
 def test_fixture_runs():
@@ -110,17 +111,17 @@ def test_fixture_runs():
 
 
 def test_words_and_fold():
-    assert golden.fold(np.arange(6), 3).tolist() == [[0, 1, 2], [3, 4, 5]]
-    assert golden.words([1, 0, 1, 1, 0, 0], 3) == [0b101, 0b001]
-    assert golden.words([3, 1, 2, 0], 2, width=4) == [0x13, 0x02]
+    assert bits.fold(np.arange(6), 3).tolist() == [[0, 1, 2], [3, 4, 5]]
+    assert bits.words([1, 0, 1, 1, 0, 0], 3) == [0b101, 0b001]
+    assert bits.words([3, 1, 2, 0], 2, width=4) == [0x13, 0x02]
     with pytest.raises(ValueError, match=r"^simd 4 does not divide the vector length 6$"):
-        golden.fold(np.arange(6), 4)
+        bits.fold(np.arange(6), 4)
 
 
 def test_pack_bits_matches_popcount():
     rng = np.random.default_rng(1)
     bits = rng.integers(0, 2, (5, 130), dtype=np.uint8)
-    packed = golden.pack_bits(bits)
+    packed = pack_bits(bits)
     assert packed.shape == (5, 3)
     assert np.bitwise_count(packed).sum(axis=1).tolist() == bits.sum(axis=1).tolist()
 

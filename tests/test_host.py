@@ -14,7 +14,7 @@ from amaranth.sim import Simulator
 from bnnhw import golden, testing
 from bnnhw.boards.host import Client, HostError, run_images
 from bnnhw.boards.shell import Shell
-from bnnhw.network import NetworkTop
+from bnnhw.gateware.top import NetworkTop
 
 DIVISOR = 4          # clock cycles per UART bit: the simulation runs a very fast "baud rate"
 

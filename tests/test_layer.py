@@ -2,10 +2,8 @@
 import numpy as np
 import pytest
 
-from bnnhw import golden
-from bnnhw.artifact import DenseLayer
-from bnnhw.folding import FoldingError
-from bnnhw.layer import LayerEngine
+from bnnhw.folding import FoldingError, LayerFolding
+from bnnhw.kinds import DenseLayer
 from bnnhw.testing import result_times, run_frames, unpack_bits
 
 
@@ -19,9 +17,10 @@ def random_layer(rng, mh, mw, *, extremes=True):
 
 
 def run_layer(layer, pe, simd, frames, stalls, memory="block"):
-    """Stream ``frames`` through a LayerEngine; return its outputs as a (B, MH) bit array."""
-    dut = LayerEngine(layer, pe=pe, simd=simd, memory=memory)
-    return unpack_bits(run_frames(dut, frames, count=simd, beats=dut.nf, stalls=stalls), pe)
+    """Stream ``frames`` through the layer's engine; return its outputs as (B, MH) bits."""
+    dut = layer.engine(LayerFolding(pe, simd), memory)
+    return unpack_bits(run_frames(dut, frames, count=simd, beats=dut.plan.nf, stalls=stalls),
+                       pe)
 
 
 @pytest.mark.parametrize("mh,mw,pe,simd", [
@@ -39,7 +38,7 @@ def test_matches_golden(mh, mw, pe, simd, stalls, memory):
     rng = np.random.default_rng([mh, mw, pe, simd])
     layer = random_layer(rng, mh, mw)
     frames = rng.integers(0, 2, (12, mw), dtype=np.uint8)
-    expected = golden.dense_layer(frames, layer)
+    expected = layer.golden(frames)
     assert np.array_equal(run_layer(layer, pe, simd, frames, stalls, memory), expected)
 
 
@@ -52,7 +51,7 @@ def test_flipped_rows_and_constant_thresholds():
     layer = DenseLayer(weights=w, thresholds=np.arange(mw + 2, dtype=np.int64))
     frames = np.concatenate([np.zeros((1, mw)), np.ones((1, mw)),
                              np.random.default_rng(4).integers(0, 2, (8, mw))]).astype(np.uint8)
-    expected = golden.dense_layer(frames, layer)
+    expected = layer.golden(frames)
     assert np.array_equal(run_layer(layer, 1, 3, frames, stalls=True), expected)
 
 
@@ -60,10 +59,10 @@ def test_throughput_one_frame_per_cycles():
     # Without stalls, a frame leaves every (MH/PE)*(MW/SIMD) cycles once the pipeline is full.
     rng = np.random.default_rng(7)
     layer = random_layer(rng, 8, 16)
-    dut = LayerEngine(layer, pe=2, simd=4)
+    dut = layer.engine(LayerFolding(2, 4))
     frames = 10
     times = result_times(dut, frames * dut.sf, frames, last_only=True)
-    assert set(np.diff(times)) == {dut.cycles}
+    assert set(np.diff(times)) == {dut.cycles} == {layer.figures(LayerFolding(2, 4)).cycles}
 
 
 @pytest.mark.parametrize("pe,simd,message", [
@@ -75,9 +74,13 @@ def test_throughput_one_frame_per_cycles():
 def test_rejects_bad_folding(pe, simd, message):
     layer = random_layer(np.random.default_rng(0), 8, 12)
     with pytest.raises(FoldingError, match=message):
-        LayerEngine(layer, pe=pe, simd=simd)
+        layer.engine(LayerFolding(pe, simd))
 
 
-def test_rejects_wrong_layer_kind():
-    with pytest.raises(TypeError, match=r"^layer must be a DenseLayer, not 3$"):
-        LayerEngine(3, pe=1, simd=1)
+def test_rejects_folding_of_the_wrong_shape():
+    layer = random_layer(np.random.default_rng(0), 8, 12)
+    with pytest.raises(FoldingError, match=r"^layer: expected a \(pe, simd\) pair, not 3$"):
+        layer.engine(3)
+    with pytest.raises(FoldingError, match=r"^layer: expected the folding parameters pe, "
+                                           r"simd, not pe$"):
+        layer.engine({"pe": 2})

@@ -3,15 +3,15 @@ import numpy as np
 import pytest
 
 from bnnhw import golden
-from bnnhw.artifact import OutputLayer
-from bnnhw.output import OutputEngine
+from bnnhw.gateware.argmax import ArgmaxUnit
+from bnnhw.kinds import OutputLayer
 from bnnhw.testing import run_frames, unpack_results
 
 
 def run_output(layer, pe, simd, frames, stalls):
-    """Stream ``frames`` through an OutputEngine; return (scores, classes) as arrays."""
-    dut = OutputEngine(layer, pe=pe, simd=simd)
-    return unpack_results(run_frames(dut, frames, count=simd, stalls=stalls), dut.classes)
+    """Stream ``frames`` through the layer's engine; return (scores, classes) as arrays."""
+    dut = layer.engine((pe, simd))
+    return unpack_results(run_frames(dut, frames, count=simd, stalls=stalls), layer.classes)
 
 
 @pytest.mark.parametrize("classes,mw,pe,simd,scaled", [
@@ -31,7 +31,7 @@ def test_matches_golden(classes, mw, pe, simd, scaled, stalls):
     layer = OutputLayer(weights=w, offsets=offsets, scales=scales)
     frames = rng.integers(0, 2, (16, mw), dtype=np.uint8)
     scores, cls = run_output(layer, pe, simd, frames, stalls)
-    expected = golden.output_scores(frames, layer)
+    expected = layer.golden(frames)
     assert np.array_equal(scores, expected)
     assert np.array_equal(cls, golden.argmax(expected))
 
@@ -43,7 +43,7 @@ def test_ties_go_to_the_lowest_class():
                         scales=np.ones(6, np.int64))
     frames = np.array([[0, 0, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]], dtype=np.uint8)
     scores, cls = run_output(layer, 2, 2, frames, stalls=True)
-    assert np.array_equal(scores, golden.output_scores(frames, layer))
+    assert np.array_equal(scores, layer.golden(frames))
     assert cls.tolist() == [2, 2, 2]
     layer = OutputLayer(weights=w, offsets=np.zeros(6, np.int64), scales=np.ones(6, np.int64))
     assert run_output(layer, 3, 4, frames, stalls=False)[1].tolist() == [0, 0, 0]
@@ -52,6 +52,7 @@ def test_ties_go_to_the_lowest_class():
 def test_widths_cover_the_scores():
     layer = OutputLayer(weights=np.zeros((2, 100), np.uint8), offsets=np.array([-5, 1000]),
                         scales=np.array([3, 1]))
-    dut = OutputEngine(layer, pe=1, simd=10)
+    argmax = ArgmaxUnit(scales=layer.scales, offsets=layer.offsets, fan_in=100, lanes=1,
+                        pop_width=7)
     # scores span -305..1100: 12 bits signed; one bit of class index
-    assert (dut.score_width, dut.cls_width, dut.classes) == (12, 1, 2)
+    assert (argmax.score_width, argmax.cls_width, argmax.classes) == (12, 1, 2)

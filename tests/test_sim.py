@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 
 from bnnhw import golden, testing
+from bnnhw import bits
 from bnnhw.sim import frames, verilator
 from bnnhw.sim.frames import Ports
 
 
 def _ports(**changes):
-    ports = dict(in_bits=5, in_simd=4, n_pixels=12, classes=3, score_width=7, cls_width=2)
+    ports = dict(in_bits=5, in_simd=4, n_pixels=12, classes=3, score_width=7)
     ports.update(changes)
     return Ports(**ports)
 
@@ -26,7 +27,7 @@ def test_encode_frames_packs_pixels_then_last(in_bits, in_simd, n_pixels):
     words = frames.encode_frames(x, ports)
     assert words.shape == (6, n_pixels // in_simd, ports.in_words)
     for f in range(6):
-        data = golden.words(x[f], in_simd, in_bits)
+        data = bits.words(x[f], in_simd, in_bits)
         for k, beat in enumerate(words[f]):
             value = int.from_bytes(beat.tobytes(), "little")
             last = int(k == len(data) - 1)
@@ -43,7 +44,8 @@ def test_encode_frames_rejects_wrong_frames():
 
 @pytest.mark.parametrize("score_width,classes,cls_width", [(7, 3, 2), (40, 10, 4), (2, 2, 1)])
 def test_decode_results_inverts_the_payload_layout(score_width, classes, cls_width):
-    ports = _ports(score_width=score_width, classes=classes, cls_width=cls_width)
+    ports = _ports(score_width=score_width, classes=classes)
+    assert ports.cls_width == cls_width
     rng = np.random.default_rng(score_width)
     half = 1 << (score_width - 1)
     scores = rng.integers(-half, half, (20, classes))
@@ -132,7 +134,7 @@ def test_fst_without_lz4_is_refused_up_front(monkeypatch, tmp_path):
 
 
 def test_simulate_rejects_bad_options():
-    from bnnhw.sim.bench import simulate
+    from bnnhw.sim.bench import simulate_top as simulate
     from bnnhw.sim.standin import ReferenceTop
     net = testing.random_network(np.random.default_rng(1), [4, 3, 2], input_bits=2)
     top = ReferenceTop(net)

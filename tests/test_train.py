@@ -120,10 +120,10 @@ def test_export_of_hand_built_layers_matches_torch_on_every_input(case, scaling)
     with torch.no_grad():
         x = np.array(list(itertools.product(range(4), repeat=3)), dtype=np.int64)
         v = double.norms[0](double.linears[0](torch.from_numpy(x).double()))
-        assert np.array_equal(golden.first_layer(x, first), (v >= 0).numpy().astype(np.uint8))
+        assert np.array_equal(first.golden(x), (v >= 0).numpy().astype(np.uint8))
         bits = np.array(list(itertools.product([0, 1], repeat=6)), dtype=np.uint8)
         v = double.norms[1](double.linears[1](torch.from_numpy(bits * 2.0 - 1)))
-        assert np.array_equal(golden.dense_layer(bits, dense), (v >= 0).numpy().astype(np.uint8))
+        assert np.array_equal(dense.golden(bits), (v >= 0).numpy().astype(np.uint8))
     if case == "negative":
         assert (first.weights != (model.linears[0].weight >= 0).numpy()).all()
 

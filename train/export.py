@@ -192,8 +192,7 @@ def self_check(model, net, x, y, *, batch=2048):
     problems = []
     for n, layer in enumerate(net.layers[:-1]):
         inputs = x if n == 0 else torch_bits[n - 1]
-        local_bits = (golden.first_layer(inputs, layer) if n == 0
-                      else golden.dense_layer(inputs, layer))
+        local_bits = layer.golden(inputs)
         local = local_bits != torch_bits[n]
         ties = _tie_mask(model.norms[n], z[n], v[n])
         entry = {
@@ -209,7 +208,7 @@ def self_check(model, net, x, y, *, batch=2048):
                             f"activations differ away from a floating-point tie")
         if entry["mismatches"] > MAX_BIT_DISAGREEMENT * entry["bits"]:
             problems.append(f"layer {n}: {entry['mismatches']} of {entry['bits']} bits differ")
-    local_scores = golden.output_scores(torch_bits[-1], net.layers[-1])
+    local_scores = net.layers[-1].golden(torch_bits[-1])
     report["score_mismatches"] = int((local_scores != torch_scores.astype(np.int64)).sum())
     if report["score_mismatches"]:
         problems.append(f"{report['score_mismatches']} output scores differ on equal inputs")

@@ -1,32 +1,20 @@
 """Class scores from popcounts, and their argmax."""
 
-from amaranth import Array, Cat, Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .glue import beat_layout
+from .plan import signed_width
+from .ports import beat_layout, cls_width, result_layout
 
-__all__ = ["ArgmaxUnit", "signed_width", "result_layout"]
-
-
-def signed_width(lo, hi):
-    """Bits of the narrowest two's complement integer holding ``lo..hi``."""
-    return max(int(lo).bit_length(), int(hi).bit_length(), (-int(lo) - 1).bit_length()) + 1
-
-
-def result_layout(classes, score_width):
-    """Payload of a result beat: the class and every class's score."""
-    return data.StructLayout({
-        "cls": unsigned(max(1, (classes - 1).bit_length())),
-        "scores": data.ArrayLayout(signed(score_width), classes),
-    })
+__all__ = ["ArgmaxUnit"]
 
 
 class ArgmaxUnit(wiring.Component):
     """Turn per-class popcounts into ``scores[c] = scales[c] * (2 p_c - fan_in) + offsets[c]``
     and emit one beat per frame with the argmax (ties go to the lowest class) and all scores.
 
-    Bit-exact with :func:`bnnhw.golden.output_scores` and :func:`bnnhw.golden.argmax`.
+    Bit-exact with :meth:`bnnhw.kinds.OutputLayer.golden` and :func:`bnnhw.golden.argmax`.
 
     Input ``i``: ``classes / lanes`` beats per frame, field ``k`` (``pop_width`` bits) of beat
     ``g`` the popcount of class ``g * lanes + k``; ``last`` is ignored. Output ``o``: one
@@ -62,7 +50,7 @@ class ArgmaxUnit(wiring.Component):
         lo = min(-s * fan_in + o for s, o in zip(self.scales, self.offsets))
         hi = max(s * fan_in + o for s, o in zip(self.scales, self.offsets))
         self.score_width = signed_width(lo, hi)
-        self.cls_width = max(1, (self.classes - 1).bit_length())
+        self.cls_width = cls_width(self.classes)
         super().__init__({
             "i": In(stream.Signature(beat_layout(lanes * pop_width))),
             "o": Out(stream.Signature(result_layout(self.classes, self.score_width))),

@@ -1,10 +1,8 @@
-"""The folded matrix engine: the datapath the first, dense and output layer engines share.
+"""The folded matrix engine: the datapath of every kind with a binary weight matrix.
 
-Not used directly: :class:`~bnnhw.layer.LayerEngine`, :class:`~bnnhw.first.FirstEngine` and
-:class:`~bnnhw.output.OutputEngine` check their parameters and configure it.
+The layer kinds (:mod:`bnnhw.kinds`) check their parameters and configure it; its sizing comes
+from :func:`bnnhw.gateware.plan.matrix_plan`, the same plan the kinds report as their figures.
 """
-
-import math
 
 import numpy as np
 from amaranth import Array, Cat, Const, Module, Mux, Shape, Signal
@@ -12,21 +10,17 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from . import golden
+from ..bits import words as pack_words
 from .fifo import CreditFIFO
-from .glue import beat_layout
+from .plan import matrix_plan
+from .ports import beat_layout
 
-__all__ = ["MatrixEngine", "shape_of", "tree_levels"]
+__all__ = ["MatrixEngine", "shape_of"]
 
 
 def shape_of(lo, hi):
     """The narrowest shape holding every integer in ``lo..hi``."""
     return Shape.cast(range(lo, hi + 1))
-
-
-def tree_levels(n):
-    """Adder levels (each one register stage) that sum ``n`` terms: ``ceil(log2(n))``."""
-    return (n - 1).bit_length()
 
 
 class MatrixEngine(wiring.Component):
@@ -52,53 +46,48 @@ class MatrixEngine(wiring.Component):
         self.weights = np.asarray(weights, dtype=np.uint8)
         self.pe, self.simd, self.in_bits, self.memory = pe, simd, in_bits, memory
         self.mh, self.mw = self.weights.shape
-        self.nf, self.sf = self.mh // pe, self.mw // simd
-        self.cycles = self.nf * self.sf
-        self.levels = tree_levels(simd)
-        # Issue -> memory read -> register -> adder levels -> accumulator -> result -> FIFO.
-        self.depth = self.levels + 3
-        if in_bits is None:
-            self.elem_width, term = 1, (0, 1)
-            self.thresholds = None if thresholds is None else np.asarray(thresholds)
+        weight_ones = None if in_bits is None else self.weights.sum(axis=1, dtype=np.int64)
+        self.plan = plan = matrix_plan(mh=self.mh, mw=self.mw, pe=pe, simd=simd, in_bits=in_bits,
+                                       thresholds=thresholds, weight_ones=weight_ones,
+                                       memory=memory)
+        self.nf, self.sf, self.cycles = plan.nf, plan.sf, plan.cycles
+        self.levels, self.depth, self.fifo_depth = plan.levels, plan.depth, plan.fifo_depth
+        self.elem_width, self.result_width = plan.elem_width, plan.result_width
+        self.acc_bounds = plan.acc_bounds
+        self.acc_shape = shape_of(plan.acc_lo, plan.acc_hi)
+        self.memories = {m.name: m for m in plan.memories}
+        if thresholds is None:
+            self.thresholds = None
+        elif in_bits is None:
+            self.thresholds = np.asarray(thresholds, dtype=np.int64)
         else:
             # A term is w ? x : ~x = w ? x : -x - 1: a XOR instead of a negation. The -1 per
             # zero weight is moved into that neuron's threshold.
-            self.elem_width, term = in_bits, (-(1 << in_bits), (1 << in_bits) - 1)
-            zeros = self.mw - self.weights.sum(axis=1, dtype=np.int64)
-            self.thresholds = np.asarray(thresholds, dtype=np.int64) - zeros
-        self.acc_bounds = (term[0] * self.mw, term[1] * self.mw)
-        if self.thresholds is None:
-            self.acc_shape = shape_of(*self.acc_bounds)
-            self.result_width = self.acc_shape.width
-        else:
-            # The accumulator starts from -threshold, so that the result is its sign bit: a
-            # compare after the accumulator was a slow path on an iCE40.
-            t_lo, t_hi = int(self.thresholds.min()), int(self.thresholds.max())
-            self.acc_shape = shape_of(self.acc_bounds[0] - max(0, t_hi),
-                                      self.acc_bounds[1] - min(0, t_lo))
-            self.result_width = 1
-            self.threshold_shape = shape_of(min(-1, -t_hi), max(0, -t_lo))   # signed
-        # Credits: enough output slots to cover a group's round trip through the pipeline and
-        # the FIFO when groups finish every `sf` cycles, so an unstalled engine never waits.
-        self.fifo_depth = max(3, math.ceil((self.depth + 5) / self.sf) + 2)
+            self.thresholds = np.asarray(thresholds, dtype=np.int64) - (self.mw - weight_ones)
         super().__init__({
             "i": In(stream.Signature(beat_layout(simd * self.elem_width))),
             "o": Out(stream.Signature(beat_layout(pe * self.result_width))),
         })
 
-    def _rom(self, m, name, words, shape, addr, attrs=None):
-        """Return ROM ``words`` at ``addr`` two cycles later; a constant if it is a single word
-        (what Yosys folds into the logic).
+    # The Yosys attribute that asks for each memory style of a plan ("auto": Yosys chooses).
+    _ROM_ATTRS = {"block": {"rom_style": "block"}, "distributed": {"rom_style": "logic"},
+                  "auto": None}
+
+    def _rom(self, m, name, words, addr):
+        """Return ROM ``words`` (the plan's memory ``name``) at ``addr`` two cycles later; a
+        constant if the plan says so (a single word, what Yosys folds into the logic).
 
         Block RAM: a synchronous read, then a register (its outputs are slow). LUT ROM: a
         register on the address, then a synchronous read. Read straight from the `waddr`
         counter, Yosys put the counter's adder in front of the lookup (on an ECP5, 126 MHz for
         256 words of 64 bits; from a plain register, 190 MHz).
         """
-        if len(words) == 1:
+        plan = self.memories[name]
+        shape = plan.width
+        if plan.style == "constant":
             return Const(words[0], shape)
-        mem = m.submodules[name] = Memory(shape=shape, depth=len(words), init=words,
-                                          attrs=attrs)
+        mem = m.submodules[name] = Memory(shape=shape, depth=plan.depth, init=words,
+                                          attrs=self._ROM_ATTRS[plan.style])
         port = mem.read_port()
         if self.memory == "block":
             data = Signal(shape, name=f"{name}_data")
@@ -108,19 +97,20 @@ class MatrixEngine(wiring.Component):
         m.d.sync += port.addr.eq(addr)
         return port.data
 
-    def _buffer(self, m, depth, valid, full, waddr, wdata, raddr):
-        """The input buffer: ``depth`` words, written in order from address 0, wrapping: the
-        word ``wdata`` at ``waddr`` when ``valid & ~full``. Return the word at ``raddr`` a
+    def _buffer(self, m, valid, full, waddr, wdata, raddr):
+        """The input buffer (the plan's ``inbuf``), written in order from address 0, wrapping:
+        the word ``wdata`` at ``waddr`` when ``valid & ~full``. Return the word at ``raddr`` a
         cycle later. The reader reads only words of a full half."""
         # From 8 words deep a block RAM costs less than flip-flops and a multiplexer. Below,
         # on an iCE40, the words are flip-flops: the one at a one-hot pointer takes `wdata`
         # whenever the buffer is not full, valid or not (a word is read only once its half
         # is full, and the pointer stays until a valid write), so that each word's enable is
         # a two-input LUT from flip-flops (with `valid` in it too, three LUT levels).
-        if depth >= 8 or self.memory != "block":
-            inbuf = m.submodules.inbuf = Memory(
-                shape=len(wdata), depth=depth, init=[],
-                attrs={"ram_style": "block" if self.memory == "block" else "distributed"})
+        plan = self.memories["inbuf"]
+        depth = plan.depth
+        if plan.style != "registers":
+            inbuf = m.submodules.inbuf = Memory(shape=plan.width, depth=depth, init=[],
+                                                attrs={"ram_style": plan.style})
             wport, rport = inbuf.write_port(), inbuf.read_port()
             m.d.comb += [wport.addr.eq(waddr), wport.data.eq(wdata), wport.en.eq(valid & ~full),
                          rport.addr.eq(raddr)]
@@ -183,12 +173,9 @@ class MatrixEngine(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         pe, simd, nf, sf = self.pe, self.simd, self.nf, self.sf
-        block = self.memory == "block"
 
         # Input buffer, two halves: one is written with the next frame while the other is read
         # once per neuron group. Half h, beat k lives at address {h, k}.
-        depth = 2 << (sf - 1).bit_length()
-
         # Control state. The halves fill and drain in turn, so the buffer is a queue of two
         # frames: `rfull` (at least one full half, the reader's) and `wfull` (both full, so
         # the writer waits) say all there is. Each is a flip-flop whose next value does not go
@@ -235,7 +222,7 @@ class MatrixEngine(wiring.Component):
             m.d.sync += credits.eq(Cat(1, credits[:-1]))
         with m.If(spent & ~returned):
             m.d.sync += credits.eq(Cat(credits[1:], 0))
-        buffered = self._buffer(m, depth, self.i.valid, wfull, Cat(wbeat, wsel),
+        buffered = self._buffer(m, self.i.valid, wfull, Cat(wbeat, wsel),
                                 self.i.payload.data, Cat(rbeat, rsel))
 
         # Tags travel with the data: tags[1] memory output, tags[2] registered memory output,
@@ -262,18 +249,15 @@ class MatrixEngine(wiring.Component):
             # All neurons' -thresholds in one memory, a word per group, read two stages early
             # so that they arrive with a group's first sum. Up to two block RAMs wide on an
             # iCE40 (in LUTs the lookup took five LUT levels); wider, Yosys chooses.
-            tw = self.threshold_shape.width
+            tw = self.plan.threshold_width
             words = [sum((-int(self.thresholds[g * pe + n]) & ((1 << tw) - 1)) << (n * tw)
                          for n in range(pe)) for g in range(nf)]
-            style = ({"rom_style": "block"} if pe * tw <= 32 else None) if block else \
-                {"rom_style": "logic"}
-            negated = self._rom(m, "thresholds", words, pe * tw, tags[self.levels].group, style)
+            negated = self._rom(m, "thresholds", words, tags[self.levels].group)
         for n in range(pe):
             words = [word for g in range(nf)
-                     for word in golden.words(self.weights[g * pe + n], simd)]
+                     for word in pack_words(self.weights[g * pe + n], simd)]
             # Yosys would build small ROMs from LUTs; block RAM is what an iCE40 has spare.
-            w = self._rom(m, f"weights{n}", words, simd, waddr,
-                          {"rom_style": "block" if block else "logic"})
+            w = self._rom(m, f"weights{n}", words, waddr)
             total = self._tree(m, self._terms(x, w))
             acc = Signal(self.acc_shape, name=f"acc{n}")
             sum_tag = tags[2 + self.levels]

@@ -1,17 +1,47 @@
-"""Stream glue between layer engines: the beat layout and a width converter."""
+"""Stream glue between stages: a width converter, and a pipeline of stages."""
 
 import math
 
 from amaranth import Cat, Module, Signal
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["beat_layout", "WidthConverter"]
+from .ports import beat_layout
+
+__all__ = ["WidthConverter", "Pipeline"]
 
 
-def beat_layout(width):
-    """Payload of a folded stream: ``width`` data bits; ``last`` marks a frame's final beat."""
-    return data.StructLayout({"data": width, "last": 1})
+class Pipeline(wiring.Component):
+    """Stream stages in a row: ``i`` is the first stage's input, ``o`` the last one's output,
+    each stage's ``o`` feeds the next one's ``i``. Throughput and latency are the stages'.
+
+    Parameters
+    ----------
+    stages : sequence of wiring.Component
+        Each with an ``i`` and an ``o`` stream, the payloads of neighbours matching.
+    """
+
+    def __init__(self, stages):
+        self.stages = list(stages)
+        if not self.stages:
+            raise ValueError("a pipeline needs at least one stage")
+        for n, (a, b) in enumerate(zip(self.stages, self.stages[1:])):
+            out, inp = a.signature.members["o"], b.signature.members["i"]
+            if out.signature != inp.signature.flip():
+                raise ValueError(f"stage {n} emits {out.signature!r}, but stage {n + 1} takes "
+                                 f"{inp.signature!r}")
+        super().__init__({"i": self.stages[0].signature.members["i"],
+                          "o": self.stages[-1].signature.members["o"]})
+
+    def elaborate(self, platform):
+        m = Module()
+        source = wiring.flipped(self.i)
+        for n, stage in enumerate(self.stages):
+            m.submodules[f"stage{n}"] = stage
+            wiring.connect(m, source, stage.i)
+            source = stage.o
+        wiring.connect(m, source, wiring.flipped(self.o))
+        return m
 
 
 class WidthConverter(wiring.Component):

@@ -1,0 +1,150 @@
+"""How the gateware components size themselves, in plain Python.
+
+Each stream component of :mod:`bnnhw.gateware` takes its numbers (cycles per frame, pipeline
+depth, every memory it instantiates, its datapath width) from a plan made here, without
+Amaranth. The layer kinds report the same plans as their figures, so the performance model,
+the board fit estimate and ``bnnhw info`` read what the gateware builds rather than
+re-deriving it (tests elaborate the components and compare).
+"""
+
+import math
+from dataclasses import dataclass
+
+__all__ = ["MEMORIES", "MemoryPlan", "MatrixPlan", "matrix_plan", "tree_levels", "range_width",
+           "signed_width", "check_memory"]
+
+# What a layer's memories may be asked to be built from: block RAM (what an iCE40 has spare)
+# or distributed LUT RAM / LUT ROM (faster on an ECP5).
+MEMORIES = ("block", "distributed")
+
+
+def check_memory(memory):
+    """Check a memory style: ``"block"`` or ``"distributed"`` RAM for weights and buffers."""
+    if memory not in MEMORIES:
+        raise ValueError(f"memory must be one of {', '.join(map(repr, MEMORIES))}, "
+                         f"not {memory!r}")
+    return memory
+
+
+def tree_levels(n):
+    """Adder levels (each one register stage) that sum ``n`` terms: ``ceil(log2(n))``."""
+    return (n - 1).bit_length()
+
+
+def range_width(lo, hi):
+    """Bits of the narrowest Amaranth shape holding ``lo..hi`` (as ``Shape.cast(range)``)."""
+    lo, hi = int(lo), int(hi)
+    if lo >= 0:
+        return hi.bit_length()
+    return max((-lo - 1).bit_length(), max(hi, 0).bit_length()) + 1
+
+
+def signed_width(lo, hi):
+    """Bits of the narrowest two's complement integer holding ``lo..hi``."""
+    return max(int(lo).bit_length(), int(hi).bit_length(), (-int(lo) - 1).bit_length()) + 1
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """One memory a component instantiates.
+
+    ``style`` is what it is built from: ``"block"`` RAM, ``"distributed"`` LUT RAM or ROM,
+    ``"auto"`` (a ROM whose placement is left to Yosys), ``"registers"`` (flip-flops and a
+    multiplexer) or ``"constant"`` (a single word, folded into the logic). ``rom`` says whether
+    its contents are fixed at elaboration (weights, thresholds) or written at run time.
+    """
+    name: str
+    role: str            # "weights", "thresholds" or "buffer"
+    width: int
+    depth: int
+    style: str
+    rom: bool
+
+    @property
+    def bits(self):
+        return self.width * self.depth
+
+    @property
+    def instantiated(self):
+        """Whether it is an Amaranth ``Memory`` in the design (not registers or a constant)."""
+        return self.style in ("block", "distributed", "auto")
+
+
+@dataclass(frozen=True)
+class MatrixPlan:
+    """The sizing of a :class:`~bnnhw.gateware.engine.MatrixEngine`; see :func:`matrix_plan`."""
+    mh: int
+    mw: int
+    pe: int
+    simd: int
+    elem_width: int          # bits per input element (1 for binary inputs)
+    result_width: int        # bits per output element: 1 with thresholds, else the popcount
+    nf: int                  # neuron groups: mh / pe
+    sf: int                  # beats per input vector: mw / simd
+    cycles: int              # nf * sf per frame
+    levels: int              # adder tree levels
+    depth: int               # cycles from a group's last weight read to its output beat
+    fifo_depth: int          # output FIFO entries (credits)
+    buffer_depth: int        # input buffer words (two halves)
+    acc_bounds: tuple        # (lo, hi) of the accumulator before any threshold offset
+    acc_lo: int              # range of the accumulator as built
+    acc_hi: int
+    threshold_width: int     # signed width of a stored -threshold (0 without thresholds)
+    memories: tuple          # MemoryPlan, in the order the engine instantiates them
+
+    @property
+    def memory_bits(self):
+        """Bits held in instantiated memories (block or distributed RAM/ROM)."""
+        return sum(m.bits for m in self.memories if m.instantiated)
+
+    @property
+    def terms(self):
+        """Products summed per cycle: ``pe * simd`` XNORs (or add/subtract terms)."""
+        return self.pe * self.simd
+
+
+def matrix_plan(*, mh, mw, pe, simd, in_bits=None, thresholds=None, weight_ones=None,
+                memory="block"):
+    """Plan a folded matrix engine of ``mh`` neurons over ``mw`` inputs (see the engine).
+
+    ``thresholds`` (``mh`` integers, or None for raw popcount outputs) and ``weight_ones`` (the
+    number of +1 weights per row, needed with ``in_bits``) decide the accumulator width.
+    """
+    nf, sf = mh // pe, mw // simd
+    levels = tree_levels(simd)
+    depth = levels + 3
+    if in_bits is None:
+        elem_width, term = 1, (0, 1)
+        adjusted = None if thresholds is None else [int(t) for t in thresholds]
+    else:
+        # A term is w ? x : ~x = w ? x : -x - 1; the -1 per zero weight goes to the threshold.
+        elem_width, term = in_bits, (-(1 << in_bits), (1 << in_bits) - 1)
+        adjusted = [int(t) - (mw - int(ones)) for t, ones in zip(thresholds, weight_ones)]
+    acc_bounds = (term[0] * mw, term[1] * mw)
+    if adjusted is None:
+        acc_lo, acc_hi = acc_bounds
+        result_width, threshold_width = range_width(*acc_bounds), 0
+    else:
+        t_lo, t_hi = min(adjusted), max(adjusted)
+        acc_lo, acc_hi = acc_bounds[0] - max(0, t_hi), acc_bounds[1] - min(0, t_lo)
+        result_width = 1
+        threshold_width = range_width(min(-1, -t_hi), max(0, -t_lo))
+    fifo_depth = max(3, math.ceil((depth + 5) / sf) + 2)
+    buffer_depth = 2 << (sf - 1).bit_length()
+    memories = []
+    buffer_style = ("registers" if buffer_depth < 8 and memory == "block" else memory)
+    memories.append(MemoryPlan("inbuf", "buffer", simd * elem_width, buffer_depth, buffer_style,
+                               rom=False))
+    if adjusted is not None:
+        width = pe * threshold_width
+        style = ("constant" if nf == 1 else
+                 "distributed" if memory != "block" else "block" if width <= 32 else "auto")
+        memories.append(MemoryPlan("thresholds", "thresholds", width, nf, style, rom=True))
+    for n in range(pe):
+        style = "constant" if nf * sf == 1 else memory
+        memories.append(MemoryPlan(f"weights{n}", "weights", simd, nf * sf, style, rom=True))
+    return MatrixPlan(mh=mh, mw=mw, pe=pe, simd=simd, elem_width=elem_width,
+                      result_width=result_width, nf=nf, sf=sf, cycles=nf * sf, levels=levels,
+                      depth=depth, fifo_depth=fifo_depth, buffer_depth=buffer_depth,
+                      acc_bounds=acc_bounds, acc_lo=acc_lo, acc_hi=acc_hi,
+                      threshold_width=threshold_width, memories=tuple(memories))

@@ -1,0 +1,136 @@
+"""The network top: a chain of layer stages between an input stream and a result stream."""
+
+from pathlib import Path
+
+from amaranth import Module
+from amaranth.back import verilog
+from amaranth.lib import wiring
+
+from ..errors import FoldingError
+from ..folding import check_folding, default_folding, divisors
+from ..perf import performance
+from .glue import WidthConverter
+from .plan import check_memory
+from .ports import Ports
+
+__all__ = ["NetworkTop", "generate_verilog", "verilog_text"]
+
+
+class NetworkTop(wiring.Component):
+    """A whole network in gateware, bit-exact with :func:`bnnhw.golden.run`.
+
+    Ports: :mod:`bnnhw.gateware.ports` (``i``: ``in_simd`` input values per beat; ``o``: one
+    result beat per frame with the class and every class's score).
+
+    Each layer elaborates to the stage its kind defines (:meth:`bnnhw.kinds.Layer.engine`);
+    width converters re-pack each stage's output beats to the values per beat the next one
+    takes. Stages work on successive frames at once.
+
+    Throughput: one frame per ``performance.initiation_interval`` cycles, the slowest of its
+    stages and of the ``n_pixels / in_simd`` input beats. Latency: about
+    ``performance.latency`` cycles.
+
+    Parameters
+    ----------
+    net : Network
+        The network, from :func:`bnnhw.artifact.load`.
+    folding : sequence, optional
+        One entry per layer (see :mod:`bnnhw.folding`); by default
+        :func:`~bnnhw.folding.default_folding` picks one balanced against ``target``.
+    in_simd : int, optional
+        Input values per beat, dividing the input size; by default what the first layer takes
+        per beat.
+    target : int, optional
+        Cycles per frame for the default folding (ignored when ``folding`` is given).
+    memory : str
+        ``"block"`` (default: block RAM, for an iCE40) or ``"distributed"`` (LUT RAM, faster
+        on an ECP5) for weights and input buffers.
+
+    Attributes
+    ----------
+    folding : tuple of LayerFolding
+    performance : Performance
+        The analytic model: cycles per layer, initiation interval, latency, memory bits, from
+        the figures the stages are built by.
+    ports : Ports
+        The widths of ``i`` and ``o``.
+    in_bits, in_simd, n_pixels, classes, score_width, cls_width : int
+        The same, one by one.
+
+    Raises
+    ------
+    FoldingError
+        If the folding or ``in_simd`` does not fit the network; the message names the layer,
+        the value and the allowed values.
+    """
+
+    def __init__(self, net, folding=None, *, in_simd=None, target=None, memory="block"):
+        from ..artifact import Network
+        if not isinstance(net, Network):
+            raise TypeError(f"net must be a Network, not {net!r}")
+        if folding is None:
+            folding = default_folding(net, target=target)
+        self.folding = check_folding(net, folding)
+        self.memory = check_memory(memory)
+        self.net = net
+        self.figures = tuple(layer.figures(fold, memory)
+                             for layer, fold in zip(net.layers, self.folding))
+        size = net.input.size
+        if in_simd is None:
+            in_simd = self.figures[0].in_count
+        if not isinstance(in_simd, int) or isinstance(in_simd, bool):
+            raise FoldingError(f"in_simd must be an integer, not {in_simd!r}")
+        if in_simd <= 0 or size % in_simd:
+            raise FoldingError(f"in_simd {in_simd} does not divide the {size} pixels; "
+                               f"allowed: {', '.join(map(str, divisors(size)))}")
+        self.ports = Ports.for_network(net, in_simd)
+        self.in_bits, self.in_simd, self.n_pixels = net.input.bits, in_simd, size
+        self.classes, self.score_width = self.ports.classes, self.ports.score_width
+        self.cls_width = self.ports.cls_width
+        self.performance = performance(net, self.folding, in_simd, memory=memory)
+        super().__init__(dict(self.ports.signature().members))
+
+    def elaborate(self, platform):
+        m = Module()
+        # Each stage ends in a small FIFO and double-buffers its input, so neighbouring
+        # stages work on successive frames at once.
+        source, width, count = wiring.flipped(self.i), self.in_bits, self.in_simd
+        for n, (layer, fold, figures) in enumerate(zip(self.net.layers, self.folding,
+                                                       self.figures)):
+            if count != figures.in_count:
+                converter = WidthConverter(elem_width=width, in_count=count,
+                                           out_count=figures.in_count)
+                m.submodules[f"convert{n}"] = converter
+                wiring.connect(m, source, converter.i)
+                source = converter.o
+            stage = m.submodules[f"layer{n}"] = layer.engine(fold, self.memory)
+            wiring.connect(m, source, stage.i)
+            source, count = stage.o, figures.out_count
+            width = figures.output.bits if figures.output is not None else None
+        wiring.connect(m, source, wiring.flipped(self.o))
+        return m
+
+
+def verilog_text(top, *, name="bnn_top"):
+    """Verilog of ``top`` (a ``NetworkTop`` or any component with its ports) as a string."""
+    return verilog.convert(top, name=name, emit_src=False)
+
+
+def generate_verilog(net, folding, path, *, in_simd=None, memory="block", name="bnn_top"):
+    """Write Verilog of ``NetworkTop(net, folding, in_simd=in_simd, memory=memory)`` to
+    ``path`` (through a temporary file, renamed when complete).
+
+    Ports: :data:`bnnhw.gateware.ports.VERILOG_PORTS`. ``folding`` may be ``None`` for the
+    default. Returns the top (its ``performance.table()`` summarises the folding, cycles and
+    memory bits). Raises :class:`FoldingError` for a folding that does not fit.
+    """
+    top = NetworkTop(net, folding, in_simd=in_simd, memory=memory)
+    text = verilog_text(top, name=name)
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.tmp")
+    try:
+        temporary.write_text(text)
+        temporary.replace(path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return top

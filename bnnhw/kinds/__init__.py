@@ -1,0 +1,36 @@
+"""Layer kinds: one file per kind, one registry.
+
+Each kind is a :class:`~bnnhw.kinds.base.Layer` subclass holding everything bnnhw knows about
+it (see :mod:`bnnhw.kinds.base`). :data:`KINDS` maps the names used in network files to them;
+adding a kind is one file in this package and one line here (or a call to :func:`register`).
+"""
+
+from .base import Checker, Figures, Layer
+from .dense import DenseLayer
+from .first import FirstLayer
+from .output import OutputLayer
+
+__all__ = ["KINDS", "register", "get_kind", "Layer", "Figures", "Checker",
+           "FirstLayer", "DenseLayer", "OutputLayer"]
+
+KINDS = {}
+
+
+def register(kind):
+    """Add the :class:`Layer` subclass ``kind`` to the registry under ``kind.KIND``; return it."""
+    if not (isinstance(kind, type) and issubclass(kind, Layer)) or not kind.KIND:
+        raise TypeError(f"a layer kind must be a Layer subclass with a KIND name, not {kind!r}")
+    if KINDS.get(kind.KIND, kind) is not kind:
+        raise ValueError(f"layer kind {kind.KIND!r} is already registered as "
+                         f"{KINDS[kind.KIND].__name__}")
+    KINDS[kind.KIND] = kind
+    return kind
+
+
+def get_kind(name):
+    """The kind registered as ``name``, or None."""
+    return KINDS.get(name)
+
+
+for _kind in (FirstLayer, DenseLayer, OutputLayer):
+    register(_kind)
