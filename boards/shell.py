@@ -1,7 +1,7 @@
 """The board shell: UART, frame parser, reply writer and LEDs around a network.
 
-The bytes on the line follow :mod:`bnnhw.protocol` (its docstring is the format). The network
-the shell wraps has these ports and attributes (the gateware's contract with the shell):
+The bytes on the line follow :mod:`bnnhw.boards.protocol` (its docstring is the format). The
+network the shell wraps has these ports and attributes (the gateware's contract with the shell):
 
 - ``net.i``: ``In(stream.Signature(pixel_layout(in_bits, in_simd)))``: ``in_simd`` pixels per
   beat, pixel ``k*in_simd + j`` of a frame in bits ``[j*in_bits, (j+1)*in_bits)`` of beat ``k``;
@@ -19,7 +19,7 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In, Out
 
-from bnnhw import protocol
+from . import protocol
 
 __all__ = ["pixel_layout", "result_layout", "crc16_next", "STATUS_SHAPE", "UARTReceiver",
            "UARTTransmitter", "FrameParser", "ReplyWriter", "Shell"]
@@ -165,12 +165,13 @@ class UARTTransmitter(wiring.Component):
 class FrameParser(wiring.Component):
     """Request frames in (bytes), checked pixel frames out; an error status for bad frames.
 
-    Follows :mod:`bnnhw.protocol`. A frame is buffered whole (a memory of ``n_pixels`` pixels of
-    ``in_bits``, one word of ``in_simd`` pixels per beat) and released on ``o_pixels`` only
-    once its length, CRC and pixel range are good, so the network never sees a bad frame. A bad
-    frame puts its :class:`protocol.Status` on ``o_error`` instead; if an earlier one is still
-    waiting there, the new one is dropped. Inside a frame, ``timeout`` cycles without a byte end
-    it with ``TIMEOUT``; after any error the parser looks for the next start byte at once.
+    Follows :mod:`bnnhw.boards.protocol`. A frame is buffered whole (a memory of ``n_pixels``
+    pixels of ``in_bits``, one word of ``in_simd`` pixels per beat) and released on
+    ``o_pixels`` only once its length, CRC and pixel range are good, so the network never sees
+    a bad frame. A bad frame puts its :class:`protocol.Status` on ``o_error`` instead; if an
+    earlier one is still waiting there, the new one is dropped. Inside a frame, ``timeout``
+    cycles without a byte end it with ``TIMEOUT``; after any error the parser looks for the
+    next start byte at once.
     ``i.ready`` is high except from the last checksum byte until the frame is released (one
     cycle, then ``n_pixels / in_simd`` beats if the network does not stall); the frame is
     released one beat per cycle.
@@ -313,7 +314,7 @@ class FrameParser(wiring.Component):
 
 
 class ReplyWriter(wiring.Component):
-    """Network results and parser errors in, reply bytes out (:mod:`bnnhw.protocol`).
+    """Network results and parser errors in, reply bytes out (:mod:`bnnhw.boards.protocol`).
 
     A reply is written while its input beat waits: ``i_result`` (or ``i_error``) is taken only
     in the cycle its last byte is taken, so no copy of the scores is kept. A result waiting at
@@ -408,9 +409,9 @@ class ReplyWriter(wiring.Component):
 class Shell(wiring.Component):
     """A network behind a UART: the board's whole design apart from clocks and pins.
 
-    Requests on ``rx`` are answered on ``tx`` as :mod:`bnnhw.protocol` says; ``leds`` holds the
-    class of the last frame the network answered (binary, 0 after reset). One request at a
-    time: bytes sent while a frame is handed to the network may be lost.
+    Requests on ``rx`` are answered on ``tx`` as :mod:`bnnhw.boards.protocol` says; ``leds``
+    holds the class of the last frame the network answered (binary, 0 after reset). One request
+    at a time: bytes sent while a frame is handed to the network may be lost.
 
     Parameters
     ----------

@@ -1,5 +1,5 @@
 # amaranth: UnusedElaboratable=no
-"""Tests of the serial protocol (bnnhw/protocol.py) and the board shell (boards/shell.py)."""
+"""Tests of the serial protocol (boards/protocol.py) and the board shell (boards/shell.py)."""
 
 import random
 import re
@@ -11,10 +11,10 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
-from bnnhw import protocol
+from bnnhw.boards import protocol
 from bnnhw.boards.shell import (FrameParser, ReplyWriter, Shell, UARTReceiver, UARTTransmitter,
                                 pixel_layout, result_layout)
-from bnnhw.protocol import Reply, Status
+from bnnhw.boards.protocol import Reply, Status
 from bnnhw.testing import stream_get, stream_put
 
 

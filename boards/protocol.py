@@ -1,7 +1,8 @@
 """The serial frame format between a host and a board running a bnnhw shell.
 
-Pure Python + numpy: the host client, the tests and the gateware (``boards/shell.py``) all follow
-this docstring. Multi-byte integers are little-endian, except the checksum (see below).
+Pure Python + numpy: the host client, the tests and the gateware (:mod:`bnnhw.boards.shell`)
+all follow this docstring. Multi-byte integers are little-endian, except the checksum (see
+below).
 
 Request, host -> board (``n_pixels + 5`` bytes)::
 
@@ -60,7 +61,7 @@ import enum
 
 import numpy as np
 
-from .errors import BnnhwError
+from ..errors import BnnhwError
 
 __all__ = [
     "REQUEST_START", "REPLY_START", "MAX_PIXELS", "SCORE_BITS", "Status", "Reply",
