@@ -56,6 +56,7 @@ received and sends again. The host's :class:`ReplyParser` resynchronises the sam
 other direction, but it can look back: on a bad CRC it drops only the false start byte.
 """
 
+import binascii
 import dataclasses
 import enum
 
@@ -101,11 +102,8 @@ class Reply:
 
 def crc16(data, crc=0xFFFF):
     """Return the CRC-16/IBM-3740 of ``data`` (bytes), continuing from ``crc``."""
-    for byte in data:
-        crc ^= byte << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021 if crc & 0x8000 else crc << 1) & 0xFFFF
-    return crc
+    # crc_hqx is this CRC (polynomial 0x1021, MSB first, no final XOR) from any start value.
+    return binascii.crc_hqx(bytes(data), crc)
 
 
 def _with_crc(start, body):
