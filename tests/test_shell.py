@@ -1,5 +1,6 @@
 # amaranth: UnusedElaboratable=no
-"""Tests of the serial protocol (boards/protocol.py) and the board shell (boards/shell.py)."""
+"""Tests of the serial protocol (boards/protocol.py), the UART (boards/uart.py) and the board
+shell (boards/shell.py)."""
 
 import random
 import re
@@ -12,9 +13,9 @@ from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
 from bnnhw.boards import protocol
-from bnnhw.boards.shell import (FrameParser, ReplyWriter, Shell, UARTReceiver, UARTTransmitter,
-                                pixel_layout, result_layout)
 from bnnhw.boards.protocol import Reply, Status
+from bnnhw.boards.shell import FrameParser, ReplyWriter, Shell, pixel_layout, result_layout
+from bnnhw.boards.uart import UARTReceiver, UARTTransmitter
 from bnnhw.testing import stream_get, stream_put
 
 
