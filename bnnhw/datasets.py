@@ -164,19 +164,21 @@ def dataset_name(spec):
 
 
 def fingerprint(dataset):
-    """Return ``{"name", "sha256"}`` identifying ``dataset`` (plus ``"files"`` if read from files).
+    """Return the name and SHA-256 digests that identify ``dataset``, as a JSON-friendly dict.
 
-    For a dataset read from files, ``files`` maps each file's name to the SHA-256 (hex) of its
-    bytes as stored (a ``.gz`` file compressed) and ``sha256`` is the SHA-256 of the lines
-    ``"<digest>  <name>\\n"`` (``sha256sum``'s format) in the order of the names. Otherwise
-    (the bundled digits) ``sha256`` covers the arrays as loaded: for each of ``train_x``,
-    ``train_y``, ``test_x``, ``test_y``, its dtype and shape as text, then its bytes in C order.
+    ``{"name", "sha256"}``, plus ``"sha256_files"`` for a dataset read from files: it maps each
+    file's name to the SHA-256 (hex) of its bytes as stored (a ``.gz`` file compressed), and
+    ``sha256`` is the SHA-256 of the lines ``"<digest>  <name>\\n"`` (``sha256sum``'s format)
+    in the order of the names. Otherwise (the bundled digits) ``sha256`` covers the arrays as
+    loaded: for each of ``train_x``, ``train_y``, ``test_x``, ``test_y``, its dtype and shape
+    as text, then its bytes in C order.
     """
     digest = hashlib.sha256()
     if dataset.files:
         for name in sorted(dataset.files):
             digest.update(f"{dataset.files[name]}  {name}\n".encode())
-        return {"name": dataset.name, "sha256": digest.hexdigest(), "files": dict(dataset.files)}
+        return {"name": dataset.name, "sha256": digest.hexdigest(),
+                "sha256_files": dict(dataset.files)}
     for array in (dataset.train_x, dataset.train_y, dataset.test_x, dataset.test_y):
         array = np.ascontiguousarray(array)
         digest.update(f"{array.dtype.str} {array.shape}\n".encode())

@@ -68,14 +68,15 @@ def test_fingerprint_hashes_the_files_as_stored(tmp_path, gz):
     assert len(files) == 4 and data.files == files and data.name == "set"
     listing = "".join(f"{files[name]}  {name}\n" for name in sorted(files))
     assert datasets.fingerprint(data) == {
-        "name": "set", "sha256": hashlib.sha256(listing.encode()).hexdigest(), "files": files}
+        "name": "set", "sha256": hashlib.sha256(listing.encode()).hexdigest(),
+        "sha256_files": files}
 
 
 def test_fingerprint_of_digits_covers_the_arrays():
     data = datasets.load_digits()
     assert data.files is None
     first = datasets.fingerprint(data)
-    assert first["name"] == "digits" and len(first["sha256"]) == 64 and "files" not in first
+    assert first["name"] == "digits" and len(first["sha256"]) == 64 and "sha256_files" not in first
     assert datasets.fingerprint(datasets.load_digits()) == first
     x = data.test_x.copy()
     x[0, 0] ^= 1

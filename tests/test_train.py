@@ -254,7 +254,7 @@ def test_provenance_names_the_dataset_without_its_path(tmp_path):
     files = {name: hashlib.sha256((folder / name).read_bytes()).hexdigest()
              for name in IDX_FILES}
     listing = "".join(f"{files[name]}  {name}\n" for name in sorted(files))   # sha256sum's
-    assert p["dataset"] == {"name": "tiny", "files": files,
+    assert p["dataset"] == {"name": "tiny", "sha256_files": files,
                             "sha256": hashlib.sha256(listing.encode()).hexdigest(),
                             "train_frames": 40, "test_frames": 16, "in_bits": 8}
     assert p["training"]["dataset"] == "tiny"
