@@ -32,8 +32,9 @@ CRC16 = crc.catalog.CRC16_IBM_3740(data_width=8)    # :func:`protocol.crc16`, a 
 def crc16_processor(restart):
     """Return an :mod:`amaranth.lib.crc` processor of :func:`protocol.crc16`, one byte per clock.
 
-    Its register goes back to 0xFFFF in every cycle ``restart`` (a signal) is high and takes
-    ``data`` in every other cycle ``valid`` is high; ``crc`` shows it one cycle later.
+    Its register goes back to 0xFFFF in each cycle ``restart`` (a signal) is high, and takes
+    ``data`` in each cycle ``valid`` is high and ``restart`` low; ``crc`` shows it one cycle
+    later.
     ``match_detected`` is high when the bytes taken end with their own CRC, high byte first
     (the register is 0, the residue). Its ``start`` input is left unused.
     """
