@@ -11,11 +11,18 @@ A directory of IDX files
     The four standard files ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
     ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte`` (each optionally ``.gz``, and ``.``
     instead of the last ``-`` as some mirrors name them), as MNIST and Fashion-MNIST ship:
-    8-bit pixels (``in_bits = 8``), the files' own train/test split.
+    8-bit pixels (``in_bits = 8``), the files' own train/test split. The dataset's name is the
+    directory's own name (``mnist`` for ``/data/mnist``).
+
+A dataset is recorded (in a trained network's provenance) by :func:`fingerprint`: its name and
+SHA-256 digests, never the path it was read from.
 """
 
 import gzip
+import hashlib
+import os
 import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +30,7 @@ import numpy as np
 from .errors import BnnhwError
 
 __all__ = ["Dataset", "DatasetError", "load_dataset", "load_digits", "load_idx_dir", "read_idx",
-           "frames_for"]
+           "dataset_name", "fingerprint", "frames_for"]
 
 
 class DatasetError(BnnhwError):
@@ -41,6 +48,7 @@ class Dataset:
     test_x: np.ndarray
     test_y: np.ndarray
     classes: int = 10
+    files: dict = None    # file name -> SHA-256 (hex) of each file read, as stored; None: none
 
     def split(self, which):
         """Return ``(x, y)`` of the ``"train"`` or ``"test"`` split."""
@@ -67,15 +75,20 @@ _IDX_TYPES = {0x08: np.uint8}
 
 def read_idx(path, *, ndim):
     """Read one IDX file (gzipped if its name ends in ``.gz``) with ``ndim`` dimensions."""
+    return _read_idx(path, ndim=ndim)[0]
+
+
+def _read_idx(path, *, ndim):
+    """Return the array in the IDX file ``path`` and the SHA-256 of the file as stored."""
     path = Path(path)
     try:
-        opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rb") as f:
-            raw = f.read()
+        stored = path.read_bytes()
+        raw = gzip.decompress(stored) if path.suffix == ".gz" else stored
     except FileNotFoundError:
         raise DatasetError(f"{path}: no such file") from None
-    except (OSError, EOFError) as error:     # gzip.BadGzipFile is an OSError
+    except (OSError, EOFError, zlib.error) as error:     # gzip.BadGzipFile is an OSError
         raise DatasetError(f"{path}: cannot read ({error})") from None
+    digest = hashlib.sha256(stored).hexdigest()
     if len(raw) < 4:
         raise DatasetError(f"{path}: {len(raw)} bytes is too short for an IDX header")
     zero, type_code, dims = struct.unpack(">HBB", raw[:4])
@@ -94,7 +107,7 @@ def read_idx(path, *, ndim):
         raise DatasetError(f"{path}: {len(raw)} bytes, but its header {shape} implies "
                            f"{expected}; the file is "
                            f"{'truncated' if len(raw) < expected else 'too long'}")
-    return np.frombuffer(raw, _IDX_TYPES[type_code], offset=header).reshape(shape)
+    return np.frombuffer(raw, _IDX_TYPES[type_code], offset=header).reshape(shape), digest
 
 
 def _find(directory, stem):
@@ -115,11 +128,12 @@ def load_idx_dir(directory):
                            f"directory of MNIST-style IDX files")
     if not directory.is_dir():
         raise DatasetError(f"{directory}: not a directory of IDX files")
-    parts, shape = {}, None
+    parts, shape, files = {}, None, {}
     for split, prefix in (("train", "train"), ("test", "t10k")):
-        images = read_idx(_find(directory, f"{prefix}-images-idx3-ubyte"), ndim=3)
+        images_path = _find(directory, f"{prefix}-images-idx3-ubyte")
+        images, files[images_path.name] = _read_idx(images_path, ndim=3)
         labels_path = _find(directory, f"{prefix}-labels-idx1-ubyte")
-        labels = read_idx(labels_path, ndim=1)
+        labels, files[labels_path.name] = _read_idx(labels_path, ndim=1)
         if len(images) != len(labels):
             raise DatasetError(f"{labels_path}: {len(labels)} labels for {len(images)} images")
         if labels.size and labels.max() >= 10:
@@ -129,9 +143,9 @@ def load_idx_dir(directory):
                                f"images {images.shape[1]}x{images.shape[2]}")
         shape = images.shape[1:]
         parts[split] = images.reshape(len(images), -1), labels.astype(np.int64)
-    return Dataset(name=directory.name or str(directory), shape=tuple(shape), in_bits=8,
+    return Dataset(name=dataset_name(directory), shape=tuple(shape), in_bits=8,
                    train_x=parts["train"][0], train_y=parts["train"][1],
-                   test_x=parts["test"][0], test_y=parts["test"][1])
+                   test_x=parts["test"][0], test_y=parts["test"][1], files=files)
 
 
 def load_dataset(spec):
@@ -139,6 +153,37 @@ def load_dataset(spec):
     if spec in (None, "digits"):
         return load_digits()
     return load_idx_dir(spec)
+
+
+def dataset_name(spec):
+    """Return the name of dataset ``spec`` without loading it: ``digits`` or a directory's name."""
+    if spec in (None, "digits"):
+        return "digits"
+    directory = Path(os.path.abspath(spec))       # "." and ".." get their real names
+    return directory.name or str(directory)
+
+
+def fingerprint(dataset):
+    """Return the name and SHA-256 digests that identify ``dataset``, as a JSON-friendly dict.
+
+    ``{"name", "sha256"}``, plus ``"sha256_files"`` for a dataset read from files: it maps each
+    file's name to the SHA-256 (hex) of its bytes as stored (a ``.gz`` file compressed), and
+    ``sha256`` is the SHA-256 of the lines ``"<digest>  <name>\\n"`` (``sha256sum``'s format)
+    in the order of the names. Otherwise (the bundled digits) ``sha256`` covers the arrays as
+    loaded: for each of ``train_x``, ``train_y``, ``test_x``, ``test_y``, its dtype and shape
+    as text, then its bytes in C order.
+    """
+    digest = hashlib.sha256()
+    if dataset.files:
+        for name in sorted(dataset.files):
+            digest.update(f"{dataset.files[name]}  {name}\n".encode())
+        return {"name": dataset.name, "sha256": digest.hexdigest(),
+                "sha256_files": dict(dataset.files)}
+    for array in (dataset.train_x, dataset.train_y, dataset.test_x, dataset.test_y):
+        array = np.ascontiguousarray(array)
+        digest.update(f"{array.dtype.str} {array.shape}\n".encode())
+        digest.update(array.tobytes())
+    return {"name": dataset.name, "sha256": digest.hexdigest()}
 
 
 def frames_for(net, spec, *, split="test", count=None, network="the network"):

@@ -1,6 +1,6 @@
 """Host client: send images to a board running the bnnhw shell and read its classes back.
 
-Speaks the frame format of :mod:`bnnhw.protocol` over any pyserial port (a USB UART, or a
+Speaks the frame format of :mod:`bnnhw.boards.protocol` over any pyserial port (a USB UART, or a
 pseudo-terminal bridged to a simulation), one request at a time, and checks every answer against
 the golden model.
 """
@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import golden, protocol
+from .. import golden
 from ..errors import BnnhwError
+from . import protocol
 
 __all__ = ["HostError", "Client", "RunSummary", "run_images"]
 
@@ -50,7 +51,7 @@ class Client:
         return None
 
     def classify(self, pixels):
-        """Send one image; return the board's OK :class:`~bnnhw.protocol.Reply`."""
+        """Send one image; return the board's OK :class:`~bnnhw.boards.protocol.Reply`."""
         pixels = np.asarray(pixels).reshape(-1)
         if pixels.size != self.n_pixels:
             raise HostError(f"an image of {pixels.size} pixels; the board's network takes "

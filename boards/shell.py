@@ -1,7 +1,7 @@
-"""The board shell: UART, frame parser, reply writer and LEDs around a network.
+"""The board shell: frame parser, reply writer and LEDs around a network, behind a UART.
 
-The bytes on the line follow :mod:`bnnhw.protocol` (its docstring is the format). The network
-the shell wraps has these ports and attributes (the gateware's contract with the shell):
+The bytes on the line follow :mod:`bnnhw.boards.protocol` (its docstring is the format). The
+network the shell wraps has these ports and attributes (the gateware's contract with the shell):
 
 - ``net.i``: ``In(stream.Signature(pixel_layout(in_bits, in_simd)))``: ``in_simd`` pixels per
   beat, pixel ``k*in_simd + j`` of a frame in bits ``[j*in_bits, (j+1)*in_bits)`` of beat ``k``;
@@ -11,20 +11,37 @@ the shell wraps has these ports and attributes (the gateware's contract with the
 - ``net.in_bits``, ``net.in_simd``, ``net.n_pixels``, ``net.classes``, ``net.score_width``.
 
 Data path: ``rx pin -> UARTReceiver -> FrameParser -> net -> ReplyWriter -> UARTTransmitter -> tx
-pin``, with the parser's error replies going straight to the writer.
+pin``, with the parser's error replies going straight to the writer. The UART is
+:mod:`bnnhw.boards.uart`.
 """
 
-from amaranth import Cat, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, memory, stream, wiring
-from amaranth.lib.cdc import FFSynchronizer
+from amaranth import Module, Mux, ResetInserter, Signal, signed, unsigned
+from amaranth.lib import crc, data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from bnnhw import protocol
+from . import protocol
+from .uart import UARTReceiver, UARTTransmitter, _check_divisor
 
-__all__ = ["pixel_layout", "result_layout", "crc16_next", "STATUS_SHAPE", "UARTReceiver",
-           "UARTTransmitter", "FrameParser", "ReplyWriter", "Shell"]
+__all__ = ["pixel_layout", "result_layout", "STATUS_SHAPE", "CRC16", "crc16_processor",
+           "FrameParser", "ReplyWriter", "Shell"]
 
 STATUS_SHAPE = unsigned(3)      # holds every protocol.Status
+CRC16 = crc.catalog.CRC16_IBM_3740(data_width=8)    # :func:`protocol.crc16`, a byte per word
+
+
+def crc16_processor(restart):
+    """Return an :mod:`amaranth.lib.crc` processor of :func:`protocol.crc16`, one byte per clock.
+
+    Its register goes back to 0xFFFF in each cycle ``restart`` (a signal) is high, and takes
+    ``data`` in each cycle ``valid`` is high and ``restart`` low; ``crc`` shows it one cycle
+    later.
+    ``match_detected`` is high when the bytes taken end with their own CRC, high byte first
+    (the register is 0, the residue). Its ``start`` input is left unused.
+    """
+    # Restarted by a reset, not by `start`: `start` would be one more input to every bit's XOR
+    # (on an iCE40, about 20 more LUTs in the reply writer, and its byte mux -> CRC path is
+    # the writer's critical one); a reset goes into the flip-flops' own set or reset input.
+    return ResetInserter(restart)(CRC16.create())
 
 
 def pixel_layout(in_bits, in_simd):
@@ -38,139 +55,16 @@ def result_layout(cls_width, score_width, classes):
                               "scores": data.ArrayLayout(signed(score_width), classes)})
 
 
-def crc16_next(crc, byte):
-    """Return the CRC-16 register after ``byte``: :func:`protocol.crc16`, one byte per clock."""
-    # Run the bit-serial CRC on symbols: each register bit is the XOR of a set of input bits.
-    inputs = [crc[n] for n in range(16)] + [byte[k] for k in range(8)]
-    bits = [{n} for n in range(16)]
-    for k in reversed(range(8)):                # most significant data bit first
-        feedback = bits[15] ^ {16 + k}
-        bits = [feedback] + bits[:15]           # shift left, then XOR polynomial 0x1021
-        bits[5] = bits[5] ^ feedback
-        bits[12] = bits[12] ^ feedback
-    return Cat(*(Cat(*(inputs[n] for n in sorted(terms))).xor() for terms in bits))
-
-
-def _check_divisor(divisor):
-    if not isinstance(divisor, int) or isinstance(divisor, bool):
-        raise TypeError(f"divisor must be an integer, not {divisor!r}")
-    if divisor < 4:
-        raise ValueError(f"divisor must be at least 4 clock cycles per bit, not {divisor}")
-
-
-class UARTReceiver(wiring.Component):
-    """8N1 UART receiver: the ``rx`` pin in, one stream beat per byte out.
-
-    ``rx`` may be asynchronous (it goes through a 2-flip-flop synchroniser). Each bit is sampled
-    once, in its middle, so the sender's rate may differ by a few percent. A byte whose stop bit
-    is 0 (framing error, or a break) is dropped and reception resumes once the line is idle
-    (high). The output register holds one byte: a byte that completes while the previous one has
-    not been taken is dropped (overrun), because a stream must not change its payload.
-
-    Parameters
-    ----------
-    divisor : int
-        Clock cycles per bit, at least 4 (``clock frequency / baud rate``).
-    """
-
-    def __init__(self, *, divisor):
-        _check_divisor(divisor)
-        self.divisor = divisor
-        super().__init__({"rx": In(1, init=1), "o": Out(stream.Signature(8))})
-
-    def elaborate(self, platform):
-        m = Module()
-        rx = Signal(init=1)
-        m.submodules.sync = FFSynchronizer(self.rx, rx, init=1)
-
-        timer = Signal(range(self.divisor))
-        index = Signal(range(8))
-        shift = Signal(8)
-
-        with m.If(self.o.ready):
-            m.d.sync += self.o.valid.eq(0)
-        with m.If(timer != 0):
-            m.d.sync += timer.eq(timer - 1)
-
-        with m.FSM():
-            with m.State("IDLE"):
-                # Wait half a bit after the falling edge, then sample every bit in its middle.
-                with m.If(~rx):
-                    m.d.sync += timer.eq(self.divisor // 2 - 1)
-                    m.next = "START"
-            with m.State("START"):
-                with m.If(timer == 0):
-                    m.d.sync += [timer.eq(self.divisor - 1), index.eq(0)]
-                    m.next = "DATA"
-                    with m.If(rx):
-                        m.next = "IDLE"             # a glitch, not a start bit
-            with m.State("DATA"):
-                with m.If(timer == 0):
-                    m.d.sync += [timer.eq(self.divisor - 1), shift.eq(Cat(shift[1:], rx)),
-                                 index.eq(index + 1)]
-                    with m.If(index == 7):
-                        m.next = "STOP"
-            with m.State("STOP"):
-                with m.If(timer == 0):
-                    with m.If(~rx):
-                        m.next = "BREAK"
-                    with m.Else():
-                        with m.If(~self.o.valid | self.o.ready):
-                            m.d.sync += [self.o.payload.eq(shift), self.o.valid.eq(1)]
-                        m.next = "IDLE"
-            with m.State("BREAK"):
-                with m.If(rx):
-                    m.next = "IDLE"
-        return m
-
-
-class UARTTransmitter(wiring.Component):
-    """8N1 UART transmitter: one stream beat per byte in, the ``tx`` pin out (idle high).
-
-    Back-to-back bytes take exactly ``10 * divisor`` cycles each; ``i.ready`` rises in the last
-    cycle of a stop bit.
-
-    Parameters
-    ----------
-    divisor : int
-        Clock cycles per bit, at least 4 (``clock frequency / baud rate``).
-    """
-
-    def __init__(self, *, divisor):
-        _check_divisor(divisor)
-        self.divisor = divisor
-        super().__init__({"i": In(stream.Signature(8)), "tx": Out(1, init=1)})
-
-    def elaborate(self, platform):
-        m = Module()
-        timer = Signal(range(self.divisor))
-        left = Signal(range(11))        # bits still to finish, start bit included
-        shift = Signal(9)               # data bits, then the stop bit
-
-        m.d.comb += self.i.ready.eq((left == 0) | ((left == 1) & (timer == 0)))
-        with m.If(self.i.ready):
-            with m.If(self.i.valid):
-                m.d.sync += [self.tx.eq(0), shift.eq(Cat(self.i.payload, 1)), left.eq(10),
-                             timer.eq(self.divisor - 1)]
-            with m.Else():
-                m.d.sync += left.eq(0)
-        with m.Elif(timer != 0):
-            m.d.sync += timer.eq(timer - 1)
-        with m.Else():
-            m.d.sync += [self.tx.eq(shift[0]), shift.eq(Cat(shift[1:], 1)), left.eq(left - 1),
-                         timer.eq(self.divisor - 1)]
-        return m
-
-
 class FrameParser(wiring.Component):
     """Request frames in (bytes), checked pixel frames out; an error status for bad frames.
 
-    Follows :mod:`bnnhw.protocol`. A frame is buffered whole (a memory of ``n_pixels`` pixels of
-    ``in_bits``, one word of ``in_simd`` pixels per beat) and released on ``o_pixels`` only
-    once its length, CRC and pixel range are good, so the network never sees a bad frame. A bad
-    frame puts its :class:`protocol.Status` on ``o_error`` instead; if an earlier one is still
-    waiting there, the new one is dropped. Inside a frame, ``timeout`` cycles without a byte end
-    it with ``TIMEOUT``; after any error the parser looks for the next start byte at once.
+    Follows :mod:`bnnhw.boards.protocol`. A frame is buffered whole (a memory of ``n_pixels``
+    pixels of ``in_bits``, one word of ``in_simd`` pixels per beat) and released on
+    ``o_pixels`` only once its length, CRC and pixel range are good, so the network never sees
+    a bad frame. A bad frame puts its :class:`protocol.Status` on ``o_error`` instead; if an
+    earlier one is still waiting there, the new one is dropped. Inside a frame, ``timeout``
+    cycles without a byte end it with ``TIMEOUT``; after any error the parser looks for the
+    next start byte at once.
     ``i.ready`` is high except from the last checksum byte until the frame is released (one
     cycle, then ``n_pixels / in_simd`` beats if the network does not stall); the frame is
     released one beat per cycle.
@@ -217,10 +111,14 @@ class FrameParser(wiring.Component):
         write = buffer.write_port(granularity=self.in_bits)
         read = buffer.read_port()
 
+        # The CRC register restarts while hunting for a start byte and takes every byte after it.
+        restart = Signal()
+        m.submodules.crc = checksum = crc16_processor(restart)
         byte = self.i.payload
+        m.d.comb += checksum.data.eq(byte)
+
         word = Signal(range(n_words))
         lane = Signal(range(self.in_simd))
-        crc = Signal(16)
         timer = Signal(range(self.timeout))
         length_low_ok = Signal()
         bad_pixel = Signal()
@@ -235,9 +133,9 @@ class FrameParser(wiring.Component):
 
         def in_frame():
             # Every byte after the start byte goes through the CRC and restarts the timeout.
-            m.d.comb += self.i.ready.eq(1)
+            m.d.comb += [self.i.ready.eq(1), checksum.valid.eq(self.i.valid)]
             with m.If(self.i.valid):
-                m.d.sync += [crc.eq(crc16_next(crc, byte)), timer.eq(self.timeout - 1)]
+                m.d.sync += timer.eq(self.timeout - 1)
             with m.Elif(timer == 0):
                 report(protocol.Status.TIMEOUT)
             with m.Else():
@@ -255,9 +153,9 @@ class FrameParser(wiring.Component):
 
         with m.FSM():
             with m.State("HUNT"):
-                m.d.comb += self.i.ready.eq(1)
+                m.d.comb += [self.i.ready.eq(1), restart.eq(1)]
                 with m.If(self.i.valid & (byte == protocol.REQUEST_START)):
-                    m.d.sync += [crc.eq(0xFFFF), timer.eq(self.timeout - 1)]
+                    m.d.sync += timer.eq(self.timeout - 1)
                     m.next = "LENGTH_LOW"
             with m.State("LENGTH_LOW"):
                 in_frame()
@@ -296,7 +194,7 @@ class FrameParser(wiring.Component):
                     m.next = "VERIFY"
             with m.State("VERIFY"):
                 # The CRC of everything after the start byte, checksum included, is 0.
-                with m.If(crc != 0):
+                with m.If(~checksum.match_detected):
                     report(protocol.Status.BAD_CHECKSUM)
                 with m.Elif(bad_pixel):
                     report(protocol.Status.BAD_PIXEL)
@@ -313,7 +211,7 @@ class FrameParser(wiring.Component):
 
 
 class ReplyWriter(wiring.Component):
-    """Network results and parser errors in, reply bytes out (:mod:`bnnhw.protocol`).
+    """Network results and parser errors in, reply bytes out (:mod:`bnnhw.boards.protocol`).
 
     A reply is written while its input beat waits: ``i_result`` (or ``i_error``) is taken only
     in the cycle its last byte is taken, so no copy of the scores is kept. A result waiting at
@@ -357,7 +255,10 @@ class ReplyWriter(wiring.Component):
         m = Module()
         result = self.i_result.payload
         is_error = Signal()
-        crc = Signal(16)
+        # The CRC register restarts while idle and takes every body byte as it is sent.
+        restart = Signal()
+        m.submodules.crc = checksum = crc16_processor(restart)
+        m.d.comb += checksum.data.eq(self.o.payload)
 
         # Bytes after the start byte and before the checksum; an error reply has the first 3.
         body = [Mux(is_error, self.i_error.payload, int(protocol.Status.OK)),
@@ -373,9 +274,9 @@ class ReplyWriter(wiring.Component):
         transfer = self.o.valid & self.o.ready
         with m.FSM():
             with m.State("IDLE"):
+                m.d.comb += restart.eq(1)
                 with m.If(self.i_result.valid | self.i_error.valid):
-                    m.d.sync += [is_error.eq(~self.i_result.valid), crc.eq(0xFFFF),
-                                 position.eq(0)]
+                    m.d.sync += [is_error.eq(~self.i_result.valid), position.eq(0)]
                     m.next = "START"
             with m.State("START"):
                 m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(protocol.REPLY_START)]
@@ -387,17 +288,17 @@ class ReplyWriter(wiring.Component):
                     for index, value in enumerate(body):
                         with m.Case(index):
                             m.d.comb += self.o.payload.eq(value)
+                m.d.comb += checksum.valid.eq(transfer)
                 with m.If(transfer):
-                    m.d.sync += [crc.eq(crc16_next(crc, self.o.payload)),
-                                 position.eq(position + 1)]
+                    m.d.sync += position.eq(position + 1)
                     with m.If(position == Mux(is_error, 2, len(body) - 1)):
                         m.next = "CHECK_HIGH"
             with m.State("CHECK_HIGH"):
-                m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(crc[8:])]
+                m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(checksum.crc[8:])]
                 with m.If(self.o.ready):
                     m.next = "CHECK_LOW"
             with m.State("CHECK_LOW"):
-                m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(crc[:8])]
+                m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(checksum.crc[:8])]
                 with m.If(self.o.ready):
                     m.d.comb += [self.i_result.ready.eq(~is_error),
                                  self.i_error.ready.eq(is_error)]
@@ -408,9 +309,9 @@ class ReplyWriter(wiring.Component):
 class Shell(wiring.Component):
     """A network behind a UART: the board's whole design apart from clocks and pins.
 
-    Requests on ``rx`` are answered on ``tx`` as :mod:`bnnhw.protocol` says; ``leds`` holds the
-    class of the last frame the network answered (binary, 0 after reset). One request at a
-    time: bytes sent while a frame is handed to the network may be lost.
+    Requests on ``rx`` are answered on ``tx`` as :mod:`bnnhw.boards.protocol` says; ``leds``
+    holds the class of the last frame the network answered (binary, 0 after reset). One request
+    at a time: bytes sent while a frame is handed to the network may be lost.
 
     Parameters
     ----------

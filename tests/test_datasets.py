@@ -1,4 +1,5 @@
 import gzip
+import hashlib
 import struct
 from pathlib import Path
 
@@ -58,6 +59,31 @@ def test_reads_idx_directory(tmp_path, gz, dot_names):
     assert np.array_equal(data.test_y, content["t10k"][1])
 
 
+@pytest.mark.parametrize("gz", [False, True])
+def test_fingerprint_hashes_the_files_as_stored(tmp_path, gz):
+    write_idx_dir(tmp_path / "set", gz=gz)
+    data = datasets.load_dataset(tmp_path / "set" / ".")
+    files = {path.name: hashlib.sha256(path.read_bytes()).hexdigest()
+             for path in (tmp_path / "set").iterdir()}
+    assert len(files) == 4 and data.files == files and data.name == "set"
+    listing = "".join(f"{files[name]}  {name}\n" for name in sorted(files))
+    assert datasets.fingerprint(data) == {
+        "name": "set", "sha256": hashlib.sha256(listing.encode()).hexdigest(),
+        "sha256_files": files}
+
+
+def test_fingerprint_of_digits_covers_the_arrays():
+    data = datasets.load_digits()
+    assert data.files is None
+    first = datasets.fingerprint(data)
+    assert first["name"] == "digits" and len(first["sha256"]) == 64 and "sha256_files" not in first
+    assert datasets.fingerprint(datasets.load_digits()) == first
+    x = data.test_x.copy()
+    x[0, 0] ^= 1
+    changed = datasets.Dataset(**{**vars(data), "test_x": x})
+    assert datasets.fingerprint(changed)["sha256"] != first["sha256"]
+
+
 def test_missing_directory(tmp_path):
     with pytest.raises(DatasetError, match=r"^.*nowhere: no such directory; a dataset is "
                                            r"'digits' or a directory of MNIST-style IDX files$"):
@@ -105,10 +131,18 @@ def test_rejects_label_count_mismatch(tmp_path):
         datasets.load_dataset(tmp_path)
 
 
-def test_rejects_bad_gzip(tmp_path):
+@pytest.mark.parametrize("damage,reason", [
+    (lambda b: b"not gzip at all", r"Not a gzipped file \(b'no'\)"),
+    (lambda b: b[:12] + bytes([b[12] ^ 0xFF]) + b[13:], r"Error -3 while decompressing data: "
+                                                         r"invalid .*"),     # zlib.error
+    (lambda b: b[:-10], r"Compressed file ended before the end-of-stream marker was reached"),
+])
+def test_rejects_bad_gzip(tmp_path, damage, reason):
     write_idx_dir(tmp_path, gz=True)
-    (tmp_path / "train-labels-idx1-ubyte.gz").write_bytes(b"not gzip at all")
-    with pytest.raises(DatasetError, match=r"train-labels-idx1-ubyte\.gz: cannot read \("):
+    path = tmp_path / "train-labels-idx1-ubyte.gz"
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(DatasetError, match=rf"^.*train-labels-idx1-ubyte\.gz: cannot read "
+                                           rf"\({reason}\)$"):
         datasets.load_dataset(tmp_path)
 
 

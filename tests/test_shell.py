@@ -1,5 +1,6 @@
 # amaranth: UnusedElaboratable=no
-"""Tests of the serial protocol (bnnhw/protocol.py) and the board shell (boards/shell.py)."""
+"""Tests of the serial protocol (boards/protocol.py), the UART (boards/uart.py) and the board
+shell (boards/shell.py)."""
 
 import random
 import re
@@ -11,10 +12,11 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
-from bnnhw import protocol
-from bnnhw.boards.shell import (FrameParser, ReplyWriter, Shell, UARTReceiver, UARTTransmitter,
+from bnnhw.boards import protocol
+from bnnhw.boards.protocol import Reply, Status
+from bnnhw.boards.shell import (CRC16, FrameParser, ReplyWriter, Shell, crc16_processor,
                                 pixel_layout, result_layout)
-from bnnhw.protocol import Reply, Status
+from bnnhw.boards.uart import UARTReceiver, UARTTransmitter
 from bnnhw.testing import stream_get, stream_put
 
 
@@ -36,6 +38,46 @@ def simulate(dut, *testbenches, limit=60_000):
 
 def test_crc16_check_value():
     assert protocol.crc16(b"123456789") == 0x29B1
+    assert protocol.crc16(b"56789", crc=protocol.crc16(b"1234")) == 0x29B1
+    rng = np.random.default_rng(16)
+    for size in [0, 1, 2, 17, 784]:     # the same CRC as the catalogue entry the gateware uses
+        data = rng.integers(0, 256, size).astype(np.uint8).tobytes()
+        assert protocol.crc16(data) == CRC16.compute(data)
+
+
+def test_gateware_crc16_check_value():
+    """The shell's CRC processor: a byte per clock, the check value, the residue of a frame."""
+    restart = Signal()
+    dut = crc16_processor(restart)
+    request = protocol.encode_request(np.arange(20) * 13 % 256)
+    reply = protocol.encode_reply(Status.OK, 3, [-300, 7, 0x5A5A])
+
+    async def testbench(ctx):
+        ctx.set(restart, 1)
+        await ctx.tick()
+        ctx.set(restart, 0)
+        assert ctx.get(dut.crc) == 0xFFFF
+        data = b"123456789"
+        ctx.set(dut.valid, 1)
+        for k, byte in enumerate(data):             # one byte per clock, the CRC one clock later
+            ctx.set(dut.data, byte)
+            await ctx.tick()
+            assert ctx.get(dut.crc) == protocol.crc16(data[:k + 1]), f"byte {k}"
+        ctx.set(dut.valid, 0)
+        await ctx.tick().repeat(3)                  # held while valid is low
+        assert ctx.get(dut.crc) == 0x29B1 and not ctx.get(dut.match_detected)
+        for frame in (request, reply):              # everything after the start byte: residue 0
+            ctx.set(restart, 1)
+            await ctx.tick()
+            ctx.set(restart, 0)
+            ctx.set(dut.valid, 1)
+            for byte in frame[1:]:
+                ctx.set(dut.data, byte)
+                await ctx.tick()
+            ctx.set(dut.valid, 0)
+            assert ctx.get(dut.crc) == 0 and ctx.get(dut.match_detected)
+
+    simulate(dut, testbench)
 
 
 @pytest.mark.parametrize("n_pixels,in_bits", [(1, 1), (12, 4), (784, 8), (300, 8)])

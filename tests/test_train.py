@@ -1,15 +1,20 @@
 """Training and export (train/): STE, threshold folding, torch vs golden, short runs."""
 
 import argparse
+import hashlib
 import itertools
+import json
 import math
+import re
+import shutil
+import struct
 
 import numpy as np
 import pytest
 
 import bnnhw.train                 # noqa: F401  (before torch: it sets OMP_WAIT_POLICY)
 from bnnhw import artifact, golden
-from bnnhw.datasets import load_dataset
+from bnnhw.datasets import fingerprint, load_dataset
 
 torch = pytest.importorskip("torch")
 
@@ -212,6 +217,69 @@ def test_short_digits_run_writes_a_checked_file_with_provenance(tmp_path):
     assert p["training"]["hidden"] == [32] and len(p["history"]) == 3
     assert p["bnnhw_version"] and net.labels == tuple("0123456789")
     assert not (tmp_path / "net.npz.ckpt").exists()              # default checkpoint removed
+    digest = hashlib.sha256()                   # the arrays as loaded, as fingerprint() says
+    for array in (digits.train_x, digits.train_y, digits.test_x, digits.test_y):
+        digest.update(f"{array.dtype.str} {array.shape}\n".encode() + array.tobytes())
+    assert p["dataset"] == {"name": "digits", "sha256": digest.hexdigest(),
+                            "train_frames": 1438, "test_frames": 359, "in_bits": 5}
+
+
+IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+             "t10k-labels-idx1-ubyte")
+
+
+def _write_idx_dir(path, seed=0, train=40, test=16):
+    """Write a tiny MNIST-style dataset of 4x4 images into the directory `path`."""
+    rng = np.random.default_rng(seed)
+    path.mkdir(parents=True)
+    for name in IDX_FILES:
+        count = train if name.startswith("train") else test
+        array = (rng.integers(0, 256, (count, 4, 4)) if "images" in name
+                 else rng.integers(0, 10, count)).astype(np.uint8)
+        header = struct.pack(">HBB", 0, 0x08, array.ndim)
+        (path / name).write_bytes(header + struct.pack(f">{array.ndim}I", *array.shape)
+                                  + array.tobytes())
+    return path
+
+
+def _idx_config(tmp_path, dataset, **overrides):
+    return _config(tmp_path, dataset=str(dataset), hidden=(8,), epochs=1, batch_size=8,
+                   **overrides)
+
+
+def test_provenance_names_the_dataset_without_its_path(tmp_path):
+    folder = _write_idx_dir(tmp_path / "private-place" / "tiny")
+    net = artifact.load(t.main_train(_idx_config(tmp_path, folder)))
+    p = net.provenance
+    files = {name: hashlib.sha256((folder / name).read_bytes()).hexdigest()
+             for name in IDX_FILES}
+    listing = "".join(f"{files[name]}  {name}\n" for name in sorted(files))   # sha256sum's
+    assert p["dataset"] == {"name": "tiny", "sha256_files": files,
+                            "sha256": hashlib.sha256(listing.encode()).hexdigest(),
+                            "train_frames": 40, "test_frames": 16, "in_bits": 8}
+    assert p["training"]["dataset"] == "tiny"
+    text = json.dumps(p)
+    for part in (folder.parent, *folder.parent.parts[1:]):    # no part of the machine's path
+        assert str(part) not in text, part
+
+
+def test_resume_compares_the_dataset_digests(tmp_path):
+    first = _write_idx_dir(tmp_path / "a" / "tiny")
+    config = _idx_config(tmp_path, first, checkpoint_dir=str(tmp_path / "c"))
+    t.train(config)
+    second = tmp_path / "b" / "tiny"            # the same files elsewhere: the same dataset
+    shutil.copytree(first, second)
+    t.train(t.Config(**{**vars(config), "dataset": str(second), "resume": True}))
+    changed = tmp_path / "d" / "tiny"           # the same name, other contents: refused
+    _write_idx_dir(changed, seed=1)
+    wanted = fingerprint(load_dataset(changed))["sha256"]
+    saved = fingerprint(load_dataset(first))["sha256"]
+    with pytest.raises(t.ConfigError, match=rf"^{re.escape(str(tmp_path))}/c/checkpoint\.pt: "
+                                            rf"checkpoint has "
+                                            rf"dataset sha256='{saved}', this run "
+                                            rf"sha256='{wanted}'; rerun without --resume to "
+                                            rf"start over$"):
+        t.train(t.Config(**{**vars(config), "dataset": str(changed), "resume": True}))
 
 
 def test_interrupted_run_resumes_to_the_same_weights(tmp_path):

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 import bnnhw
 from bnnhw import artifact
-from bnnhw.datasets import DatasetError, load_dataset
+from bnnhw.datasets import DatasetError, dataset_name, fingerprint, load_dataset
 from bnnhw.errors import BnnhwError
 
 from . import export as export_
@@ -120,10 +120,16 @@ class Config:
         return folder / "checkpoint.pt"
 
     def training_fields(self):
-        """Return the fields that decide the trained weights, as JSON-friendly values."""
+        """Return the fields that decide the trained weights, as JSON-friendly values.
+
+        ``dataset`` is reduced to the dataset's name (no path of this machine); its files are
+        told apart by :func:`~bnnhw.datasets.fingerprint`, recorded beside these fields.
+        """
         skip = {"checkpoint_dir", "resume", "output", "progress"}
-        return {k: (list(v) if isinstance(v, tuple) else v)
-                for k, v in dataclasses.asdict(self).items() if k not in skip}
+        fields = {k: (list(v) if isinstance(v, tuple) else v)
+                  for k, v in dataclasses.asdict(self).items() if k not in skip}
+        fields["dataset"] = dataset_name(self.dataset)
+        return fields
 
 
 def build_model(config, dataset):
@@ -178,7 +184,9 @@ def _save_checkpoint(path, state):
     os.replace(temporary, path)
 
 
-def _load_checkpoint(path, config):
+def _load_checkpoint(path, config, dataset):
+    """Return the checkpoint at `path` if it was written for `config` and `dataset` (its
+    :func:`~bnnhw.datasets.fingerprint`); raise ConfigError otherwise."""
     if not path.is_file():
         raise ConfigError(f"resume: no checkpoint at {path}")
     try:
@@ -192,6 +200,10 @@ def _load_checkpoint(path, config):
         if saved.get(key) != wanted.get(key):
             raise ConfigError(f"{path}: checkpoint has {key}={saved.get(key)!r}, this run "
                               f"{key}={wanted.get(key)!r}; rerun without --resume to start over")
+    saved, wanted = (state.get("dataset") or {}).get("sha256"), dataset["sha256"]
+    if saved != wanted:
+        raise ConfigError(f"{path}: checkpoint has dataset sha256={saved!r}, this run "
+                          f"sha256={wanted!r}; rerun without --resume to start over")
     return state
 
 
@@ -217,7 +229,8 @@ def train(config, dataset=None, *, log=None):
         test_x = torch.from_numpy(dataset.test_x.astype(np.float32))
         test_y = torch.from_numpy(dataset.test_y.astype(np.int64))
         start, history = 0, []
-        state = _load_checkpoint(checkpoint, config) if config.resume else None
+        identity = fingerprint(dataset)
+        state = _load_checkpoint(checkpoint, config, identity) if config.resume else None
         if state is not None:
             start, history = state["epoch"], list(state["history"])
         model.binary = start >= config.real_epochs
@@ -240,6 +253,7 @@ def train(config, dataset=None, *, log=None):
                 history.append(record)
                 _save_checkpoint(checkpoint, {
                     "format": _CHECKPOINT_FORMAT, "config": config.training_fields(),
+                    "dataset": identity,
                     "epoch": epoch + 1, "history": history, "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state()})
                 _report(bar, log, record, total)
@@ -315,9 +329,10 @@ def _git_revision():
 def main_train(config, *, log=None):
     """Train, export, self-check and write ``config.output``; return its :class:`Path`.
 
-    The network file's provenance records the dataset, the resolved config, the golden model's
-    and torch's test accuracy, the self-check report (:func:`export.self_check`), the per-epoch
-    history, the training time, and the bnnhw, torch and git versions. Raises
+    The network file's provenance records the dataset (its name and SHA-256 digests, from
+    :func:`~bnnhw.datasets.fingerprint`), the resolved config, the golden model's and torch's
+    test accuracy, the self-check report (:func:`export.self_check`), the per-epoch history,
+    the training time, and the bnnhw, torch and git versions. Raises
     :class:`ConfigError`, :class:`~bnnhw.datasets.DatasetError` or
     :class:`~bnnhw.train.export.SelfCheckError` (nothing is written then). The checkpoint is
     removed on success when ``checkpoint_dir`` was left at None.
@@ -343,8 +358,8 @@ def main_train(config, *, log=None):
                              labels=[str(c) for c in range(dataset.classes)])
         report = export_.self_check(model, net, dataset.test_x, dataset.test_y)
     provenance = {
-        "dataset": {"name": dataset.name, "spec": str(config.dataset),
-                    "train_frames": int(len(dataset.train_y)),
+        # The dataset by name and SHA-256 digests, never by a path of this machine.
+        "dataset": {**fingerprint(dataset), "train_frames": int(len(dataset.train_y)),
                     "test_frames": int(len(dataset.test_y)), "in_bits": dataset.in_bits},
         "training": config.training_fields(),
         "golden_test_accuracy": report["golden_accuracy"],

@@ -1,7 +1,8 @@
 """The serial frame format between a host and a board running a bnnhw shell.
 
-Pure Python + numpy: the host client, the tests and the gateware (``boards/shell.py``) all follow
-this docstring. Multi-byte integers are little-endian, except the checksum (see below).
+Pure Python + numpy: the host client, the tests and the gateware (:mod:`bnnhw.boards.shell`)
+all follow this docstring. Multi-byte integers are little-endian, except the checksum (see
+below).
 
 Request, host -> board (``n_pixels + 5`` bytes)::
 
@@ -55,12 +56,13 @@ received and sends again. The host's :class:`ReplyParser` resynchronises the sam
 other direction, but it can look back: on a bad CRC it drops only the false start byte.
 """
 
+import binascii
 import dataclasses
 import enum
 
 import numpy as np
 
-from .errors import BnnhwError
+from ..errors import BnnhwError
 
 __all__ = [
     "REQUEST_START", "REPLY_START", "MAX_PIXELS", "SCORE_BITS", "Status", "Reply",
@@ -100,11 +102,8 @@ class Reply:
 
 def crc16(data, crc=0xFFFF):
     """Return the CRC-16/IBM-3740 of ``data`` (bytes), continuing from ``crc``."""
-    for byte in data:
-        crc ^= byte << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021 if crc & 0x8000 else crc << 1) & 0xFFFF
-    return crc
+    # crc_hqx is this CRC (polynomial 0x1021, MSB first, no final XOR) from any start value.
+    return binascii.crc_hqx(bytes(data), crc)
 
 
 def _with_crc(start, body):
