@@ -1,14 +1,9 @@
 """The board shell: frame parser, reply writer and LEDs around a network, behind a UART.
 
 The bytes on the line follow :mod:`bnnhw.boards.protocol` (its docstring is the format). The
-network the shell wraps has these ports and attributes (the gateware's contract with the shell):
-
-- ``net.i``: ``In(stream.Signature(pixel_layout(in_bits, in_simd)))``: ``in_simd`` pixels per
-  beat, pixel ``k*in_simd + j`` of a frame in bits ``[j*in_bits, (j+1)*in_bits)`` of beat ``k``;
-  ``last`` marks a frame's final beat;
-- ``net.o``: ``Out(stream.Signature(result_layout(cls_width, score_width, classes)))``: one beat
-  per frame;
-- ``net.in_bits``, ``net.in_simd``, ``net.n_pixels``, ``net.classes``, ``net.score_width``.
+network the shell wraps speaks the network top's port contract, :mod:`bnnhw.gateware.ports`:
+its ``ports`` attribute (a :class:`~bnnhw.gateware.ports.Ports`) gives the widths, and its
+signature is ``ports.signature()``.
 
 Data path: ``rx pin -> UARTReceiver -> FrameParser -> net -> ReplyWriter -> UARTTransmitter -> tx
 pin``, with the parser's error replies going straight to the writer. The UART is
@@ -16,14 +11,14 @@ pin``, with the parser's error replies going straight to the writer. The UART is
 """
 
 from amaranth import Module, Mux, ResetInserter, Signal, signed, unsigned
-from amaranth.lib import crc, data, memory, stream, wiring
+from amaranth.lib import crc, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..gateware.ports import Ports, beat_layout, cls_width, result_layout
 from . import protocol
 from .uart import UARTReceiver, UARTTransmitter, _check_divisor
 
-__all__ = ["pixel_layout", "result_layout", "STATUS_SHAPE", "CRC16", "crc16_processor",
-           "FrameParser", "ReplyWriter", "Shell"]
+__all__ = ["STATUS_SHAPE", "CRC16", "crc16_processor", "FrameParser", "ReplyWriter", "Shell"]
 
 STATUS_SHAPE = unsigned(3)      # holds every protocol.Status
 CRC16 = crc.catalog.CRC16_IBM_3740(data_width=8)    # :func:`protocol.crc16`, a byte per word
@@ -42,17 +37,6 @@ def crc16_processor(restart):
     # (on an iCE40, about 20 more LUTs in the reply writer, and its byte mux -> CRC path is
     # the writer's critical one); a reset goes into the flip-flops' own set or reset input.
     return ResetInserter(restart)(CRC16.create())
-
-
-def pixel_layout(in_bits, in_simd):
-    """Payload of the network's input stream: ``in_simd`` pixels of ``in_bits``, and ``last``."""
-    return data.StructLayout({"data": in_bits * in_simd, "last": 1})
-
-
-def result_layout(cls_width, score_width, classes):
-    """Payload of the network's output stream: the class and the ``classes`` signed scores."""
-    return data.StructLayout({"cls": unsigned(cls_width),
-                              "scores": data.ArrayLayout(signed(score_width), classes)})
 
 
 class FrameParser(wiring.Component):
@@ -99,7 +83,7 @@ class FrameParser(wiring.Component):
         self.timeout = timeout
         super().__init__({
             "i": In(stream.Signature(8)),
-            "o_pixels": Out(stream.Signature(pixel_layout(in_bits, in_simd))),
+            "o_pixels": Out(stream.Signature(beat_layout(in_bits * in_simd))),
             "o_error": Out(stream.Signature(STATUS_SHAPE)),
         })
 
@@ -221,32 +205,28 @@ class ReplyWriter(wiring.Component):
     Parameters
     ----------
     classes : int
-        Number of classes (and of scores), ``1 .. 255``.
-    cls_width : int
-        Width of the class field, ``0 .. 8``.
+        Number of classes (and of scores), ``1 .. 255``; the class field is as wide as the
+        network top's (:func:`bnnhw.gateware.ports.cls_width`).
     score_width : int
         Width of a signed score, ``1 .. 16`` (any positive width if ``scores`` is False).
     scores : bool
         Whether replies carry the scores.
     """
 
-    def __init__(self, *, classes, cls_width, score_width, scores=True):
-        for name, value in (("classes", classes), ("cls_width", cls_width),
-                            ("score_width", score_width)):
+    def __init__(self, *, classes, score_width, scores=True):
+        for name, value in (("classes", classes), ("score_width", score_width)):
             if not isinstance(value, int) or isinstance(value, bool):
                 raise TypeError(f"{name} must be an integer, not {value!r}")
         if not 1 <= classes <= 255:
             raise ValueError(f"classes must be in 1..255, not {classes}")
-        if not 0 <= cls_width <= 8 or classes > 1 << cls_width:
-            raise ValueError(f"cls_width must be in 0..8 and hold {classes} classes, "
-                             f"not {cls_width}")
         if score_width < 1 or (scores and score_width > protocol.SCORE_BITS):
             raise ValueError(f"score_width must be in 1..{protocol.SCORE_BITS} for replies "
                              f"with scores, not {score_width}")
-        self.classes, self.cls_width, self.score_width = classes, cls_width, score_width
+        self.classes, self.score_width = classes, score_width
+        self.cls_width = cls_width(classes)
         self.scores = bool(scores)
         super().__init__({
-            "i_result": In(stream.Signature(result_layout(cls_width, score_width, classes))),
+            "i_result": In(stream.Signature(result_layout(classes, score_width))),
             "i_error": In(stream.Signature(STATUS_SHAPE)),
             "o": Out(stream.Signature(8)),
         })
@@ -316,8 +296,8 @@ class Shell(wiring.Component):
     Parameters
     ----------
     net : wiring.Component
-        The network, with the ports and attributes in this module's docstring; the shell
-        elaborates it as its submodule ``net``.
+        The network, speaking :mod:`bnnhw.gateware.ports` (a ``ports`` attribute and the
+        signature it gives); the shell elaborates it as its submodule ``net``.
     divisor : int
         Clock cycles per UART bit, at least 4 (``clock frequency / baud rate``).
     timeout : int or None
@@ -336,52 +316,44 @@ class Shell(wiring.Component):
         if timeout < 20 * divisor:
             raise ValueError(f"timeout must be at least 2 byte times ({20 * divisor} clock "
                              f"cycles), not {timeout}")
+        ports = getattr(net, "ports", None)
+        if not isinstance(ports, Ports):
+            raise TypeError(f"net must speak the network top's port contract (a `ports` "
+                            f"attribute of type bnnhw.gateware.ports.Ports), not {net!r}")
         score_limit = protocol.SCORE_BITS if scores else 1 << 16
         for name, high in (("in_bits", 8), ("in_simd", protocol.MAX_PIXELS),
                            ("n_pixels", protocol.MAX_PIXELS), ("classes", 255),
                            ("score_width", score_limit)):
-            value = getattr(net, name, None)
+            value = getattr(ports, name)
             if not isinstance(value, int) or isinstance(value, bool):
-                raise TypeError(f"net.{name} must be an integer, not {value!r}")
+                raise TypeError(f"net.ports.{name} must be an integer, not {value!r}")
             if not 1 <= value <= high:
                 too_wide = name == "score_width" and scores and value > high
                 hint = "; pass scores=False" if too_wide else ""
-                raise ValueError(f"net.{name} must be in 1..{high}, not {value}{hint}")
-        if net.n_pixels % net.in_simd:
-            raise ValueError(f"net.n_pixels must be a multiple of net.in_simd = {net.in_simd}, "
-                             f"not {net.n_pixels}")
+                raise ValueError(f"net.ports.{name} must be in 1..{high}, not {value}{hint}")
+        if ports.n_pixels % ports.in_simd:
+            raise ValueError(f"net.ports.n_pixels must be a multiple of net.ports.in_simd = "
+                             f"{ports.in_simd}, not {ports.n_pixels}")
         signature = getattr(net, "signature", None)
         members = signature.members if isinstance(signature, wiring.Signature) else {}
-        try:
-            cls_width = members["o"].signature.members["payload"].shape["cls"].shape.width
-        except (KeyError, AttributeError, TypeError):
-            cls_width = None
-        expected = {
-            "i": In(stream.Signature(pixel_layout(net.in_bits, net.in_simd))),
-            "o": Out(stream.Signature(result_layout(cls_width or 0, net.score_width,
-                                                    net.classes))),
-        }
-        for name, member in expected.items():
-            if cls_width is None or members.get(name) != member:
+        for name, member in ports.signature().members.items():
+            if members.get(name) != member:
                 raise ValueError(f"net.{name} must be {member!r}, not {members.get(name)!r}")
-        if not net.classes <= 1 << cls_width <= 256:
-            raise ValueError(f"net.o's cls field must hold {net.classes} classes in at most "
-                             f"8 bits, not {cls_width} bits")
-        self.net, self.divisor, self.timeout, self.scores = net, divisor, timeout, bool(scores)
-        self.cls_width = cls_width
-        super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1), "leds": Out(cls_width)})
+        self.net, self.ports = net, ports
+        self.divisor, self.timeout, self.scores = divisor, timeout, bool(scores)
+        super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1),
+                          "leds": Out(ports.cls_width)})
 
     def elaborate(self, platform):
         m = Module()
-        net = self.net
+        net, ports = self.net, self.ports
         m.submodules.net = net
         m.submodules.receiver = receiver = UARTReceiver(divisor=self.divisor)
         m.submodules.parser = parser = FrameParser(
-            n_pixels=net.n_pixels, in_bits=net.in_bits, in_simd=net.in_simd,
+            n_pixels=ports.n_pixels, in_bits=ports.in_bits, in_simd=ports.in_simd,
             timeout=self.timeout)
         m.submodules.writer = writer = ReplyWriter(
-            classes=net.classes, cls_width=self.cls_width, score_width=net.score_width,
-            scores=self.scores)
+            classes=ports.classes, score_width=ports.score_width, scores=self.scores)
         m.submodules.transmitter = transmitter = UARTTransmitter(divisor=self.divisor)
 
         m.d.comb += [receiver.rx.eq(self.rx), self.tx.eq(transmitter.tx)]

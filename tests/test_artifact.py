@@ -351,3 +351,12 @@ def test_examples_give_the_golden_results_of_their_version_1_files():
     assert round(float((a.classes == data.test_y).mean()), 4) == 0.9833
     for layer_old, layer_new in zip(old.layers, new.layers):
         assert np.array_equal(layer_old.weights, layer_new.weights)
+
+
+@pytest.mark.parametrize("name", ["digits", "mnist_sfc", "mnist_tfc"])
+def test_examples_name_their_dataset_without_machine_paths(name):
+    net = artifact.load(Path(__file__).parents[1] / "examples" / f"{name}.npz")
+    text = json.dumps(net.provenance)
+    assert not re.search(r"\"(/|[A-Za-z]:\\\\)", text), text     # no absolute path anywhere
+    dataset = net.provenance["dataset"]
+    assert re.fullmatch(r"[0-9a-f]{64}", dataset["sha256"]) and dataset["name"]

@@ -2,6 +2,7 @@
 """Tests of the serial protocol (boards/protocol.py), the UART (boards/uart.py) and the board
 shell (boards/shell.py)."""
 
+import dataclasses
 import random
 import re
 
@@ -14,8 +15,8 @@ from amaranth.sim import Simulator
 
 from bnnhw.boards import protocol
 from bnnhw.boards.protocol import Reply, Status
-from bnnhw.boards.shell import (CRC16, FrameParser, ReplyWriter, Shell, crc16_processor,
-                                pixel_layout, result_layout)
+from bnnhw.boards.shell import CRC16, FrameParser, ReplyWriter, Shell, crc16_processor
+from bnnhw.gateware.ports import Ports, beat_layout, result_layout
 from bnnhw.boards.uart import UARTReceiver, UARTTransmitter
 from bnnhw.testing import stream_get, stream_put
 
@@ -400,9 +401,7 @@ def score_reference(pixels, classes, score_width):
 @pytest.mark.parametrize("stalls", [False, True])
 def test_writer_matches_encode_reply(classes, score_width, scores, stalls):
     rng = random.Random(classes)
-    cls_width = max(1, (classes - 1).bit_length())
-    dut = ReplyWriter(classes=classes, cls_width=cls_width, score_width=score_width,
-                      scores=scores)
+    dut = ReplyWriter(classes=classes, score_width=score_width, scores=scores)
     half = 1 << score_width - 1
     inputs = []
     for n in range(8):
@@ -443,19 +442,15 @@ def test_writer_matches_encode_reply(classes, score_width, scores, stalls):
 
 
 @pytest.mark.parametrize("kwargs,error,message", [
-    (dict(classes=0, cls_width=1, score_width=8),
+    (dict(classes=0, score_width=8),
      ValueError, r"^classes must be in 1\.\.255, not 0$"),
-    (dict(classes=256, cls_width=8, score_width=8),
+    (dict(classes=256, score_width=8),
      ValueError, r"^classes must be in 1\.\.255, not 256$"),
-    (dict(classes=5, cls_width=2, score_width=8),
-     ValueError, r"^cls_width must be in 0\.\.8 and hold 5 classes, not 2$"),
-    (dict(classes=5, cls_width=9, score_width=8),
-     ValueError, r"^cls_width must be in 0\.\.8 and hold 5 classes, not 9$"),
-    (dict(classes=5, cls_width=3, score_width=17),
+    (dict(classes=5, score_width=17),
      ValueError, r"^score_width must be in 1\.\.16 for replies with scores, not 17$"),
-    (dict(classes=5, cls_width=3, score_width=0, scores=False),
+    (dict(classes=5, score_width=0, scores=False),
      ValueError, r"^score_width must be in 1\.\.16 for replies with scores, not 0$"),
-    (dict(classes="5", cls_width=3, score_width=8),
+    (dict(classes="5", score_width=8),
      TypeError, r"^classes must be an integer, not '5'$"),
 ])
 def test_writer_rejects_parameters(kwargs, error, message):
@@ -473,14 +468,14 @@ class SumNetwork(wiring.Component):
     """
 
     def __init__(self, *, n_pixels, in_bits, in_simd, classes, score_width, seed=1,
-                 cls_width=None):
+                 port_classes=None):
         self.n_pixels, self.in_bits, self.in_simd = n_pixels, in_bits, in_simd
         self.classes, self.score_width, self.seed = classes, score_width, seed
-        if cls_width is None:
-            cls_width = max(1, (classes - 1).bit_length())
+        self.ports = Ports(in_bits=in_bits, in_simd=in_simd, n_pixels=n_pixels, classes=classes,
+                           score_width=score_width)
         super().__init__({
-            "i": In(stream.Signature(pixel_layout(in_bits, in_simd))),
-            "o": Out(stream.Signature(result_layout(cls_width, score_width, classes))),
+            "i": In(stream.Signature(beat_layout(in_bits * in_simd))),
+            "o": Out(stream.Signature(result_layout(port_classes or classes, score_width))),
         })
 
     def elaborate(self, platform):
@@ -624,9 +619,9 @@ def test_shell_answers_frames_and_rejects_bad_ones(config):
 
 
 def stand_in(**changes):
+    """The stand-in network whose ``ports`` say ``changes``, its signature left as it was."""
     net = SumNetwork(n_pixels=12, in_bits=8, in_simd=3, classes=5, score_width=10)
-    for name, value in changes.items():
-        setattr(net, name, value)
+    net.ports = dataclasses.replace(net.ports, **changes)
     return net
 
 
@@ -638,17 +633,17 @@ def stand_in(**changes):
     (stand_in(), dict(divisor=4, timeout=100.0), TypeError,
      r"^timeout must be an integer or None, not 100\.0$"),
     (stand_in(in_bits=None), dict(divisor=4), TypeError,
-     r"^net\.in_bits must be an integer, not None$"),
+     r"^net\.ports\.in_bits must be an integer, not None$"),
     (stand_in(in_bits=9), dict(divisor=4), ValueError,
-     r"^net\.in_bits must be in 1\.\.8, not 9$"),
+     r"^net\.ports\.in_bits must be in 1\.\.8, not 9$"),
     (stand_in(classes=256), dict(divisor=4), ValueError,
-     r"^net\.classes must be in 1\.\.255, not 256$"),
+     r"^net\.ports\.classes must be in 1\.\.255, not 256$"),
     (stand_in(n_pixels=0), dict(divisor=4), ValueError,
-     r"^net\.n_pixels must be in 1\.\.65535, not 0$"),
+     r"^net\.ports\.n_pixels must be in 1\.\.65535, not 0$"),
     (stand_in(score_width=17), dict(divisor=4), ValueError,
-     r"^net\.score_width must be in 1\.\.16, not 17; pass scores=False$"),
+     r"^net\.ports\.score_width must be in 1\.\.16, not 17; pass scores=False$"),
     (stand_in(n_pixels=13), dict(divisor=4), ValueError,
-     r"^net\.n_pixels must be a multiple of net\.in_simd = 3, not 13$"),
+     r"^net\.ports\.n_pixels must be a multiple of net\.ports\.in_simd = 3, not 13$"),
     (stand_in(in_simd=4), dict(divisor=4), ValueError,
      "^" + re.escape("net.i must be In(stream.Signature(StructLayout({'data': 32, 'last': 1}))), "
                      "not In(stream.Signature(StructLayout({'data': 24, 'last': 1})))") + "$"),
@@ -657,9 +652,15 @@ def stand_in(**changes):
                      "'scores': ArrayLayout(signed(8), 5)}))), not Out(stream.Signature("
                      "StructLayout({'cls': unsigned(3), 'scores': ArrayLayout(signed(10), "
                      "5)})))") + "$"),
-    (SumNetwork(n_pixels=12, in_bits=8, in_simd=3, classes=5, score_width=10, cls_width=2),
+    (SumNetwork(n_pixels=12, in_bits=8, in_simd=3, classes=5, score_width=10, port_classes=4),
      dict(divisor=4), ValueError,
-     r"^net\.o's cls field must hold 5 classes in at most 8 bits, not 2 bits$"),
+     "^" + re.escape("net.o must be Out(stream.Signature(StructLayout({'cls': unsigned(3), "
+                     "'scores': ArrayLayout(signed(10), 5)}))), not Out(stream.Signature("
+                     "StructLayout({'cls': unsigned(2), 'scores': ArrayLayout(signed(10), "
+                     "4)})))") + "$"),
+    (Module(), dict(divisor=4), TypeError,
+     r"^net must speak the network top's port contract \(a `ports` attribute of type "
+     r"bnnhw\.gateware\.ports\.Ports\), not <amaranth\.hdl\._dsl\.Module object at .*>$"),
 ])
 def test_shell_rejects_parameters(net, kwargs, error, message):
     with pytest.raises(error, match=message):
