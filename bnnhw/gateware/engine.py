@@ -39,11 +39,15 @@ class MatrixEngine(wiring.Component):
     one memory per PE of ``(MH / pe) * (MW / simd)`` words of ``simd`` bits (hard-wired when
     that is one word), read synchronously; ``memory`` asks Yosys for ``"block"`` RAM (what an
     iCE40 has spare) or ``"distributed"`` LUTs (LUT RAM and LUT ROM: faster on an ECP5, whose
-    block RAMs Yosys uses without their output register).
+    block RAMs Yosys uses without their output register). With ``vectors`` input vectors per
+    frame (the windows of a convolution), ``last`` marks the final beat of every
+    ``vectors``-th output vector only.
     """
 
-    def __init__(self, *, weights, pe, simd, in_bits=None, thresholds=None, memory="block"):
+    def __init__(self, *, weights, pe, simd, in_bits=None, thresholds=None, memory="block",
+                 vectors=1):
         self.weights = np.asarray(weights, dtype=np.uint8)
+        self.vectors = vectors
         self.pe, self.simd, self.in_bits, self.memory = pe, simd, in_bits, memory
         self.mh, self.mw = self.weights.shape
         weight_ones = None if in_bits is None else self.weights.sum(axis=1, dtype=np.int64)
@@ -213,6 +217,16 @@ class MatrixEngine(wiring.Component):
                          at_last.eq(end_group_next & Mux(end_group, end_frame_next, end_frame))]
         # A frame is written or read completely (rdone is issue & at_last, without `issue`).
         wdone, rdone = write & wlast, rfull & at_last & has_credit
+        # With several vectors per frame (the windows of a convolution), `last` goes on the
+        # frame's last vector only: a register says the vector being read is that one.
+        if self.vectors > 1:
+            vector = Signal(range(self.vectors))
+            last_vector = Signal()
+            with m.If(rdone):
+                m.d.sync += [vector.eq(Mux(last_vector, 0, vector + 1)),
+                             last_vector.eq(vector == self.vectors - 2)]
+        else:
+            last_vector = 1
         m.d.sync += [wsel.eq(wsel ^ wdone), rsel.eq(rsel ^ rdone),
                      rfull.eq(wdone | (rfull & (~rdone | wfull))),
                      wfull.eq(~rdone & (wfull | (rfull & wdone)))]
@@ -235,7 +249,7 @@ class MatrixEngine(wiring.Component):
         tags = [Signal(tag_layout, name="tag0")]
         m.d.comb += [tags[0].valid.eq(issue), tags[0].first.eq(first),
                      tags[0].last.eq(end_group), tags[0].emit.eq(issue & end_group),
-                     tags[0].final.eq(end_frame), tags[0].group.eq(group)]
+                     tags[0].final.eq(end_frame & last_vector), tags[0].group.eq(group)]
         for stage in range(1, 5 + self.levels):
             tags.append(Signal(tag_layout, name=f"tag{stage}"))
             m.d.sync += tags[stage].eq(tags[stage - 1])

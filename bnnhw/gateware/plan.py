@@ -10,8 +10,9 @@ re-deriving it (tests elaborate the components and compare).
 import math
 from dataclasses import dataclass
 
-__all__ = ["MEMORIES", "MemoryPlan", "MatrixPlan", "matrix_plan", "tree_levels", "range_width",
-           "signed_width", "check_memory"]
+__all__ = ["MEMORIES", "MemoryPlan", "MatrixPlan", "matrix_plan", "WindowPlan", "window_plan",
+           "PoolPlan", "pool_plan", "tree_levels", "range_width", "signed_width",
+           "check_memory"]
 
 # What a layer's memories may be asked to be built from: block RAM (what an iCE40 has spare)
 # or distributed LUT RAM / LUT ROM (faster on an ECP5).
@@ -148,3 +149,80 @@ def matrix_plan(*, mh, mw, pe, simd, in_bits=None, thresholds=None, weight_ones=
                       depth=depth, fifo_depth=fifo_depth, buffer_depth=buffer_depth,
                       acc_bounds=acc_bounds, acc_lo=acc_lo, acc_hi=acc_hi,
                       threshold_width=threshold_width, memories=tuple(memories))
+
+
+@dataclass(frozen=True)
+class WindowPlan:
+    """The sizing of a :class:`~bnnhw.gateware.window.WindowGenerator`; see :func:`window_plan`.
+
+    Rows of the input live in a ring of ``slots`` line buffers; a word is ``simd`` values of
+    ``bits`` bits; a pixel is ``words`` words; the address of (slot, column, word) is those
+    three fields side by side (``word_bits``, ``column_bits``, slot), so that it needs no
+    multiplier.
+    """
+    height: int
+    width: int
+    channels: int
+    kh: int
+    kw: int
+    simd: int
+    bits: int
+    out_height: int
+    out_width: int
+    words: int               # words per pixel: channels / simd
+    slots: int               # rows the ring holds: 2 * kh, so that the next frame's first
+                             # rows arrive while the last windows of a frame are read
+    word_bits: int
+    column_bits: int
+    reads: int               # beats emitted per frame: out_height * out_width * kh * kw * words
+    writes: int              # beats taken per frame: height * width * words
+    depth: int               # pipeline cycles from a read to its beat in the output FIFO
+    fifo_depth: int
+    memories: tuple
+
+
+def window_plan(*, height, width, channels, kh, kw, simd, bits, memory="block"):
+    """Plan a sliding-window generator over ``height x width`` pixels of ``channels`` values
+    (``bits`` bits each), ``kh x kw`` windows, ``simd`` values per beat (``simd`` divides
+    ``channels``)."""
+    words = channels // simd
+    word_bits, column_bits = (words - 1).bit_length(), (width - 1).bit_length()
+    slots = 2 * kh
+    ring = MemoryPlan("lines", "buffer", simd * bits, slots << (word_bits + column_bits),
+                      memory, rom=False)
+    oh, ow = height - kh + 1, width - kw + 1
+    return WindowPlan(height=height, width=width, channels=channels, kh=kh, kw=kw, simd=simd,
+                      bits=bits, out_height=oh, out_width=ow, words=words, slots=slots,
+                      word_bits=word_bits, column_bits=column_bits,
+                      reads=oh * ow * kh * kw * words, writes=height * width * words, depth=2,
+                      fifo_depth=4, memories=(ring,))
+
+
+@dataclass(frozen=True)
+class PoolPlan:
+    """The sizing of a :class:`~bnnhw.gateware.pool.MaxPool`; see :func:`pool_plan`."""
+    height: int
+    width: int
+    channels: int
+    size: int
+    simd: int
+    bits: int
+    out_height: int
+    out_width: int
+    words: int               # words per pixel: channels / simd
+    reads: int               # beats taken per frame: height * width * words
+    writes: int              # beats emitted per frame: out_height * out_width * words
+    memories: tuple
+
+
+def pool_plan(*, height, width, channels, size, simd, bits):
+    """Plan a max-pool unit over ``height x width`` pixels of ``channels`` values, windows of
+    ``size x size`` with stride ``size`` (rows and columns beyond a whole window are dropped),
+    ``simd`` values per beat."""
+    words = channels // simd
+    oh, ow = height // size, width // size
+    partial = MemoryPlan("partial", "buffer", simd * bits, ow * words, "distributed", rom=False)
+    return PoolPlan(height=height, width=width, channels=channels, size=size, simd=simd,
+                    bits=bits, out_height=oh, out_width=ow, words=words,
+                    reads=height * width * words, writes=oh * ow * words,
+                    memories=(partial,) if ow * words > 1 else ())
