@@ -27,7 +27,7 @@ def _table(rows, headers):
     headers = [str(h) for h in headers]
     columns = list(zip(headers, *rows))
     widths = [max(map(len, column)) for column in columns]
-    numeric = [all(re.fullmatch(r"-?[\d,.]+%?", c) for c in column[1:]) for column in columns]
+    numeric = [all(re.fullmatch(r"-?[\d,.]+%?|-", c) for c in column[1:]) for column in columns]
     line = lambda cells: "  ".join(c.rjust(w) if r else c.ljust(w)
                                    for c, w, r in zip(cells, widths, numeric)).rstrip()
     return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
