@@ -268,6 +268,8 @@ def main(argv=None):
                    help="'digits' or a directory of MNIST-style IDX files (default: %(default)s)")
     p.add_argument("--seed", metavar="N", type=int, default=0,
                    help="training seed (default: %(default)s)")
+    p.add_argument("--model", metavar="NAME",
+                   help="training preset, e.g. digits_cnn (default: digits for the digits)")
     p.add_argument("--board", choices=[*sorted(BOARDS), "none"], default="icebreaker",
                    help="board to build a bitstream for (default: %(default)s)")
     p.add_argument("--stall", metavar="P", type=float, default=0.3,

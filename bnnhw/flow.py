@@ -22,10 +22,10 @@ def _say(text):
     print(f"bnnhw flow: {text}", file=sys.stderr, flush=True)
 
 
-def _train(out, dataset, seed):
+def _train(out, dataset, seed, model):
     from .train import train as training
     path = out / "network.npz"
-    config = training.Config(dataset=dataset, seed=seed, output=str(path))
+    config = training.Config(dataset=dataset, seed=seed, model=model, output=str(path))
     training.main_train(config)
     return path
 
@@ -48,9 +48,10 @@ def run_flow(args):
     started = time.perf_counter()
 
     if args.network is None:
-        _say(f"training on {args.dataset} (seed {args.seed})")
+        _say(f"training {args.model or 'the default model'} on {args.dataset} "
+             f"(seed {args.seed})")
         step = time.perf_counter()
-        path = _train(out, args.dataset, args.seed)
+        path = _train(out, args.dataset, args.seed, args.model)
         rows.append(("train", f"{path} ({time.perf_counter() - step:.0f} s)"))
     else:
         path = Path(args.network)

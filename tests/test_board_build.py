@@ -43,3 +43,17 @@ def test_bitstream_builds_fits_and_meets_timing(name, tmp_path):
           f"{estimate(net, folding, board).logic}), "
           f"{result.utilization[board.block_ram[0]][0]} block RAMs, "
           f"Fmax {result.fmax_mhz:.1f} MHz, {result.seconds:.0f} s")
+
+
+@pytest.mark.slow
+@pytest.mark.board
+def test_cnn_bitstream_for_the_icebreaker(tmp_path):
+    board = get_board("icebreaker")
+    net = artifact.load(EXAMPLE.with_name("digits_cnn.npz"))
+    folding = fitting_folding(net, board)
+    result = build(board, net, folding, tmp_path / "cnn", log=lambda text: None)
+    logic, capacity = result.utilization[board.logic[0]]
+    assert 0 < logic <= capacity and result.timing_met
+    print(f"digits_cnn on the iCEBreaker: {logic} of {capacity} {board.logic[0]}, "
+          f"{result.utilization[board.block_ram[0]][0]} block RAMs, "
+          f"Fmax {result.fmax_mhz:.1f} MHz, {result.seconds:.0f} s")

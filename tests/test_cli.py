@@ -100,3 +100,19 @@ def test_bad_options_are_one_line_errors(tmp_path, capsys, args, message):
     assert exit.value.code == 1
     assert capsys.readouterr().err == f"bnnhw: error: {message.replace('{tmp}', str(tmp_path))}\n"
     assert sorted(tmp_path.iterdir()) == []           # nothing written
+
+
+def test_info_and_verilog_describe_a_cnn(tmp_path, capsys):
+    cnn = FIXTURE.parents[1].parent / "examples" / "digits_cnn.npz"
+    assert cli.main(["info", str(cnn), "--pe", "8,8,-,1,1", "--simd", "1,32,1,32,1"]) == 0
+    out = capsys.readouterr().out
+    assert "    2  maxpool     4x4x64 binary  2x2x64 binary            0         -  2x2 windows" \
+        in out
+    assert "initiation interval 1296 cycles/frame (layers[0])" in out
+    assert cli.main(["verilog", str(cnn), "-o", str(tmp_path / "cnn.v"), "--target",
+                     "2000"]) == 0
+    assert "module bnn_top" in (tmp_path / "cnn.v").read_text()
+    with pytest.raises(SystemExit):
+        cli.main(["info", str(cnn), "--pe", "8,8,2,1,1", "--simd", "1,32,1,32,1"])
+    assert capsys.readouterr().err.endswith("bnnhw: error: layers[2]: a maxpool layer has no "
+                                            "pe (give - for it)\n")
