@@ -197,12 +197,18 @@ def _kind_name_branches(path, names):
             yield node.lineno          # a table keyed by kind names
 
 
+# train/model.py and train/train.py speak the layer specification of `bnnhw train --layers`
+# (conv:C:K, pool:P, dense:N): words of that little language, not names of layer kinds.
+SPECIFICATION_LANGUAGE = {"train/model.py", "train/train.py"}
+
+
 def test_no_code_outside_the_kinds_package_branches_on_a_kind_name():
     names = set(kinds.KINDS)
     found = []
     for folder in ("bnnhw", "train", "sim", "boards", "bench"):
         for path in sorted((ROOT / folder).rglob("*.py")):
-            if "kinds" in path.relative_to(ROOT).parts:
+            relative = path.relative_to(ROOT)
+            if "kinds" in relative.parts or relative.as_posix() in SPECIFICATION_LANGUAGE:
                 continue
             found += [f"{path.relative_to(ROOT)}:{line}" for line in
                       _kind_name_branches(path, names)]
