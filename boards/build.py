@@ -48,20 +48,18 @@ class Estimate:
     per_layer: tuple   # (logic, block RAMs) per layer
 
 
-def _blocks(width, depth, bits, widest, narrowest=1):
+def _blocks(width, depth, bits, widest):
     """Block RAMs holding a ``width`` x ``depth`` memory, over the block's port widths."""
     options = []
     w = widest
-    while w >= narrowest:
+    while w >= 1:
         # iCE40 ports are 16/8/4/2 bits wide, ECP5 36/18/9/4/2/1: halving from the widest
-        # port gives the same depths to within a bit of parity.
+        # port gives the same depths to within a bit of parity (Yosys packs 1-bit words two
+        # to an iCE40 2048 x 2 word: an MNIST TFC with 1-bit weight words took 25 blocks).
         options.append(math.ceil(width / w) * math.ceil(depth / (bits // w)))
         w //= 2
     return min(options)
 
-
-# The narrowest block RAM port: an iCE40 RAM4K is at least 2 bits wide (2048 x 2).
-_NARROWEST = {"ice40": 2, "ecp5": 1}
 
 
 def estimate(net, folding, board, *, in_simd=None):
@@ -73,8 +71,7 @@ def estimate(net, folding, board, *, in_simd=None):
     """
     from ..perf import performance
     _, _, bits, widest = board.block_ram
-    blocks = lambda width, depth: _blocks(width, depth, bits, widest,
-                                          _NARROWEST.get(board.family, 1))
+    blocks = lambda width, depth: _blocks(width, depth, bits, widest)
     model = performance(net, folding, in_simd)
     per_layer = []
     for figures in model.layers:

@@ -36,7 +36,7 @@ class MatrixEngine(wiring.Component):
     Throughput: one frame per ``(MH / pe) * (MW / simd)`` cycles; the next frame's input is
     taken while the current one is computed (double-buffered). Latency: the whole input vector,
     then ``depth`` cycles from a group's last weight read to its output beat. Weights sit in
-    one memory per PE of ``(MH / pe) * (MW / simd)`` words of ``simd`` bits (hard-wired when
+    one memory of ``(MH / pe) * (MW / simd)`` words of ``pe * simd`` bits (hard-wired when
     that is one word), read synchronously; ``memory`` asks Yosys for ``"block"`` RAM (what an
     iCE40 has spare) or ``"distributed"`` LUTs (LUT RAM and LUT ROM: faster on an ECP5, whose
     block RAMs Yosys uses without their output register). With ``vectors`` input vectors per
@@ -267,11 +267,15 @@ class MatrixEngine(wiring.Component):
             words = [sum((-int(self.thresholds[g * pe + n]) & ((1 << tw) - 1)) << (n * tw)
                          for n in range(pe)) for g in range(nf)]
             negated = self._rom(m, "thresholds", words, tags[self.levels].group)
+        # All PEs' weights in one memory, PE n's simd bits at [n * simd, (n + 1) * simd) of
+        # the word of (group, beat). Yosys would build small ROMs from LUTs; block RAM is what
+        # an iCE40 has spare.
+        rows = [pack_words(row, simd) for row in self.weights]
+        words = [sum(rows[g * pe + n][k] << (n * simd) for n in range(pe))
+                 for g in range(nf) for k in range(sf)]
+        weights = self._rom(m, "weights", words, waddr)
         for n in range(pe):
-            words = [word for g in range(nf)
-                     for word in pack_words(self.weights[g * pe + n], simd)]
-            # Yosys would build small ROMs from LUTs; block RAM is what an iCE40 has spare.
-            w = self._rom(m, f"weights{n}", words, waddr)
+            w = weights.word_select(n, simd) if pe > 1 else weights
             total = self._tree(m, self._terms(x, w))
             acc = Signal(self.acc_shape, name=f"acc{n}")
             sum_tag = tags[2 + self.levels]

@@ -141,9 +141,10 @@ def matrix_plan(*, mh, mw, pe, simd, in_bits=None, thresholds=None, weight_ones=
         style = ("constant" if nf == 1 else
                  "distributed" if memory != "block" else "block" if width <= 32 else "auto")
         memories.append(MemoryPlan("thresholds", "thresholds", width, nf, style, rom=True))
-    for n in range(pe):
-        style = "constant" if nf * sf == 1 else memory
-        memories.append(MemoryPlan(f"weights{n}", "weights", simd, nf * sf, style, rom=True))
+    # All PEs' weights in one memory, a word of pe * simd bits per (group, beat): small
+    # layers then share a block RAM instead of taking one per PE.
+    style = "constant" if nf * sf == 1 else memory
+    memories.append(MemoryPlan("weights", "weights", pe * simd, nf * sf, style, rom=True))
     return MatrixPlan(mh=mh, mw=mw, pe=pe, simd=simd, elem_width=elem_width,
                       result_width=result_width, nf=nf, sf=sf, cycles=nf * sf, levels=levels,
                       depth=depth, fifo_depth=fifo_depth, buffer_depth=buffer_depth,
