@@ -142,7 +142,6 @@ def test_flipped_channel_is_the_complement():
     w = rng.integers(0, 2, (1, 3, 3, 2), dtype=np.uint8)
     x = rng.integers(0, 2, (50, 5 * 5 * 2), dtype=np.uint8)
     tensor = Tensor(2, 5, 5)
-    p = ConvLayer(weights=w, thresholds=np.array([0])).bind(tensor)
     popcount = np.concatenate([np.sum(rows == w.reshape(1, -1), axis=1)
                                for _, _, rows in windows(x, tensor, 3, 3)]).reshape(50, -1)
     for t in range(20):

@@ -14,7 +14,6 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from bnnhw import artifact, golden, kinds, testing
-from bnnhw.folding import LayerFolding
 from bnnhw.gateware.ports import beat_layout
 from bnnhw.gateware.top import NetworkTop, generate_verilog
 from bnnhw.kinds import (ConvLayer, DenseLayer, FirstConvLayer, FirstLayer, Layer,

@@ -181,6 +181,16 @@ class _Binary(nn.Module):
             self.weight.clamp_(-1, 1)
 
 
+def _normalise(layer, in_bits, mean, std):
+    """Give a first layer its fixed input normalisation: ``scale`` and ``shift`` such that
+    ``x' = (x / (2**in_bits - 1) - mean) / std = scale * x + shift``."""
+    if not std > 0:
+        raise ValueError(f"input std must be positive, not {std!r}")
+    layer.in_bits, layer.mean, layer.std = in_bits, float(mean), float(std)
+    layer.scale = 1.0 / (((1 << in_bits) - 1) * layer.std)
+    layer.shift = -layer.mean / layer.std
+
+
 class FirstLinear(_Binary):
     """First layer: integer inputs, binary weights, fixed linear input normalisation.
 
@@ -203,11 +213,7 @@ class FirstLinear(_Binary):
     def __init__(self, in_features, out_features, *, in_bits, scaling="none", mean=0.0,
                  std=1.0):
         super().__init__(in_features, out_features, scaling)
-        if not std > 0:
-            raise ValueError(f"input std must be positive, not {std!r}")
-        self.in_bits, self.mean, self.std = in_bits, float(mean), float(std)
-        self.scale = 1.0 / (((1 << in_bits) - 1) * self.std)
-        self.shift = -self.mean / self.std
+        _normalise(self, in_bits, mean, std)
 
     def forward(self, x):
         w = self.effective_weight()
@@ -263,11 +269,7 @@ class FirstConv2d(_Conv):
     def __init__(self, in_channels, out_channels, kernel, *, in_bits, scaling="none", mean=0.0,
                  std=1.0):
         super().__init__(in_channels, out_channels, kernel, scaling)
-        if not std > 0:
-            raise ValueError(f"input std must be positive, not {std!r}")
-        self.in_bits, self.mean, self.std = in_bits, float(mean), float(std)
-        self.scale = 1.0 / (((1 << in_bits) - 1) * self.std)
-        self.shift = -self.mean / self.std
+        _normalise(self, in_bits, mean, std)
 
     def forward(self, x):
         w = self.effective_weight()
@@ -364,7 +366,7 @@ class BinaryNet(nn.Module):
             first = not self.linears
             if kind == "conv":
                 if len(shape) != 3:
-                    raise LayerSpecError(f"conv layers must come before dense ones, not after")
+                    raise LayerSpecError("conv layers must come before dense ones, not after")
                 out, k = values
                 c, h, w = shape
                 if k > h or k > w:

@@ -1,10 +1,11 @@
 """The streaming max-pool unit on binary values: an OR over each window."""
 
-from amaranth import Cat, Module, Mux, Signal
+from amaranth import Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from .glue import check_positive, step
 from .plan import pool_plan
 from .ports import beat_layout
 
@@ -36,10 +37,7 @@ class MaxPool(wiring.Component):
     """
 
     def __init__(self, *, height, width, channels, size, simd):
-        for name, value in (("height", height), ("width", width), ("channels", channels),
-                            ("size", size), ("simd", simd)):
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise TypeError(f"{name} must be a positive integer, not {value!r}")
+        check_positive(height=height, width=width, channels=channels, size=size, simd=simd)
         if size > height or size > width:
             raise ValueError(f"a {size}x{size} pool does not fit a {height}x{width} frame")
         if channels % simd:
@@ -48,13 +46,6 @@ class MaxPool(wiring.Component):
                               simd=simd, bits=1)
         super().__init__({"i": In(stream.Signature(beat_layout(simd))),
                           "o": Out(stream.Signature(beat_layout(simd)))})
-
-    @staticmethod
-    def _step(m, counter, n, enable):
-        at_end = counter == n - 1
-        with m.If(enable):
-            m.d.sync += counter.eq(Mux(at_end, 0, counter + 1))
-        return at_end
 
     def elaborate(self, platform):
         m = Module()
@@ -72,10 +63,10 @@ class MaxPool(wiring.Component):
         with m.If(self.o.valid & self.o.ready):
             m.d.sync += self.o.valid.eq(0)
 
-        word_end = self._step(m, word, words, take)
-        col_end = self._step(m, column, plan.width, take & word_end)
-        self._step(m, row, plan.height, take & word_end & col_end)
-        dx_end = self._step(m, dx, p, take & word_end)
+        word_end = step(m, word, words, take)
+        col_end = step(m, column, plan.width, take & word_end)
+        step(m, row, plan.height, take & word_end & col_end)
+        dx_end = step(m, dx, p, take & word_end)
         with m.If(take & word_end):
             with m.If(col_end):
                 m.d.sync += [ox.eq(0), dx.eq(0)]

@@ -12,6 +12,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .fifo import CreditFIFO
+from .glue import check_positive, step
 from .plan import window_plan
 from .ports import beat_layout
 
@@ -50,10 +51,8 @@ class WindowGenerator(wiring.Component):
     """
 
     def __init__(self, *, height, width, channels, kh, kw, simd, bits, memory="block"):
-        for name, value in (("height", height), ("width", width), ("channels", channels),
-                            ("kh", kh), ("kw", kw), ("simd", simd), ("bits", bits)):
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise TypeError(f"{name} must be a positive integer, not {value!r}")
+        check_positive(height=height, width=width, channels=channels, kh=kh, kw=kw, simd=simd,
+                       bits=bits)
         if kh > height or kw > width:
             raise ValueError(f"a {kh}x{kw} window does not fit a {height}x{width} frame")
         if channels % simd:
@@ -63,14 +62,6 @@ class WindowGenerator(wiring.Component):
         self.memory = memory
         super().__init__({"i": In(stream.Signature(beat_layout(simd * bits))),
                           "o": Out(stream.Signature(beat_layout(simd * bits)))})
-
-    @staticmethod
-    def _step(m, counter, n, enable):
-        """Step ``counter`` over ``0..n-1`` when ``enable``; return whether it is at ``n - 1``."""
-        at_end = counter == n - 1
-        with m.If(enable):
-            m.d.sync += counter.eq(Mux(at_end, 0, counter + 1))
-        return at_end
 
     def elaborate(self, platform):
         m = Module()
@@ -99,10 +90,10 @@ class WindowGenerator(wiring.Component):
         write = self.i.valid & self.i.ready
         m.d.comb += [wport.addr.eq(address(wword, wcol, wslot)),
                      wport.data.eq(self.i.payload.data), wport.en.eq(write)]
-        word_end = self._step(m, wword, words, write)
-        col_end = self._step(m, wcol, plan.width, write & word_end)
+        word_end = step(m, wword, words, write)
+        col_end = step(m, wcol, plan.width, write & word_end)
         row_end = word_end & col_end
-        self._step(m, wslot, slots, write & row_end)
+        step(m, wslot, slots, write & row_end)
         with m.If(write):
             m.d.sync += mid_row.eq(~row_end)
 
@@ -117,12 +108,12 @@ class WindowGenerator(wiring.Component):
         rcol = Signal(range(plan.width))
         m.d.comb += rport.addr.eq(address(rword, rcol, rslot))
 
-        word_end = self._step(m, rword, words, issue)
-        kx_end = self._step(m, rkx, kw, issue & word_end)
-        ky_end = self._step(m, rky, kh, issue & word_end & kx_end)
+        word_end = step(m, rword, words, issue)
+        kx_end = step(m, rkx, kw, issue & word_end)
+        ky_end = step(m, rky, kh, issue & word_end & kx_end)
         window_end = word_end & kx_end & ky_end
-        ox_end = self._step(m, rox, plan.out_width, issue & window_end)
-        oy_end = self._step(m, roy, plan.out_height, issue & window_end & ox_end)
+        ox_end = step(m, rox, plan.out_width, issue & window_end)
+        oy_end = step(m, roy, plan.out_height, issue & window_end & ox_end)
         frame_end = window_end & ox_end & oy_end
 
         def slot_plus(slot, n):
