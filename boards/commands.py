@@ -29,8 +29,8 @@ def run_build(args):
     folding = folding_from_options(net, pe=args.pe, simd=args.simd, target=args.target,
                                    default=lambda: fitting_folding(net, board))
     build_dir = args.build_dir or Path("build") / f"{args.network.stem}-{board.name}"
-    result = build(board, net, folding, build_dir, baud=args.baud, scores=not args.no_scores,
-                   log=lambda text: print(text, file=sys.stderr))
+    result = build(board, net, folding, build_dir, clock_mhz=args.clock, baud=args.baud,
+                   scores=not args.no_scores, log=lambda text: print(text, file=sys.stderr))
     print(format_result(result))
     if not result.timing_met:
         print(f"bnnhw: error: timing not met: {result.fmax_mhz:.1f} MHz achieved, "
