@@ -260,6 +260,9 @@ def main(argv=None):
                    help="UART baud rate the bitstream was built for (default: %(default)s)")
     p.add_argument("--timeout", metavar="SECONDS", type=float, default=2.0,
                    help="wait this long for each reply (default: %(default)s)")
+    p.add_argument("--build-dir", metavar="DIR", type=Path,
+                   help="the folder `bnnhw build` wrote: its clock and cycles per frame give "
+                        "the gateware's bound beside the link's")
     p.set_defaults(run=run_host)
 
     p = commands.add_parser("flow", help="the main job: train, check, simulate, build")

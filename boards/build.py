@@ -6,17 +6,20 @@ a hopeless build is refused in seconds rather than failing after minutes), runs 
 from YoWASP, and reports utilisation against capacity and Fmax against the board's clock.
 """
 
+import json
 import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from .board import BoardError, BoardTop
+from .rates import bounds
 from .toolchain import ToolchainError, default_cache_dir, run_plan, toolchain_env
 from ..errors import BnnhwError
 
 __all__ = ["FitError", "Estimate", "estimate", "check_fit", "fitting_folding", "BuildResult",
-           "uart_divisor", "check_baud", "clock_setting", "build", "format_result"]
+           "uart_divisor", "check_baud", "clock_setting", "build", "read_summary",
+           "format_result"]
 
 
 class FitError(BnnhwError):
@@ -151,6 +154,7 @@ class BuildResult:
     seconds: float
     attempts: tuple = ()
     divisor: int = 0       # clock cycles per UART bit
+    bounds: object = None  # rates.Bounds: frames/s the link and the gateware allow
 
     @property
     def timing_met(self):
@@ -260,10 +264,42 @@ def build(board, net, folding, build_dir, *, clock_mhz=None, baud=115200, scores
             except BnnhwError:
                 done = True
         if done:
-            return BuildResult(board=board, bitstream=bitstream, utilization=report.utilization,
-                               fmax_mhz=min(fmax), clock_mhz=hz / 1e6, estimate=need,
-                               seconds=time.perf_counter() - start, attempts=tuple(tried),
-                               divisor=divisor)
+            result = BuildResult(board=board, bitstream=bitstream,
+                                 utilization=report.utilization, fmax_mhz=min(fmax),
+                                 clock_mhz=hz / 1e6, estimate=need,
+                                 seconds=time.perf_counter() - start, attempts=tuple(tried),
+                                 divisor=divisor,
+                                 bounds=bounds(net.input_size, net.classes, baud=baud,
+                                               scores=scores, clock_hz=hz, cycles=interval))
+            _write_summary(build_dir / "build.json", result, net, folding, baud, scores)
+            return result
+
+
+def _write_summary(path, result, net, folding, baud, scores):
+    """Write what `bnnhw run` and `bnnhw program` need to know of a build, as JSON."""
+    from ..folding import format_folding
+    summary = {
+        "board": result.board.name, "bitstream": result.bitstream.name,
+        "folding": format_folding(folding), "clock_mhz": result.clock_mhz,
+        "fmax_mhz": result.fmax_mhz, "timing_met": result.timing_met, "baud": baud,
+        "divisor": result.divisor, "scores": scores, "cycles_per_frame": result.bounds.cycles,
+        "n_pixels": net.input_size, "classes": net.classes,
+    }
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(summary, indent=1) + "\n")
+    temporary.replace(path)
+
+
+def read_summary(build_dir):
+    """The summary `bnnhw build` wrote in ``build_dir``; raises :class:`BoardError`."""
+    path = Path(build_dir) / "build.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BoardError(f"{path}: no such file; is {build_dir} a folder `bnnhw build` wrote?") \
+            from None
+    except json.JSONDecodeError as error:
+        raise BoardError(f"{path}: unreadable ({error})") from None
 
 
 def format_result(result):
@@ -281,4 +317,6 @@ def format_result(result):
     if len(result.attempts) > 1:
         lines.append(f"{'clocks tried':<26} " + ", ".join(
             f"{clock:g} MHz (Fmax {fmax:.1f})" for clock, fmax in result.attempts))
+    if result.bounds is not None:
+        lines += result.bounds.lines()
     return "\n".join(lines)

@@ -187,10 +187,9 @@ class ClockGenerator(Elaboratable):
                 i_ENCLKOP=Const(0),
                 o_CLKOP=clk, o_LOCK=locked)
             hz = setting.output_hz
-        if setting is not None and setting.family != "ice40":
-            # nextpnr-ice40 derives the PLL's output frequency from the oscillator pin's
-            # (and the net named here does not survive synthesis there).
-            platform.add_clock_constraint(clk, hz)
+        # No clock constraint here: both nextpnrs derive the PLL output's frequency from the
+        # oscillator pin's constraint and the PLL's parameters (and the net named here does
+        # not survive synthesis under this name).
 
         # Reset until `delay` cycles after lock; the counter itself has no reset, so that it
         # starts from its initial value at configuration (flip-flops have one on iCE40, ECP5).
