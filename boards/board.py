@@ -27,17 +27,22 @@ class Board:
 
     ``resources`` maps nextpnr's resource names to what bnnhw calls them in reports, e.g.
     ``{"ICESTORM_LC": "logic cells"}``; ``block_ram`` gives the block RAM primitive's size in
-    bits and its widest port, for the fit check before place and route.
+    bits and its widest port, for the fit check before place and route. The design runs from
+    a PLL (:mod:`bnnhw.boards.clocks`) fed by the oscillator ``clock_resource`` of
+    ``clock_hz``; a build without a clock asked for starts its search at ``max_clock_mhz``.
     """
     name: str
     title: str
     platform: type
     family: str                       # "ice40" or "ecp5": chooses nextpnr and the packer
-    clock_hz: float                   # the default clock the shell and network run on
+    clock_hz: float                   # the board's oscillator
+    clock_resource: str               # its platform resource, the PLL's input
+    max_clock_mhz: float              # where the search for the fastest clock starts
     leds: int                         # LEDs of the "led" resource used to show the class
     logic: tuple                      # (nextpnr resource, count): LUT4-based cells
     block_ram: tuple                  # (nextpnr resource, count, bits each, widest port)
     resources: dict = field(default_factory=dict)
+    synth_opts: str = ""              # more options for Yosys's synth_ice40 / synth_ecp5
     bitstream: str = "bin"            # extension of the file to program
     program: tuple = ()               # programmer command, "{bitstream}" replaced
     program_package: str = ""         # what to install when the programmer is missing
@@ -61,14 +66,20 @@ class BoardTop(Elaboratable):
     """The whole design on a board: the UART shell around a network, and the class on LEDs.
 
     ``shell`` is a :class:`bnnhw.boards.shell.Shell` (its ``rx``/``tx`` pins go to the board's
-    first UART, its ``leds`` to the board's LEDs, as many bits as both have).
+    first UART, its ``leds`` to the board's LEDs, as many bits as both have). ``clock`` is the
+    :class:`~bnnhw.boards.clocks.PLLSetting` the design runs at (None: the oscillator).
     """
-    def __init__(self, board, shell):
+    def __init__(self, board, shell, clock=None):
         self.board = board
         self.shell = shell
+        self.clock = clock
 
     def elaborate(self, platform):
+        from .clocks import ClockGenerator, clock_domains
         m = Module()
+        for name, domain in clock_domains().items():
+            setattr(m.domains, name, domain)
+        m.submodules.clocks = ClockGenerator(self.board.clock_resource, self.clock)
         m.submodules.shell = shell = self.shell
         uart = platform.request("uart", 0, dir="-")
         m.submodules.rx = rx = io.Buffer("i", uart.rx)

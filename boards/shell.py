@@ -10,7 +10,7 @@ pin``, with the parser's error replies going straight to the writer. The UART is
 :mod:`bnnhw.boards.uart`.
 """
 
-from amaranth import Module, Mux, ResetInserter, Signal, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, ResetInserter, Signal, Value, signed, unsigned
 from amaranth.lib import crc, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -39,19 +39,39 @@ def crc16_processor(restart):
     return ResetInserter(restart)(CRC16.create())
 
 
+def _timeout_counter(m, limit, restart):
+    """A timer that expires ``limit`` cycles after the last cycle ``restart`` was high: return
+    ``expired``, a flip-flop that stays set until the next ``restart``.
+
+    An up counter cleared by ``restart`` (the flip-flops' own reset input), compared with a
+    constant into a register: each counter bit is then one LUT beside its carry cell on an
+    iCE40. A reload value, or an enable, merged into the sum LUT kept nextpnr from packing it
+    with the carry, and the chain, broken at every bit, was the design's slowest path.
+    """
+    count = Signal(max(1, (limit - 1).bit_length()), name="timer")
+    expired = Signal(name="expired")
+    m.d.sync += [count.eq(Mux(restart, 0, count + 1)),
+                 expired.eq(~restart & (expired | (count == limit - 2)))]
+    return expired
+
+
 class FrameParser(wiring.Component):
     """Request frames in (bytes), checked pixel frames out; an error status for bad frames.
 
     Follows :mod:`bnnhw.boards.protocol`. A frame is buffered whole (a memory of ``n_pixels``
     pixels of ``in_bits``, one word of ``in_simd`` pixels per beat) and released on
-    ``o_pixels`` only once its length, CRC and pixel range are good, so the network never sees
-    a bad frame. A bad frame puts its :class:`protocol.Status` on ``o_error`` instead; if an
-    earlier one is still waiting there, the new one is dropped. Inside a frame, ``timeout``
-    cycles without a byte end it with ``TIMEOUT``; after any error the parser looks for the
-    next start byte at once.
-    ``i.ready`` is high except from the last checksum byte until the frame is released (one
-    cycle, then ``n_pixels / in_simd`` beats if the network does not stall); the frame is
-    released one beat per cycle.
+    ``o_pixels`` only once its length, CRC and pixel range are good and ``i_status`` (the
+    network's state, a :class:`protocol.Status`) is ``OK``, so the network never sees a bad
+    frame. A bad frame puts its :class:`protocol.Status` on ``o_error`` instead (a good frame
+    while ``i_status`` is not ``OK``, that status); if an earlier one is still waiting there,
+    the new one is dropped. Inside a frame, ``timeout`` cycles without a byte end it with
+    ``TIMEOUT``; after any error the parser looks for the next start byte at once.
+
+    Each byte is taken into a register with what it says (start byte, length bytes, pixel in
+    range) and acted on a cycle later, so that every decision starts at flip-flops. ``i.ready``
+    is high except from the cycle after the last checksum byte until the frame is released
+    (three cycles, then ``n_pixels / in_simd`` beats if the network does not stall; one byte
+    more can wait in the register meanwhile); the frame is released one beat per cycle.
 
     Parameters
     ----------
@@ -83,6 +103,7 @@ class FrameParser(wiring.Component):
         self.timeout = timeout
         super().__init__({
             "i": In(stream.Signature(8)),
+            "i_status": In(STATUS_SHAPE, init=int(protocol.Status.OK)),
             "o_pixels": Out(stream.Signature(beat_layout(in_bits * in_simd))),
             "o_error": Out(stream.Signature(STATUS_SHAPE)),
         })
@@ -90,107 +111,122 @@ class FrameParser(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         n_words = self.n_pixels // self.in_simd
+        # Read and write never meet: the frame is released only once it is written whole.
         m.submodules.buffer = buffer = memory.Memory(
-            shape=self.in_bits * self.in_simd, depth=n_words, init=[])
+            shape=self.in_bits * self.in_simd, depth=n_words, init=[],
+            attrs={"no_rw_check": 1})
         write = buffer.write_port(granularity=self.in_bits)
         read = buffer.read_port()
+
+        # The byte register: `got` says it holds a byte the state machine has not used yet.
+        # A state that uses bytes empties it, and it takes the next byte in the same cycle.
+        byte, got = Signal(8), Signal()
+        is_start, low_ok, high_ok, out_of_range = Signal(), Signal(), Signal(), Signal()
+        # Whether the state machine is in a state that uses bytes (a flip-flop: decoded from
+        # the state, it was the start of the slowest path).
+        use = Signal(init=1)
+        m.d.comb += self.i.ready.eq(~got | use)
+        with m.If(use):
+            m.d.sync += got.eq(0)
+        with m.If(self.i.valid & self.i.ready):
+            payload = self.i.payload
+            m.d.sync += [byte.eq(payload), got.eq(1),
+                         is_start.eq(payload == protocol.REQUEST_START),
+                         low_ok.eq(payload == self.n_pixels & 0xFF),
+                         high_ok.eq(payload == self.n_pixels >> 8),
+                         out_of_range.eq(payload[self.in_bits:] != 0 if self.in_bits < 8
+                                         else 0)]
 
         # The CRC register restarts while hunting for a start byte and takes every byte after it.
         restart = Signal()
         m.submodules.crc = checksum = crc16_processor(restart)
-        byte = self.i.payload
         m.d.comb += checksum.data.eq(byte)
+        crc_ok = Signal()
+        m.d.sync += crc_ok.eq(checksum.match_detected)
 
+        restart_timer = Signal()
+        expired = _timeout_counter(m, self.timeout, restart_timer)
+        # Pixel lanes one-hot, words counted with a flag for the last one (from flip-flops).
+        lane = Signal(self.in_simd, init=1)
         word = Signal(range(n_words))
-        lane = Signal(range(self.in_simd))
-        timer = Signal(range(self.timeout))
+        word_next = Signal(range(n_words + 1), init=1)
+        last = Signal(init=n_words == 1)
         length_low_ok = Signal()
         bad_pixel = Signal()
 
+        # One flip-flop per state (Amaranth's binary state number cost LUT levels on every
+        # path): hunting for a start byte, the two length bytes, the pixels, the two checksum
+        # bytes, a cycle for the CRC register to take the last byte, a decision, the release.
+        names = ("hunt", "length_low", "length_high", "pixels", "check_high", "check_low",
+                 "verify", "decide", "release")
+        st = {name: Signal(name=f"state_{name}", init=name == "hunt") for name in names}
+        framing = Signal()                   # in a state from `length_low` to `check_low`
+        begin = st["hunt"] & got & is_start
+        timed_out = framing & ~got & expired
+        length_bad = st["length_high"] & got & ~(length_low_ok & high_ok)
+        end_pixels = st["pixels"] & got & lane[-1] & last
+        status_bad = self.i_status != protocol.Status.OK
+        refused = st["decide"] & (~crc_ok | bad_pixel | status_bad)
+        released = st["release"] & self.o_pixels.ready & last
+        wait = ~got & ~expired               # a state inside a frame with no byte to use
+        m.d.sync += [
+            st["hunt"].eq((st["hunt"] & ~begin) | timed_out | length_bad | refused | released),
+            st["length_low"].eq(begin | (st["length_low"] & wait)),
+            st["length_high"].eq((st["length_low"] & got) | (st["length_high"] & wait)),
+            st["pixels"].eq((st["length_high"] & got & ~length_bad)
+                            | (st["pixels"] & ((got & ~(lane[-1] & last)) | wait))),
+            st["check_high"].eq(end_pixels | (st["check_high"] & wait)),
+            st["check_low"].eq((st["check_high"] & got) | (st["check_low"] & wait)),
+            st["verify"].eq(st["check_low"] & got),
+            st["decide"].eq(st["verify"]),
+            st["release"].eq((st["decide"] & ~refused) | (st["release"] & ~released)),
+            framing.eq(begin | (framing & ~timed_out & ~length_bad
+                                & ~(st["check_low"] & got))),
+            use.eq(timed_out | length_bad | refused | released
+                   | (use & ~(st["check_low"] & got))),
+        ]
+
+        # Every byte after the start byte goes through the CRC and restarts the timeout.
+        m.d.comb += [restart.eq(st["hunt"]), checksum.valid.eq(framing & got)]
+        m.d.comb += restart_timer.eq(begin | (framing & got))
+        with m.If(st["length_low"] & got):
+            m.d.sync += length_low_ok.eq(low_ok)
+        with m.If(st["length_high"] & got):
+            m.d.sync += [bad_pixel.eq(0), lane.eq(1), word.eq(0), word_next.eq(1),
+                         last.eq(n_words == 1)]
+        with m.If(st["pixels"] & got):
+            m.d.comb += write.en.eq(lane)
+            m.d.sync += lane.eq(lane.rotate_left(1))
+            with m.If(out_of_range):
+                m.d.sync += bad_pixel.eq(1)
+        with m.If((st["pixels"] & got & lane[-1]) | (st["release"] & self.o_pixels.ready)):
+            m.d.sync += [word.eq(Mux(last, 0, word_next)),
+                         word_next.eq(Mux(last, 1, word_next + 1)),
+                         last.eq(Mux(last, n_words == 1, word_next == n_words - 1))]
+
+        # An error goes out a cycle later (registered with its status first), unless an
+        # earlier one still waits there.
+        error, status = Signal(), Signal(STATUS_SHAPE)
+        m.d.sync += [error.eq(timed_out | length_bad | refused),
+                     status.eq(Mux(timed_out, protocol.Status.TIMEOUT,
+                                   Mux(length_bad, protocol.Status.BAD_LENGTH,
+                                       Mux(~crc_ok, protocol.Status.BAD_CHECKSUM,
+                                           Mux(bad_pixel, protocol.Status.BAD_PIXEL,
+                                               self.i_status)))))]
         with m.If(self.o_error.ready):
             m.d.sync += self.o_error.valid.eq(0)
-
-        def report(status):
-            with m.If(~self.o_error.valid | self.o_error.ready):
-                m.d.sync += [self.o_error.payload.eq(int(status)), self.o_error.valid.eq(1)]
-            m.next = "HUNT"
-
-        def in_frame():
-            # Every byte after the start byte goes through the CRC and restarts the timeout.
-            m.d.comb += [self.i.ready.eq(1), checksum.valid.eq(self.i.valid)]
-            with m.If(self.i.valid):
-                m.d.sync += timer.eq(self.timeout - 1)
-            with m.Elif(timer == 0):
-                report(protocol.Status.TIMEOUT)
-            with m.Else():
-                m.d.sync += timer.eq(timer - 1)
+        with m.If(error & ~self.o_error.valid):
+            m.d.sync += [self.o_error.valid.eq(1), self.o_error.payload.eq(status)]
 
         # The pixel being written goes to every lane; the write enable picks its lane.
         m.d.comb += [write.addr.eq(word),
                      write.data.eq(byte[:self.in_bits].replicate(self.in_simd))]
         # The read port shows the word of the current beat, and the next one after a transfer.
-        last = word == n_words - 1
-        advance = self.o_pixels.valid & self.o_pixels.ready & ~last
-        m.d.comb += [read.addr.eq(Mux(advance, word + 1, word)),
+        advance = self.o_pixels.valid & self.o_pixels.ready
+        m.d.comb += [self.o_pixels.valid.eq(st["release"]),
+                     read.addr.eq(Mux(advance & ~last, word_next, word)),
                      self.o_pixels.payload.data.eq(read.data),
                      self.o_pixels.payload.last.eq(last)]
-
-        with m.FSM():
-            with m.State("HUNT"):
-                m.d.comb += [self.i.ready.eq(1), restart.eq(1)]
-                with m.If(self.i.valid & (byte == protocol.REQUEST_START)):
-                    m.d.sync += timer.eq(self.timeout - 1)
-                    m.next = "LENGTH_LOW"
-            with m.State("LENGTH_LOW"):
-                in_frame()
-                with m.If(self.i.valid):
-                    m.d.sync += length_low_ok.eq(byte == self.n_pixels & 0xFF)
-                    m.next = "LENGTH_HIGH"
-            with m.State("LENGTH_HIGH"):
-                in_frame()
-                with m.If(self.i.valid):
-                    m.d.sync += [word.eq(0), lane.eq(0), bad_pixel.eq(0)]
-                    m.next = "PIXELS"
-                    with m.If(~length_low_ok | (byte != self.n_pixels >> 8)):
-                        report(protocol.Status.BAD_LENGTH)
-            with m.State("PIXELS"):
-                in_frame()
-                with m.If(self.i.valid):
-                    for j in range(self.in_simd):
-                        m.d.comb += write.en[j].eq(lane == j)
-                    if self.in_bits < 8:
-                        with m.If(byte[self.in_bits:] != 0):
-                            m.d.sync += bad_pixel.eq(1)
-                    with m.If(lane == self.in_simd - 1):
-                        m.d.sync += [lane.eq(0), word.eq(word + 1)]
-                        with m.If(last):
-                            m.d.sync += word.eq(0)
-                            m.next = "CHECK_HIGH"
-                    with m.Else():
-                        m.d.sync += lane.eq(lane + 1)
-            with m.State("CHECK_HIGH"):
-                in_frame()
-                with m.If(self.i.valid):
-                    m.next = "CHECK_LOW"
-            with m.State("CHECK_LOW"):
-                in_frame()
-                with m.If(self.i.valid):
-                    m.next = "VERIFY"
-            with m.State("VERIFY"):
-                # The CRC of everything after the start byte, checksum included, is 0.
-                with m.If(~checksum.match_detected):
-                    report(protocol.Status.BAD_CHECKSUM)
-                with m.Elif(bad_pixel):
-                    report(protocol.Status.BAD_PIXEL)
-                with m.Else():
-                    m.next = "RELEASE"
-            with m.State("RELEASE"):
-                m.d.comb += self.o_pixels.valid.eq(1)
-                with m.If(self.o_pixels.ready):
-                    m.d.sync += word.eq(word + 1)
-                    with m.If(last):
-                        m.d.sync += word.eq(0)
-                        m.next = "HUNT"
         return m
 
 
@@ -198,9 +234,13 @@ class ReplyWriter(wiring.Component):
     """Network results and parser errors in, reply bytes out (:mod:`bnnhw.boards.protocol`).
 
     A reply is written while its input beat waits: ``i_result`` (or ``i_error``) is taken only
-    in the cycle its last byte is taken, so no copy of the scores is kept. A result waiting at
+    in the cycle after its last byte is taken, so no copy of the scores is kept. A result waiting at
     the same time as an error goes first. Scores are sign-extended to 16 bits; with ``scores``
     False, replies carry none (``n_scores`` = 0).
+
+    Every byte leaves from a register, and the state machine moves on in the cycle after a
+    byte is taken (a flip-flop, ``sent``, says so), so that nothing waits on ``o.ready``
+    through logic. A byte per four cycles at most: a UART takes one per ten bit times.
 
     Parameters
     ----------
@@ -249,40 +289,66 @@ class ReplyWriter(wiring.Component):
                 wide = Signal(signed(protocol.SCORE_BITS))
                 m.d.comb += wide.eq(score)
                 body += [wide[:8], wide[8:]]
-        position = Signal(range(len(body)))
-
+        body = [Value.cast(byte).as_unsigned() for byte in body]
+        body = [Cat(byte, Const(0, 8 - len(byte))) if len(byte) < 8 else byte for byte in body]
+        groups = [Signal(8, name=f"group{g}") for g in range((len(body) + 7) // 8)]
+        position = Signal(max(3, (len(body) - 1).bit_length()))
+        final = Signal()                     # `position` is at the reply's last body byte
         transfer = self.o.valid & self.o.ready
-        with m.FSM():
-            with m.State("IDLE"):
-                m.d.comb += restart.eq(1)
-                with m.If(self.i_result.valid | self.i_error.valid):
-                    m.d.sync += [is_error.eq(~self.i_result.valid), position.eq(0)]
-                    m.next = "START"
-            with m.State("START"):
-                m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(protocol.REPLY_START)]
-                with m.If(self.o.ready):
-                    m.next = "BODY"
-            with m.State("BODY"):
-                m.d.comb += self.o.valid.eq(1)
-                with m.Switch(position):
-                    for index, value in enumerate(body):
-                        with m.Case(index):
-                            m.d.comb += self.o.payload.eq(value)
-                m.d.comb += checksum.valid.eq(transfer)
-                with m.If(transfer):
-                    m.d.sync += position.eq(position + 1)
-                    with m.If(position == Mux(is_error, 2, len(body) - 1)):
-                        m.next = "CHECK_HIGH"
-            with m.State("CHECK_HIGH"):
-                m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(checksum.crc[8:])]
-                with m.If(self.o.ready):
-                    m.next = "CHECK_LOW"
-            with m.State("CHECK_LOW"):
-                m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(checksum.crc[:8])]
-                with m.If(self.o.ready):
-                    m.d.comb += [self.i_result.ready.eq(~is_error),
-                                 self.i_error.ready.eq(is_error)]
-                    m.next = "IDLE"
+        sent = Signal()                      # a byte was taken in the previous cycle
+        m.d.sync += sent.eq(transfer)
+
+        # One flip-flop per state (with Amaranth's binary state number, the next-state logic
+        # was five LUT levels on an iCE40): idle, a cycle to open a reply, the start byte, then
+        # per body byte a
+        # pick in two steps (`next`, `pick`) and a wait, then the two checksum bytes.
+        names = ("idle", "open", "start", "next", "pick", "body", "crc_high", "check_high",
+                 "crc_low", "check_low")
+        st = {name: Signal(name=f"state_{name}", init=name == "idle") for name in names}
+        request = self.i_result.valid | self.i_error.valid
+        begin = st["idle"] & request
+        m.d.sync += [
+            st["idle"].eq((st["idle"] & ~request) | (st["check_low"] & sent)),
+            st["open"].eq(begin),
+            st["start"].eq(st["open"] | (st["start"] & ~sent)),
+            st["next"].eq((st["start"] & sent) | (st["body"] & sent & ~final)),
+            st["pick"].eq(st["next"]),
+            st["body"].eq(st["pick"] | (st["body"] & ~sent)),
+            st["crc_high"].eq(st["body"] & sent & final),
+            st["check_high"].eq(st["crc_high"] | (st["check_high"] & ~sent)),
+            st["crc_low"].eq(st["check_high"] & sent),
+            st["check_low"].eq(st["crc_low"] | (st["check_low"] & ~sent)),
+        ]
+
+        # The CRC register restarts while idle, and takes each body byte in the cycle after it
+        # was taken (the output register still holds it).
+        m.d.comb += [restart.eq(st["idle"]), checksum.valid.eq(st["body"] & sent)]
+        with m.If(st["open"]):
+            m.d.sync += [is_error.eq(~self.i_result.valid), position.eq(0), final.eq(0)]
+        with m.If(st["body"] & sent):
+            m.d.sync += [position.eq(position + 1),
+                         final.eq(position == Mux(is_error, 1, len(body) - 2))]
+
+        # The byte at `position`, picked in two steps of at most eight ways (one multiplexer
+        # over the whole body was six LUT levels on an iCE40): first within each group of eight
+        # bytes, then among the groups.
+        with m.If(st["next"]):
+            for group, register in enumerate(groups):
+                part = body[8 * group:8 * group + 8]
+                m.d.sync += register.eq(Cat(*part).word_select(position[:3], 8)
+                                        if len(part) > 1 else part[0])
+        picked = Cat(*groups).word_select(position[3:], 8) if len(groups) > 1 else groups[0]
+
+        # The output register is loaded only in states that wait for nothing, so that its
+        # enable does not come through `o.ready`.
+        with m.If(transfer):
+            m.d.sync += self.o.valid.eq(0)
+        for load, value in ((st["open"], protocol.REPLY_START), (st["pick"], picked),
+                            (st["crc_high"], checksum.crc[8:]), (st["crc_low"], checksum.crc[:8])):
+            with m.If(load):
+                m.d.sync += [self.o.payload.eq(value), self.o.valid.eq(1)]
+        with m.If(st["check_low"] & sent):
+            m.d.comb += [self.i_result.ready.eq(~is_error), self.i_error.ready.eq(is_error)]
         return m
 
 

@@ -20,14 +20,30 @@ def _check_divisor(divisor):
         raise ValueError(f"divisor must be at least 4 clock cycles per bit, not {divisor}")
 
 
+def _bit_timer(m, divisor):
+    """A timer of ``divisor`` cycles or less, whose ``tick`` is a flip-flop (no compare on
+    its way to the state machine). Return ``(start, tick)``: ``start(n)`` (a statement list)
+    makes ``tick`` high in the ``n``-th cycle from the next one on (``n >= 2``)."""
+    count = Signal(range(-2, divisor), name="timer")     # a borrow bit on top
+    tick = Signal(name="tick")
+    pre = count < 0                                      # the borrow bit: a flip-flop
+    with m.If(~pre):
+        m.d.sync += count.eq(count - 1)
+    m.d.sync += tick.eq(pre & ~tick)
+
+    def start(n):
+        return [count.eq(n - 3), tick.eq(0)]
+    return start, tick
+
+
 class UARTReceiver(wiring.Component):
     """8N1 UART receiver: the ``rx`` pin in, one stream beat per byte out.
 
     ``rx`` may be asynchronous (it goes through a 2-flip-flop synchroniser). Each bit is sampled
     once, in its middle, so the sender's rate may differ by a few percent. A byte whose stop bit
     is 0 (framing error, or a break) is dropped and reception resumes once the line is idle
-    (high). The output register holds one byte: a byte that completes while the previous one has
-    not been taken is dropped (overrun), because a stream must not change its payload.
+    (high). The output register holds one byte: a byte that completes while the previous one is
+    still there is dropped (overrun), because a stream must not change its payload.
 
     Parameters
     ----------
@@ -44,41 +60,38 @@ class UARTReceiver(wiring.Component):
         m = Module()
         rx = Signal(init=1)
         m.submodules.sync = FFSynchronizer(self.rx, rx, init=1)
-
-        timer = Signal(range(self.divisor))
-        index = Signal(range(8))
-        shift = Signal(8)
+        start, tick = _bit_timer(m, self.divisor)
+        # Data bits shift in from the top behind a marker bit: once the marker is at the
+        # bottom, eight bits are in.
+        shift = Signal(9)
 
         with m.If(self.o.ready):
             m.d.sync += self.o.valid.eq(0)
-        with m.If(timer != 0):
-            m.d.sync += timer.eq(timer - 1)
 
         with m.FSM():
             with m.State("IDLE"):
                 # Wait half a bit after the falling edge, then sample every bit in its middle.
                 with m.If(~rx):
-                    m.d.sync += timer.eq(self.divisor // 2 - 1)
+                    m.d.sync += start(self.divisor // 2)
                     m.next = "START"
             with m.State("START"):
-                with m.If(timer == 0):
-                    m.d.sync += [timer.eq(self.divisor - 1), index.eq(0)]
+                with m.If(tick):
+                    m.d.sync += [start(self.divisor), shift.eq(1 << 8)]
                     m.next = "DATA"
                     with m.If(rx):
                         m.next = "IDLE"             # a glitch, not a start bit
             with m.State("DATA"):
-                with m.If(timer == 0):
-                    m.d.sync += [timer.eq(self.divisor - 1), shift.eq(Cat(shift[1:], rx)),
-                                 index.eq(index + 1)]
-                    with m.If(index == 7):
+                with m.If(tick):
+                    m.d.sync += [start(self.divisor), shift.eq(Cat(shift[1:], rx))]
+                    with m.If(shift[1]):
                         m.next = "STOP"
             with m.State("STOP"):
-                with m.If(timer == 0):
+                with m.If(tick):
                     with m.If(~rx):
                         m.next = "BREAK"
                     with m.Else():
-                        with m.If(~self.o.valid | self.o.ready):
-                            m.d.sync += [self.o.payload.eq(shift), self.o.valid.eq(1)]
+                        with m.If(~self.o.valid):
+                            m.d.sync += [self.o.payload.eq(shift[1:]), self.o.valid.eq(1)]
                         m.next = "IDLE"
             with m.State("BREAK"):
                 with m.If(rx):
@@ -90,7 +103,7 @@ class UARTTransmitter(wiring.Component):
     """8N1 UART transmitter: one stream beat per byte in, the ``tx`` pin out (idle high).
 
     Back-to-back bytes take exactly ``10 * divisor`` cycles each; ``i.ready`` rises in the last
-    cycle of a stop bit.
+    cycle of a stop bit. ``i.ready`` and ``tx`` come from flip-flops through at most one LUT.
 
     Parameters
     ----------
@@ -105,20 +118,16 @@ class UARTTransmitter(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        timer = Signal(range(self.divisor))
-        left = Signal(range(11))        # bits still to finish, start bit included
-        shift = Signal(9)               # data bits, then the stop bit
-
-        m.d.comb += self.i.ready.eq((left == 0) | ((left == 1) & (timer == 0)))
-        with m.If(self.i.ready):
-            with m.If(self.i.valid):
-                m.d.sync += [self.tx.eq(0), shift.eq(Cat(self.i.payload, 1)), left.eq(10),
-                             timer.eq(self.divisor - 1)]
-            with m.Else():
-                m.d.sync += left.eq(0)
-        with m.Elif(timer != 0):
-            m.d.sync += timer.eq(timer - 1)
-        with m.Else():
-            m.d.sync += [self.tx.eq(shift[0]), shift.eq(Cat(shift[1:], 1)), left.eq(left - 1),
-                         timer.eq(self.divisor - 1)]
+        start, tick = _bit_timer(m, self.divisor)
+        # The line's bits from the current one on (ones when idle), and a thermometer of the
+        # bits still to send: bit 0 set while sending, bit 1 clear in the stop bit.
+        bits = Signal(10, init=(1 << 10) - 1)
+        busy = Signal(10)
+        m.d.comb += [self.tx.eq(bits[0]),
+                     self.i.ready.eq(~busy[0] | (~busy[1] & tick))]
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += [bits.eq(Cat(0, self.i.payload, 1)), busy.eq((1 << 10) - 1),
+                         start(self.divisor)]
+        with m.Elif(tick & busy[0]):
+            m.d.sync += [bits.eq(Cat(bits[1:], 1)), busy.eq(busy[1:]), start(self.divisor)]
         return m

@@ -30,10 +30,13 @@ def test_bitstream_builds_fits_and_meets_timing(name, tmp_path):
     board = get_board(name)
     net = digits_network()
     # The iCEBreaker gets the fastest folding that fits; the ULX3S a moderate one, so that
-    # CI's place and route stays within a few minutes.
+    # CI's place and route stays within a few minutes. Each runs from its PLL at a clock
+    # given (searching for the fastest takes several place and route runs).
     folding = fitting_folding(net, board) if name == "icebreaker" else \
         default_folding(net, target=64)
-    result = build(board, net, folding, tmp_path / name, log=lambda text: None)
+    clock = {"icebreaker": 60, "ulx3s": 100}[name]
+    result = build(board, net, folding, tmp_path / name, clock_mhz=clock, log=lambda text: None)
+    assert result.clock_mhz == clock and result.attempts[-1][0] == clock
     assert result.bitstream.stat().st_size > 1000
     logic, capacity = result.utilization[board.logic[0]]
     assert 0 < logic <= capacity

@@ -1,8 +1,10 @@
 """The host client end to end: pyserial on a pseudo-terminal, bridged at the UART-pin level to
 Amaranth's simulation of the shell around a real NetworkTop."""
 
+import json
 import os
 import pty
+import re
 import threading
 import tty
 
@@ -64,6 +66,17 @@ class PinBridge:
 
 def run_host(net, x, y, *, corrupt=()):
     """Classify ``x`` through the simulated board; return the host's summary."""
+    def classify(name):
+        with serial.Serial(name, timeout=0.05) as port:
+            client = Client(port, n_pixels=net.input_size, in_bits=net.input_bits,
+                            classes=net.classes, timeout=20, resync=0.5)
+            return run_images(client, net, x, y)
+    return with_simulated_board(net, classify, corrupt=corrupt)
+
+
+def with_simulated_board(net, host_side, *, corrupt=()):
+    """Run ``host_side(port name)`` against the shell around ``net`` in simulation, bridged
+    through a pseudo-terminal; return what it returns."""
     dut = Shell(NetworkTop(net), divisor=DIVISOR, timeout=40 * DIVISOR)
     master, slave = pty.openpty()
     tty.setraw(slave)
@@ -72,10 +85,7 @@ def run_host(net, x, y, *, corrupt=()):
 
     def host():
         try:
-            with serial.Serial(os.ttyname(slave), timeout=0.05) as port:
-                client = Client(port, n_pixels=net.input_size, in_bits=net.input_bits,
-                                classes=net.classes, timeout=20, resync=0.5)
-                outcome["summary"] = run_images(client, net, x, y)
+            outcome["summary"] = host_side(os.ttyname(slave))
         except Exception as error:      # handed to the test thread below
             outcome["error"] = error
         finally:
@@ -140,3 +150,38 @@ def test_client_rejects_wrong_image_size():
     client = Client(None, n_pixels=12, in_bits=4, classes=4)
     with pytest.raises(HostError, match=r"^an image of 5 pixels; the board's network takes 12$"):
         client.classify(np.zeros(5, np.uint8))
+
+
+def test_cli_run_reports_frames_per_second_and_the_bound(tmp_path, capsys):
+    from bnnhw import artifact, cli
+    net = testing.random_network(np.random.default_rng(4), [64, 16, 10], input_bits=5)
+    path = artifact.save(net, tmp_path / "net.npz")
+    build = tmp_path / "build"
+    build.mkdir()
+    (build / "build.json").write_text(json.dumps({"baud": 3000000, "clock_mhz": 60.0,
+                                                  "cycles_per_frame": 320, "scores": True}))
+    code = with_simulated_board(net, lambda name: cli.main(
+        ["run", str(path), "--port", name, "--count", "3", "--baud", "3000000",
+         "--build-dir", str(build), "--timeout", "20"]))
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert re.search(r"^images +3 in [\d.]+ s \([\d,.]+ images/s, end to end\)$", out, re.M)
+    # 69 request + 26 reply bytes at 3 Mbaud: 3,158 frames/s; 60 MHz / 320 cycles: 187,500
+    assert "link bound     3,158 frames/s at 3,000,000 baud (69 request + 26 reply bytes, one " \
+           "request at a time)" in out
+    assert "gateware bound 187,500 frames/s at 60 MHz (320 cycles/frame)" in out
+    # a simulated board is far slower than both: the host waits on it
+    assert re.search(r"^bound by +the host's round trips \(\d+% of the link bound, 3,158 "
+                     r"frames/s\): USB latency, not the board$", out, re.M)
+    assert re.search(r"^mismatches +0 ", out, re.M)
+
+
+def test_bounds_name_the_slower_stage():
+    from bnnhw.boards.rates import bounds
+    mnist = bounds(784, 10, baud=12_000_000, clock_hz=60e6, cycles=6272)
+    assert (mnist.request_bytes, mnist.reply_bytes) == (789, 26)
+    assert mnist.link_fps == pytest.approx(12e6 / 8150)
+    assert mnist.gateware_fps == pytest.approx(60e6 / 6272)
+    assert mnist.bound == "link"
+    assert bounds(784, 10, baud=12_000_000, clock_hz=12e6, cycles=50176).bound == "gateware"
+    assert mnist.verdict(1400).startswith("the link (95% of its bound")

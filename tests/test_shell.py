@@ -367,6 +367,36 @@ def test_parser_checks_frames(n_pixels, in_bits, in_simd, stalls):
             assert protocol.decode_request(frame, n_pixels=n_pixels, in_bits=in_bits)[0] == status
 
 
+@pytest.mark.parametrize("status", [Status.LOADING, Status.BAD_IMAGE])
+def test_parser_answers_good_frames_with_the_network_status(status):
+    n_pixels, in_bits = 6, 4
+    rng = np.random.default_rng(5)
+    dut = FrameParser(n_pixels=n_pixels, in_bits=in_bits, in_simd=2, timeout=40)
+    frames = [rng.integers(0, 1 << in_bits, n_pixels) for _ in range(2)]
+    seen = []
+
+    async def producer(ctx):
+        ctx.set(dut.i_status, status)
+        for frame in (protocol.encode_request(frames[0], in_bits=in_bits),
+                      bytes([0x13]) + protocol.encode_request(frames[0], in_bits=8)[1:]):
+            for byte in frame:                     # a good frame, then one with a bad start
+                await stream_put(ctx, dut.i, byte)
+            await ctx.tick().repeat(60)
+        ctx.set(dut.i_status, Status.OK)           # loaded: now frames go through
+        for byte in protocol.encode_request(frames[1], in_bits=in_bits):
+            await stream_put(ctx, dut.i, byte)
+
+    async def errors(ctx):
+        seen.append(Status(await stream_get(ctx, dut.o_error)))
+
+    async def pixels(ctx):
+        beats = [await stream_get(ctx, dut.o_pixels) for _ in range(n_pixels // 2)]
+        seen.append([(beat.data >> 4 * j) & 15 for beat in beats for j in range(2)])
+
+    simulate(dut, producer, errors, pixels)
+    assert seen == [status, frames[1].tolist()]
+
+
 @pytest.mark.parametrize("kwargs,error,message", [
     (dict(n_pixels=12, in_bits=8, in_simd=5, timeout=9),
      ValueError, r"^n_pixels must be a multiple of in_simd = 5 in 1\.\.65535, not 12$"),

@@ -113,8 +113,13 @@ class MatrixEngine(wiring.Component):
         plan = self.memories["inbuf"]
         depth = plan.depth
         if plan.style != "registers":
+            # The reader only uses words of a full half, which the writer leaves alone, so a
+            # read that meets a write at the same address is never used: `no_rw_check` spares
+            # the logic Yosys would add to give it the old word (on an iCE40, an address
+            # compare of three LUT levels in front of a flip-flop).
             inbuf = m.submodules.inbuf = Memory(shape=plan.width, depth=depth, init=[],
-                                                attrs={"ram_style": plan.style})
+                                                attrs={"ram_style": plan.style,
+                                                       "no_rw_check": 1})
             wport, rport = inbuf.write_port(), inbuf.read_port()
             m.d.comb += [wport.addr.eq(waddr), wport.data.eq(wdata), wport.en.eq(valid & ~full),
                          rport.addr.eq(raddr)]
@@ -127,7 +132,9 @@ class MatrixEngine(wiring.Component):
             with m.If(slot[k] & ~full):
                 m.d.sync += word.eq(wdata)
         rdata = Signal(len(wdata), name="inbuf_data")
-        m.d.sync += rdata.eq(Array(words)[raddr])
+        # A word select (a tree of 2:1 multiplexers, one address bit per level: two LUT
+        # levels for four words) rather than an indexed Array (a decoded case per word).
+        m.d.sync += rdata.eq(Cat(*words).word_select(raddr, len(wdata)))
         return rdata
 
     @staticmethod

@@ -52,8 +52,12 @@ class CreditFIFO(wiring.Component):
             shifted = Mux(self.w_en & tail[k + 1], self.w_data, above)
             kept = Mux(self.w_en & tail[k], self.w_data, entries[k])
             m.d.sync += entries[k].eq(Mux(pop, shifted, kept))
-        with m.If(self.w_en & ~pop):
-            m.d.sync += tail.eq(tail << 1)
-        with m.If(pop & ~self.w_en):
-            m.d.sync += tail.eq(tail >> 1)
+        # The fill level likewise: each bit picks between its value after a read and its
+        # value without one, both from flip-flops, so the reader's `ready` (a combinational
+        # path from the next stage) meets a single LUT before each flip-flop.
+        for k in range(n + 1):
+            below = tail[k - 1] if k > 0 else 0
+            above = tail[k + 1] if k < n else 0
+            m.d.sync += tail[k].eq(Mux(pop, Mux(self.w_en, tail[k], above),
+                                       Mux(self.w_en, below, tail[k])))
         return m
