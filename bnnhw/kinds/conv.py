@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ..bits import xnor_popcount
+from ..bits import pack_bits, packed_xnor_popcount
 from ..gateware.plan import matrix_plan, window_plan
 from ..tensor import Tensor
 from .base import Figures, Layer
@@ -98,17 +98,29 @@ class ConvLayer(Layer):
         return Tensor(out, tensor.height - kh + 1, tensor.width - kw + 1)
 
     def dot(self, rows):
-        """The integer each output channel compares with its threshold, per window row."""
-        return xnor_popcount(rows, self.matrix)
+        """The integer each output channel compares with its threshold, per window row (from
+        :meth:`window_rows`)."""
+        return packed_xnor_popcount(rows, pack_bits(self.weights).reshape(self.out_channels, -1),
+                                    self.fan_in)
 
     def golden(self, x):
         c, h, w = self.input.shape
         kh, kw = self.kernel
         out = np.empty((len(x), (h - kh + 1) * (w - kw + 1) * self.out_channels), np.uint8)
-        for start, stop, rows in windows(x, self.input, kh, kw):
+        for start, stop, rows in self.window_rows(x):
             bits = self.dot(rows) >= self.thresholds
             out[start:stop] = bits.reshape(stop - start, -1)
         return out
+
+    def window_rows(self, x):
+        """The windows of frames ``x`` as :func:`windows` gives them, here with each pixel's
+        channels packed into uint64 words first (64 times less to move around)."""
+        c, h, w = self.input.shape
+        packed = pack_bits(np.asarray(x, np.uint8).reshape(len(x), h, w, c))
+        words = Tensor(packed.shape[-1], h, w)
+        kh, kw = self.kernel
+        for start, stop, rows in windows(packed.reshape(len(x), -1), words, kh, kw):
+            yield start, stop, rows
 
     def window_logic(self, values):
         """The windows of ``values`` (a list in stream order), each a list in window order."""

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..bits import bipolar_dot
 from ..gateware.plan import signed_width
-from .conv import ConvLayer
+from .conv import ConvLayer, windows
 
 __all__ = ["FirstConvLayer"]
 
@@ -44,6 +44,10 @@ class FirstConvLayer(ConvLayer):
     def threshold_range(self, tensor):
         bound = self.fan_in * ((1 << tensor.bits) - 1)
         return -bound, bound + 1
+
+    def window_rows(self, x):
+        kh, kw = self.kernel
+        return windows(x, self.input, kh, kw)
 
     def dot(self, rows):
         return bipolar_dot(rows, self.matrix)
