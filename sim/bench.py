@@ -180,7 +180,9 @@ def report_rows(report, labels=None, golden_classes=None):
                      + (f", {report.model_latency} model" if report.model_latency is not None
                         else "")))
     seconds = max(report.sim_seconds, 1e-9)
-    rows.append(("simulation", f"{seconds:.2f} s, {report.frames / seconds:,.0f} frames/s, "
+    rate = report.frames / seconds
+    rate = f"{rate:,.0f}" if rate >= 10 else f"{rate:.3g}"     # a slow design: 0.36 frames/s
+    rows.append(("simulation", f"{seconds:.2f} s, {rate} frames/s, "
                  f"{report.cycles / seconds:,.0f} cycles/s"))
     rows.append(("build", f"{report.build_seconds:.1f} s" + ("" if report.rebuilt
                                                             else " (cached)")))

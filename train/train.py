@@ -77,6 +77,8 @@ class Config:
     lr_min: float = 1e-5          # learning rate reached at the end of each step's schedule
     schedule: str = "cosine"      # "cosine" (to lr_min), "step" (x0.1 at 50% and 75%), "constant"
     dropout: float = 0.0          # dropout before the hidden and output layers, training only
+    shift: int = 0                # augmentation: move each training image by up to this many
+                                  # pixels in x and y (zero fill), a fresh draw per step
     seed: int = 0                 # seeds weights, dropout and the per-epoch data order
     threads: int = 2              # torch CPU threads (results depend on it, bit for bit)
     checkpoint_dir: str = None    # per-epoch checkpoints; None: OUTPUT.ckpt/, removed on success
@@ -136,6 +138,8 @@ class Config:
             raise ConfigError(f"schedule {c.schedule!r} is not one of {', '.join(SCHEDULES)}")
         if c.scaling not in SCALINGS:
             raise ConfigError(f"scaling {c.scaling!r} is not one of {', '.join(SCALINGS)}")
+        if not isinstance(c.shift, int) or isinstance(c.shift, bool) or c.shift < 0:
+            raise ConfigError(f"shift must be a non-negative number of pixels, not {c.shift!r}")
         if not (isinstance(c.dropout, (int, float)) and 0 <= c.dropout < 1):
             raise ConfigError(f"dropout must be a probability with 0 <= P < 1, not {c.dropout!r}")
         return c
@@ -283,7 +287,8 @@ def train(config, dataset=None, *, log=None):
                     model.binary = True
                     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
                 began = time.monotonic()
-                record = _epoch(model, optimizer, config, epoch, train_x, train_y)
+                record = _epoch(model, optimizer, config, epoch, train_x, train_y,
+                                dataset.shape)
                 record["test_accuracy"] = _evaluate(model, test_x, test_y)
                 record["seconds"] = time.monotonic() - began
                 history.append(record)
@@ -301,7 +306,21 @@ def train(config, dataset=None, *, log=None):
     return model, history
 
 
-def _epoch(model, optimizer, config, epoch, x, y):
+def _shifted(x, shape, limit, generator):
+    """Images ``x`` (``(B, pixels)`` in stream order, of ``shape`` (C, H, W)) each moved by a
+    random offset in ``-limit..limit`` rows and columns, the uncovered pixels 0."""
+    c, h, w = shape
+    images = x.reshape(len(x), h, w, c)
+    out = torch.zeros_like(images)
+    offsets = torch.randint(-limit, limit + 1, (len(x), 2), generator=generator)
+    for (dy, dx) in offsets.unique(dim=0).tolist():
+        rows = ((offsets[:, 0] == dy) & (offsets[:, 1] == dx)).nonzero().flatten()
+        src = images[rows, max(0, -dy):h - max(0, dy), max(0, -dx):w - max(0, dx)]
+        out[rows, max(0, dy):h - max(0, -dy), max(0, dx):w - max(0, -dx)] = src
+    return out.reshape(len(x), -1)
+
+
+def _epoch(model, optimizer, config, epoch, x, y, shape):
     """Run one epoch of training; return its record (without the test accuracy)."""
     lr = _lr(config, epoch)
     for group in optimizer.param_groups:
@@ -314,7 +333,10 @@ def _epoch(model, optimizer, config, epoch, x, y):
     loss_sum, correct, seen = 0.0, 0, 0
     for step in range(steps):
         index = order[step * config.batch_size:(step + 1) * config.batch_size]
-        logits = model(x[index])
+        batch = x[index]
+        if config.shift:
+            batch = _shifted(batch, shape, config.shift, generator)
+        logits = model(batch)
         loss = F.cross_entropy(logits, y[index])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -451,6 +473,9 @@ def add_arguments(parser):
                         help="learning-rate schedule (default: %(default)s)")
     parser.add_argument("--dropout", metavar="P", type=float, default=d.dropout,
                         help="dropout probability in training (default: %(default)s)")
+    parser.add_argument("--shift", metavar="PIXELS", type=int, default=d.shift,
+                        help="augment: move training images by up to PIXELS in x and y "
+                             "(default: %(default)s)")
     parser.add_argument("--seed", metavar="N", type=int, default=d.seed,
                         help="random seed (default: %(default)s)")
     parser.add_argument("--threads", metavar="N", type=int, default=d.threads,
@@ -477,6 +502,7 @@ def config_from_args(args):
     """Return the :class:`Config` for arguments parsed with :func:`add_arguments`."""
     return Config(dataset=args.dataset, model=args.model, hidden=args.hidden, layers=args.layers,
                   scaling=args.scaling, epochs=args.epochs, real_epochs=args.real_epochs,
+                  shift=args.shift,
                   batch_size=args.batch_size, lr=args.lr, schedule=args.schedule,
                   dropout=args.dropout, seed=args.seed, threads=args.threads,
                   checkpoint_dir=args.checkpoint_dir, resume=args.resume,
