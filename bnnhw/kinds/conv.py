@@ -187,10 +187,24 @@ class ConvLayer(Layer):
         logic = ({"xnor": matrix.terms} if matrix.elem_width == 1
                  else {"adder_bits": matrix.terms * matrix.elem_width})
         logic["stages"] = 2
+        per_window = matrix.cycles
+
+        def stream(first_in, last_in):
+            # Window row y can start once input row y + kh - 1 is in (rows arriving evenly
+            # between the first and last input beat) and its window's beats are written; the
+            # engine takes per_window cycles a window.
+            row_time = (last_in - first_in) / window.height
+            end = first_in
+            for y in range(window.out_height):
+                ready = first_in + (y + window.kh) * row_time + matrix.sf
+                end = max(end, ready) + window.out_width * per_window
+            first_out = first_in + window.kh * row_time + matrix.sf + matrix.sf + depth
+            return first_out, end + depth + 1
+
         return Figures(kind=self.KIND, input=self.input, output=self.output, fold=fold,
                        cycles=cycles, depth=depth, latency=start + cycles + depth + 1,
                        in_count=fold.simd, out_count=fold.pe,
-                       memories=window.memories + matrix.memories, logic=logic)
+                       memories=window.memories + matrix.memories, logic=logic, stream=stream)
 
     def engine(self, fold, memory="block"):
         from ..gateware.engine import MatrixEngine

@@ -71,10 +71,15 @@ class MaxPoolLayer(Layer):
     def figures(self, fold, memory="block"):
         fold = self.check_fold(fold)
         plan = self.plan(fold)
+        def stream(first_in, last_in):
+            # A window's output leaves a cycle after its last input beat.
+            row_time = (last_in - first_in) / plan.height
+            return first_in + self.size * row_time + 1, last_in + 1
+
         return Figures(kind=self.KIND, input=self.input, output=self.output, fold=fold,
                        cycles=plan.reads, depth=1, latency=plan.reads + 1,
                        in_count=fold.simd, out_count=fold.simd, memories=plan.memories,
-                       logic={"stages": 1})
+                       logic={"stages": 1}, stream=stream)
 
     def engine(self, fold, memory="block"):
         from ..gateware.pool import MaxPool
