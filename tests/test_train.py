@@ -419,3 +419,23 @@ def test_cli_entry_points(tmp_path, capsys):
 def test_default_digits_run_reaches_95_percent(tmp_path):
     path = t.main_train(t.Config(threads=2, progress=False, output=str(tmp_path / "d.npz")))
     assert artifact.load(path).provenance["golden_test_accuracy"] >= 0.95
+
+
+def test_shift_moves_images_and_fills_with_zeros():
+    images = torch.arange(1, 2 * 4 * 5 * 2 + 1, dtype=torch.float32).reshape(2, 4 * 5 * 2)
+    moved = t._shifted(images, (2, 4, 5), 2, torch.Generator().manual_seed(3))
+    for before, after in zip(images.reshape(2, 4, 5, 2), moved.reshape(2, 4, 5, 2)):
+        found = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
+                 if torch.equal(after, _moved(before, dy, dx))]
+        assert found, "not a shift of the image"
+    assert torch.equal(t._shifted(images, (2, 4, 5), 0, torch.Generator()), images)
+
+
+def _moved(image, dy, dx):
+    h, w = image.shape[:2]
+    out = torch.zeros_like(image)
+    for y in range(h):
+        for x in range(w):
+            if 0 <= y - dy < h and 0 <= x - dx < w:
+                out[y, x] = image[y - dy, x - dx]
+    return out
