@@ -127,12 +127,14 @@ def _add_folding_arguments(p, default="layers balanced for a UP5K's block RAM ba
                        help="input features per cycle, one per layer")
     group.add_argument("--target", metavar="CYCLES", type=int,
                        help="cycles per frame the default folding aims for")
+    group.add_argument("--folding", metavar="FILE", type=Path,
+                       help="a folding file, as bnnhw build and flow write (folding.json)")
 
 
 def _folding(args, net):
     """The folding the folding options ask for, checked against ``net``."""
-    from .folding import folding_from_options
-    return folding_from_options(net, pe=args.pe, simd=args.simd, target=args.target)
+    from .folding import folding_from_args
+    return folding_from_args(net, args)
 
 
 def run_verilog(args):
@@ -286,6 +288,9 @@ def main(argv=None):
     p.add_argument("--target", metavar="CYCLES", type=int,
                    help="cycles per frame of the folding to simulate and build (default: the "
                         "fastest that fits the board)")
+    p.add_argument("--folding", metavar="FILE", type=Path,
+                   help="the folding to simulate and build, from a folding file "
+                        "(folding.json, as build and flow write)")
     p.set_defaults(run=run_flow)
 
     p = commands.add_parser("sim", help="check the gateware in Verilator against the golden model")

@@ -66,7 +66,7 @@ def run_flow(args):
         rows.append(("torch vs golden", f"{check.get('class_agreement', '?')} of "
                                         f"{check.get('frames', '?')} classes agree {when}"))
 
-    from .folding import default_folding
+    from .folding import default_folding, folding_from_args, save_folding
     from .gateware.top import generate_verilog
     # The folding simulated is the folding built: the board's fastest that fits, by default.
     board = None
@@ -74,13 +74,13 @@ def run_flow(args):
         from .boards.board import get_board
         from .boards.build import fitting_folding
         board = get_board(args.board)
-    if args.target is not None or board is None:
-        folding = default_folding(net, target=args.target)
-    else:
-        folding = fitting_folding(net, board)
+    folding = folding_from_args(net, args, default=(
+        (lambda: default_folding(net)) if board is None else (lambda: fitting_folding(net, board))))
     verilog_path = out / "bnn_top.v"
     top = generate_verilog(net, folding, verilog_path)
     performance = top.performance
+    save_folding(out / "folding.json", net, folding,
+                 cycles_per_frame=performance.initiation_interval)
     rows.append(("verilog", f"{verilog_path}, {performance.initiation_interval} cycles/frame "
                             f"(model)"))
 

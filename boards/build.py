@@ -214,6 +214,7 @@ def build(board, net, folding, build_dir, *, clock_mhz=None, baud=115200, scores
     so on, stepping down, for at most ``attempts`` runs. Returns the last run's
     :class:`BuildResult`.
     """
+    from ..folding import save_folding
     from ..folding import format_folding
     from ..gateware.top import NetworkTop
     from ..perf import performance
@@ -274,6 +275,7 @@ def build(board, net, folding, build_dir, *, clock_mhz=None, baud=115200, scores
                                  bounds=bounds(net.input_size, net.classes, baud=baud,
                                                scores=scores, clock_hz=hz, cycles=interval))
             _write_summary(build_dir / "build.json", result, net, folding, baud, scores)
+            save_folding(build_dir / "folding.json", net, folding, cycles_per_frame=interval)
             return result
 
 

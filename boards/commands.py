@@ -22,12 +22,11 @@ def _progress(done, total, *, every=1):
 
 def run_build(args):
     """``bnnhw build BOARD NETWORK``: bitstream, utilisation, Fmax; exit 2 if timing fails."""
-    from ..folding import folding_from_options
+    from ..folding import folding_from_args
     from .build import build, fitting_folding, format_result
     board = get_board(args.board)
     net = artifact.load(args.network)
-    folding = folding_from_options(net, pe=args.pe, simd=args.simd, target=args.target,
-                                   default=lambda: fitting_folding(net, board))
+    folding = folding_from_args(net, args, default=lambda: fitting_folding(net, board))
     build_dir = args.build_dir or Path("build") / f"{args.network.stem}-{board.name}"
     result = build(board, net, folding, build_dir, clock_mhz=args.clock, baud=args.baud,
                    scores=not args.no_scores, log=lambda text: print(text, file=sys.stderr))

@@ -193,7 +193,7 @@ def run_command(args):
     """``bnnhw sim``: write a network's Verilog, simulate that file on a dataset, print a
     table; 1 on any mismatch."""
     from .. import artifact, datasets, golden
-    from ..folding import folding_from_options
+    from ..folding import folding_from_args
     from ..gateware.top import generate_verilog
     from ..paths import output_dir, output_path
 
@@ -209,7 +209,7 @@ def run_command(args):
     net = artifact.load(args.network)
     x, y, data = datasets.frames_for(net, args.dataset, split=args.split, count=args.count,
                                      network=str(args.network))
-    folding = folding_from_options(net, pe=args.pe, simd=args.simd, target=args.target)
+    folding = folding_from_args(net, args)
     expected = golden.run(net, x)
     engine = args.engine
     if engine == "auto":
