@@ -49,8 +49,16 @@ def run_info(args):
     from . import artifact
     net = artifact.load(args.network)
     folding = None
-    if args.pe is not None or args.simd is not None or args.target is not None:
+    if any(getattr(args, name) is not None for name in ("pe", "simd", "target", "folding")):
         folding = _folding(args, net)           # checked before anything is printed
+    if args.json:
+        from .report import dumps, info_json
+        performance = None
+        if folding is not None:
+            from .perf import performance as model
+            performance = model(net, folding)
+        print(dumps(info_json(net, args.network, performance)))
+        return 0
     c, h, w = net.input_shape
     shape = f"{h}x{w}" + (f"x{c}" if c > 1 else "")
     print(f"{args.network}: {len(net.layers)} layers, input {shape} of {net.input_bits}-bit "
@@ -86,12 +94,20 @@ def run_eval(args):
     result = golden.run(net, x)
     elapsed = time.perf_counter() - start
     correct = int((result.classes == y).sum())
+    confusion = np.zeros((net.classes, net.classes), np.int64)
+    np.add.at(confusion, (y, result.classes), 1)
+    if args.json:
+        from .report import document, dumps
+        print(dumps(document("eval", network=str(args.network), dataset=data.name,
+                             split=args.split, frames=len(y), correct=correct,
+                             accuracy=correct / max(len(y), 1),
+                             frames_per_second=len(y) / max(elapsed, 1e-9),
+                             confusion=confusion.tolist())))
+        return 0
     print(f"{args.network} on {data.name} ({args.split}, {len(y)} images): golden accuracy "
           f"{100 * correct / len(y):.2f}% ({correct}/{len(y)}), "
           f"{len(y) / elapsed:,.0f} frames/s")
     if args.confusion:
-        confusion = np.zeros((net.classes, net.classes), np.int64)
-        np.add.at(confusion, (y, result.classes), 1)
         print()
         print(_table([[c, *confusion[c]] for c in range(net.classes)],
                      ["true\\pred", *range(net.classes)]))
@@ -107,6 +123,11 @@ def _add_dataset_arguments(p, *, split=True, count=None):
     p.add_argument("--count", metavar="N", type=int, default=count,
                    help="use only the first N images" + (" (default: %(default)s)" if count
                                                           else ""))
+
+
+def _add_json_argument(p):
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object instead of text (keys: bnnhw/report.py)")
 
 
 def _int_list(text):
@@ -183,6 +204,13 @@ def run_flow(args):
     return run_flow(args)
 
 
+def run_report(args):
+    from .flow import rebuild_report
+    path = rebuild_report(args.folder, args.dataset)
+    print(path)
+    return 0
+
+
 def run_sim(args):
     from .sim.bench import run_command
     return run_command(args)
@@ -209,6 +237,7 @@ def main(argv=None):
     p = commands.add_parser("info", help="describe a network file; with folding options, "
                                          "its cycles per frame")
     p.add_argument("network", metavar="NETWORK", type=Path, help="network file (.npz)")
+    _add_json_argument(p)
     _add_folding_arguments(p)
     p.set_defaults(run=run_info)
 
@@ -216,6 +245,7 @@ def main(argv=None):
     p.add_argument("network", metavar="NETWORK", type=Path, help="network file (.npz)")
     _add_dataset_arguments(p)
     p.add_argument("--confusion", action="store_true", help="print the confusion matrix")
+    _add_json_argument(p)
     p.set_defaults(run=run_eval)
 
     p = commands.add_parser("verilog", help="write Verilog of a network's gateware")
@@ -291,7 +321,14 @@ def main(argv=None):
     p.add_argument("--folding", metavar="FILE", type=Path,
                    help="the folding to simulate and build, from a folding file "
                         "(folding.json, as build and flow write)")
+    _add_json_argument(p)
     p.set_defaults(run=run_flow)
+
+    p = commands.add_parser("report", help="write a flow's report.html again from its folder")
+    p.add_argument("folder", metavar="RUN_DIR", type=Path, help="a folder bnnhw flow wrote")
+    p.add_argument("--dataset", metavar="DATASET",
+                   help="the dataset the flow ran on (default: digits, if it was)")
+    p.set_defaults(run=run_report)
 
     p = commands.add_parser("sim", help="check the gateware in Verilator against the golden model")
     p.add_argument("network", metavar="NETWORK", type=Path, help="network file (.npz)")
@@ -314,6 +351,7 @@ def main(argv=None):
     p.add_argument("--in-simd", metavar="N", type=int,
                    help="pixels per input beat (default: the first layer's simd)")
     _add_folding_arguments(p)
+    _add_json_argument(p)
     p.set_defaults(run=run_sim)
 
     args = parser.parse_args(argv)

@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from . import artifact, datasets, golden
 from .errors import BnnhwError
 from .paths import output_dir
@@ -85,6 +87,7 @@ def run_flow(args):
                             f"(model)"))
 
     failed = []
+    simulation = None
     if args.sim:
         _say(f"simulating {len(x)} frames in Verilator with {100 * args.stall:.0f}% stalls")
         report = _simulate(net, top, verilog_path, x, args.stall, out)
@@ -96,7 +99,12 @@ def run_flow(args):
                                   f"{measured} cycles/frame measured"))
         if not report.ok:
             failed.append("verilator")
+        from .report import sim_json
+        simulation = sim_json(report, network=path, verilog=verilog_path, dataset=data.name,
+                              split="test", labels=y, golden_classes=result.classes,
+                              performance=performance)
 
+    built = None
     if board is not None:
         from .boards.build import build, format_result
         _say(f"building for the {board.title}")
@@ -107,13 +115,103 @@ def run_flow(args):
         if not built.timing_met:
             failed.append(board.name)
 
-    rows.append(("total", f"{time.perf_counter() - started:.0f} s"))
-    if board is not None:
-        print()                         # after the build's own table
-    width = max(len(name) for name, _ in rows)
-    for name, value in rows:
-        print(f"{name:<{width}}  {value}")
+    seconds = time.perf_counter() - started
+    rows.append(("total", f"{seconds:.0f} s"))
+    flow = _document(out, path, net, data, accuracy, len(y), folding, performance,
+                     verilog_path, simulation, built, seconds, not failed,
+                     samples=_samples(result.classes, report.classes if args.sim else None))
+    _write_reports(out, flow, net, x, y, result.classes)
+    rows.append(("report", f"{out / 'report.html'}, {out / 'report.json'}"))
+    if getattr(args, "json", False):
+        from .report import dumps
+        print(dumps(flow))
+    else:
+        if board is not None:
+            print()                         # after the build's own table
+        width = max(len(name) for name, _ in rows)
+        for name, value in rows:
+            print(f"{name:<{width}}  {value}")
     if failed:
         print(f"bnnhw flow: FAILED: {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0
+
+
+# Test images shown in the report.
+_SAMPLES = 8
+
+
+def _samples(golden_classes, hardware_classes):
+    count = min(_SAMPLES, len(golden_classes))
+    hardware = (None if hardware_classes is None or len(hardware_classes) < count
+                else [int(c) for c in hardware_classes[:count]])
+    return {"indices": list(range(count)), "golden": [int(c) for c in golden_classes[:count]],
+            "hardware": hardware}
+
+
+def _document(out, path, net, data, accuracy, frames, folding, performance, verilog_path,
+              simulation, built, seconds, ok, samples):
+    from .report import document, performance_json
+    history = net.provenance.get("history")
+    build = None
+    if built is not None:
+        build = {"board": built.board.name, "bitstream": str(built.bitstream),
+                 "clock_mhz": built.clock_mhz, "fmax_mhz": built.fmax_mhz,
+                 "timing_met": built.timing_met,
+                 "utilization": {name: {"used": used, "available": available}
+                                 for name, (used, available) in built.utilization.items()}}
+    return document("flow", output=str(out), network=str(path), dataset=data.name,
+                    golden_accuracy=accuracy, test_frames=frames,
+                    self_check=net.provenance.get("self_check"),
+                    training={"epochs": history} if isinstance(history, list) else None,
+                    folding=[fold.as_dict() for fold in folding],
+                    performance=performance_json(performance), verilog=str(verilog_path),
+                    simulation=simulation, build=build, seconds=seconds, ok=ok,
+                    samples=samples)
+
+
+def _confusion(classes, labels, count):
+    confusion = np.zeros((count, count), np.int64)
+    np.add.at(confusion, (labels, classes), 1)
+    return confusion.tolist()
+
+
+def _write_reports(out, flow, net, x, y, golden_classes):
+    """report.json, and report.html if matplotlib is there (else one line saying so)."""
+    from .report import render_html, write_html, write_json
+    write_json(out / "report.json", flow)
+    try:
+        import matplotlib              # noqa: F401  (only to know that it is there)
+    except ImportError:
+        _say("report.html not written: it needs matplotlib (pip install -e \".[report]\")")
+        return
+    labels = list(net.labels) if net.labels else [str(c) for c in range(net.classes)]
+    samples = flow["samples"]
+    text = render_html(flow, confusion=_confusion(golden_classes, y, net.classes),
+                       labels=labels, images=x[samples["indices"]], shape=net.input_shape,
+                       golden=samples["golden"], hardware=samples["hardware"])
+    write_html(out / "report.html", text)
+
+
+def rebuild_report(folder, dataset=None):
+    """``bnnhw report RUN_DIR``: write report.html again from a flow's report.json."""
+    import json
+    from .report import ReportError
+    folder = Path(folder)
+    try:
+        flow = json.loads((folder / "report.json").read_text())
+    except FileNotFoundError:
+        raise ReportError(f"{folder}: no report.json (a folder written by bnnhw flow)") from None
+    except json.JSONDecodeError as error:
+        raise ReportError(f"{folder / 'report.json'}: invalid JSON ({error})") from None
+    if not isinstance(flow, dict) or flow.get("command") != "flow":
+        raise ReportError(f"{folder / 'report.json'}: not a bnnhw flow report")
+    net = artifact.load(flow["network"])
+    if dataset is None:
+        if flow.get("dataset") != "digits":
+            raise ReportError(f"{folder}: the flow ran on {flow.get('dataset')!r}; give its "
+                              f"folder with --dataset")
+        dataset = "digits"
+    x, y, _ = datasets.frames_for(net, dataset, network=flow["network"])
+    _write_reports(folder, flow, net, x, y, golden.run(net, x).classes)
+    return folder / "report.html"

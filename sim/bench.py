@@ -17,6 +17,7 @@ shows up as the same mismatching frames in both. :func:`run_command` is ``bnnhw 
 """
 
 import re
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -214,7 +215,9 @@ def run_command(args):
     engine = args.engine
     if engine == "auto":
         engine = "fast" if len(x) > 2000 else "cocotb"
-    log = (lambda message: print(f"bnnhw sim: {message}", flush=True))
+    quiet = getattr(args, "json", False)
+    log = (lambda message: print(f"bnnhw sim: {message}", flush=True,
+                                 file=sys.stderr if quiet else sys.stdout))
     with tempfile.TemporaryDirectory(prefix="bnnhw-sim-") as folder:
         path = args.verilog if args.verilog is not None else Path(folder) / "bnn_top.v"
         top = generate_verilog(net, folding, path, in_simd=args.in_simd)
@@ -225,6 +228,13 @@ def run_command(args):
                           model=(model.initiation_interval, model.latency), engine=engine,
                           stall=args.stall, seed=args.seed, waves=args.waves,
                           cache_dir=args.build_dir, log=log)
+    if quiet:
+        from ..report import dumps, sim_json
+        print(dumps(sim_json(report, network=args.network,
+                             verilog=args.verilog if args.verilog is not None else None,
+                             dataset=data.name, split=args.split, labels=y,
+                             golden_classes=expected.classes, performance=model)))
+        return 0 if report.ok else 1
     print()
     rows = report_rows(report, labels=y, golden_classes=expected.classes)
     width = max(len(name) for name, _ in rows)
