@@ -119,7 +119,8 @@ def run_flow(args):
     rows.append(("total", f"{seconds:.0f} s"))
     flow = _document(out, path, net, data, accuracy, len(y), folding, performance,
                      verilog_path, simulation, built, seconds, not failed,
-                     samples=_samples(result.classes, report.classes if args.sim else None))
+                     samples=_samples(y, result.classes,
+                                      report.classes if args.sim else None))
     _write_reports(out, flow, net, x, y, result.classes)
     rows.append(("report", f"{out / 'report.html'}, {out / 'report.json'}"))
     if getattr(args, "json", False):
@@ -137,16 +138,18 @@ def run_flow(args):
     return 0
 
 
-# Test images shown in the report.
-_SAMPLES = 8
+# Test images shown in the report: the first of each class, up to this many.
+_SAMPLES = 10
 
 
-def _samples(golden_classes, hardware_classes):
-    count = min(_SAMPLES, len(golden_classes))
-    hardware = (None if hardware_classes is None or len(hardware_classes) < count
-                else [int(c) for c in hardware_classes[:count]])
-    return {"indices": list(range(count)), "golden": [int(c) for c in golden_classes[:count]],
-            "hardware": hardware}
+def _samples(labels, golden_classes, hardware_classes):
+    first = {}
+    for index, label in enumerate(labels):
+        first.setdefault(int(label), index)
+    indices = [first[label] for label in sorted(first)][:_SAMPLES]
+    complete = hardware_classes is not None and len(hardware_classes) == len(golden_classes)
+    return {"indices": indices, "golden": [int(golden_classes[k]) for k in indices],
+            "hardware": [int(hardware_classes[k]) for k in indices] if complete else None}
 
 
 def _document(out, path, net, data, accuracy, frames, folding, performance, verilog_path,
