@@ -66,6 +66,13 @@ class MatrixLayer(Layer):
                        out_count=fold.pe if out_count is None else out_count,
                        memories=plan.memories, logic=logic)
 
+    def memory_words(self, fold, name):
+        from ..gateware.weights import pe_words
+        if not name.startswith("weights") or not name[7:].isdigit() or int(name[7:]) >= fold.pe:
+            raise ValueError(f"a {self.KIND} layer folded by {fold} has no memory {name!r} "
+                             f"with words to load")
+        return pe_words(self.weights, fold.pe, fold.simd, int(name[7:]))
+
     def matrix_engine(self, fold, memory):
         from ..gateware.engine import MatrixEngine
         return MatrixEngine(**self.engine_options(fold, memory))
