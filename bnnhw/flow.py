@@ -36,7 +36,8 @@ def _simulate(net, top, verilog_path, x, stall, out):
     model = top.performance
     return simulate(verilog_path, top.ports, x, expected.classes, expected.scores,
                     model=(model.initiation_interval, model.latency), engine="fast",
-                    stall=stall, cache_dir=out / "verilator", log=_say)
+                    stall=stall, cache_dir=out / "verilator", log=_say,
+                    image=top.image() if top.ports.image else None, offset=top.image_offset)
 
 
 def run_flow(args):
@@ -69,16 +70,20 @@ def run_flow(args):
     from .gateware.top import generate_verilog
     # The folding simulated is the folding built: the board's fastest that fits, by default.
     board = None
+    memory = "block"
     if args.board != "none":
         from .boards.board import get_board
-        from .boards.build import fitting_folding
+        from .boards.build import board_design, board_memory, fitting_design
         board = get_board(args.board)
-    if args.target is not None or board is None:
+    if board is None:
         folding = default_folding(net, target=args.target)
+    elif args.target is not None:
+        folding, memory = board_design(net, board, args.target)
+        memory = board_memory(net, folding, board)
     else:
-        folding = fitting_folding(net, board)
+        folding, memory = fitting_design(net, board)
     verilog_path = out / "bnn_top.v"
-    top = generate_verilog(net, folding, verilog_path)
+    top = generate_verilog(net, folding, verilog_path, memory=memory)
     performance = top.performance
     rows.append(("verilog", f"{verilog_path}, {performance.initiation_interval} cycles/frame "
                             f"(model)"))
@@ -99,7 +104,8 @@ def run_flow(args):
     if board is not None:
         from .boards.build import build, format_result
         _say(f"building for the {board.title}")
-        built = build(board, net, folding, out / f"build-{board.name}", log=_say)
+        built = build(board, net, folding, out / f"build-{board.name}", memory=memory,
+                      log=_say)
         print(format_result(built))
         rows.append((board.name, f"{built.bitstream}, Fmax {built.fmax_mhz:.1f} MHz "
                                   f"(clock {built.clock_mhz:g} MHz)"))

@@ -18,7 +18,7 @@ from .errors import FoldingError
 
 __all__ = [
     "FoldingError", "LayerFolding", "divisors", "check_folding", "default_folding",
-    "parse_folding", "folding_from_options", "format_folding",
+    "parse_folding", "folding_from_options", "memory_from_options", "format_folding",
 ]
 
 
@@ -155,6 +155,20 @@ def folding_from_options(net, *, pe=None, simd=None, target=None, default=None):
             return check_folding(net, default())
         return check_folding(net, default_folding(net, target=target))
     return parse_folding(net, pe=pe, simd=simd)
+
+
+def memory_from_options(net, memory=None, *, default="block"):
+    """The memory styles a ``--memory`` option asks for (a list of one style, or one per
+    layer; None for ``default``), as a tuple with one per layer."""
+    from .gateware.plan import check_memories
+    if memory is None:
+        memory = default
+    elif len(memory) == 1:
+        memory = memory[0]
+    try:
+        return check_memories(memory, len(net.layers))
+    except ValueError as error:
+        raise FoldingError(f"--memory: {error}") from None
 
 
 def format_folding(folding):

@@ -17,7 +17,8 @@ from .rates import bounds
 from .toolchain import ToolchainError, default_cache_dir, run_plan, toolchain_env
 from ..errors import BnnhwError
 
-__all__ = ["FitError", "Estimate", "estimate", "check_fit", "fitting_folding", "BuildResult",
+__all__ = ["FitError", "Estimate", "estimate", "layer_cost", "check_fit", "board_memory",
+           "board_design", "fitting_design", "fitting_folding", "LOGIC_BUDGET", "BuildResult",
            "uart_divisor", "check_baud", "clock_setting", "build", "read_summary",
            "format_result"]
 
@@ -43,12 +44,22 @@ _LUTS_SHELL = 500
 _BRAM_COST = 64
 
 
+# What the weight image costs when some layer's weights are in SPRAM: the flash reader and
+# the loader (header compare, CRC-32, block counters).
+_LUTS_LOADER = 200
+# The share of the FPGA's logic a default folding may use (the rest is the estimate's margin
+# and room for the router), and of its block RAM (counted exactly from the plans).
+LOGIC_BUDGET = 0.6
+RAM_BUDGET = 1.0
+
+
 @dataclass(frozen=True)
 class Estimate:
-    """Resources a folded network is expected to need: logic cells and block RAMs."""
+    """Resources a folded network is expected to need: logic cells, block RAMs and SPRAMs."""
     logic: int
     block_rams: int
-    per_layer: tuple   # (logic, block RAMs) per layer
+    per_layer: tuple   # (logic, block RAMs, SPRAMs) per layer
+    sprams: int = 0
 
 
 def _blocks(width, depth, bits, widest):
@@ -63,52 +74,75 @@ def _blocks(width, depth, bits, widest):
     return min(options)
 
 
-def estimate(net, folding, board, *, in_simd=None):
-    """Estimate the logic and block RAMs of ``net`` folded by ``folding`` on ``board``.
+def layer_cost(figures, board):
+    """``(logic, block RAMs, SPRAMs)`` of a layer's stage, from its figures."""
+    _, _, bits, widest = board.block_ram
+    logic = (figures.logic.get("stages", 1) * _LUTS_PER_LAYER
+             + figures.logic.get("xnor", 0) * _LUTS_PER_BIT
+             + figures.logic.get("adder_bits", 0) * _LUTS_PER_ADDER_BIT[board.family])
+    rams = sprams = 0
+    for memory in figures.memories:
+        need = _blocks(memory.width, memory.depth, bits, widest)
+        if memory.style == "spram":
+            sprams += memory.spram_blocks
+        elif memory.style == "block" or (memory.style == "auto"
+                                         and need * _BRAM_COST < memory.bits / 16):
+            rams += need
+        elif memory.style in ("auto", "distributed"):
+            logic += memory.bits / 8
+        elif memory.style == "registers":
+            logic += memory.bits / 2
+    return round(logic), rams, sprams
+
+
+def estimate(net, folding, board, *, in_simd=None, memory="block"):
+    """Estimate the logic, block RAMs and SPRAMs of ``net`` folded by ``folding`` on ``board``,
+    with ``memory`` (one style, or one per layer).
 
     Reads each layer's :class:`~bnnhw.kinds.base.Figures`, the plan its stage is built by:
     every memory it instantiates, in the style the gateware asks Yosys for, and the size of its
-    datapath; adds the shell and its frame buffer.
+    datapath; adds the shell and its frame buffer, and the weight image's loader if any.
     """
     from ..perf import performance
     _, _, bits, widest = board.block_ram
-    blocks = lambda width, depth: _blocks(width, depth, bits, widest)
-    model = performance(net, folding, in_simd)
-    per_layer = []
-    for figures in model.layers:
-        logic = (figures.logic.get("stages", 1) * _LUTS_PER_LAYER
-                 + figures.logic.get("xnor", 0) * _LUTS_PER_BIT
-                 + figures.logic.get("adder_bits", 0) * _LUTS_PER_ADDER_BIT[board.family])
-        rams = 0
-        for memory in figures.memories:
-            need = blocks(memory.width, memory.depth)
-            if memory.style == "block" or (memory.style == "auto"
-                                           and need * _BRAM_COST < memory.bits / 16):
-                rams += need
-            elif memory.style in ("auto", "distributed"):
-                logic += memory.bits / 8
-            elif memory.style == "registers":
-                logic += memory.bits / 2
-        per_layer.append((round(logic), rams))
+    model = performance(net, folding, in_simd, memory=memory)
+    per_layer = tuple(layer_cost(figures, board) for figures in model.layers)
     in_simd = model.layers[0].in_count if in_simd is None else in_simd
     depth = net.input_size // in_simd          # one word: the shell keeps it in flip-flops
-    shell_rams = blocks(in_simd * net.input_bits, depth) if depth > 1 else 0
-    return Estimate(logic=sum(l for l, _ in per_layer) + _LUTS_SHELL,
-                    block_rams=sum(b for _, b in per_layer) + shell_rams,
-                    per_layer=tuple(per_layer))
+    shell_rams = _blocks(in_simd * net.input_bits, depth, bits, widest) if depth > 1 else 0
+    sprams = sum(s for _, _, s in per_layer)
+    return Estimate(logic=sum(l for l, _, _ in per_layer) + _LUTS_SHELL
+                    + (_LUTS_LOADER if sprams else 0),
+                    block_rams=sum(b for _, b, _ in per_layer) + shell_rams,
+                    per_layer=per_layer, sprams=sprams)
 
 
-def check_fit(net, folding, board, *, margin=1.25):
+def _spram_count(board):
+    return board.spram[1] if board.spram else 0
+
+
+def _fits(need, board, logic_budget, ram_budget=RAM_BUDGET):
+    return (need.logic <= board.logic[1] * logic_budget
+            and need.block_rams <= board.block_ram[1] * ram_budget
+            and need.sprams <= _spram_count(board))
+
+
+def check_fit(net, folding, board, *, memory="block", margin=1.25):
     """Refuse, before place and route, a folding whose estimate exceeds the FPGA."""
-    need = estimate(net, folding, board)
+    need = estimate(net, folding, board, memory=memory)
     logic_name, logic_have = board.logic
     ram_name, ram_have, ram_bits, _ = board.block_ram
     if need.block_rams > ram_have:
         worst = max(range(len(need.per_layer)), key=lambda n: need.per_layer[n][1])
+        spram = (" or weights in SPRAM" if board.spram else "")
         raise FitError(f"{board.title}: block RAM: the folding needs about {need.block_rams} "
                        f"blocks of {ram_bits // 1024} Kbit (layers[{worst}] alone "
                        f"{need.per_layer[worst][1]}), the FPGA has {ram_have}; use a smaller "
-                       f"--pe/--simd or a larger board")
+                       f"--pe/--simd{spram} or a larger board")
+    if need.sprams > _spram_count(board):
+        raise FitError(f"{board.title}: SPRAM: the folding needs {need.sprams} SPRAMs of 16 "
+                       f"bits (one per 16 bits of each PE's weight word), the FPGA has "
+                       f"{_spram_count(board)}; use a smaller --pe/--simd")
     if need.logic > logic_have * margin:
         worst = max(range(len(need.per_layer)), key=lambda n: need.per_layer[n][0])
         raise FitError(f"{board.title}: logic: the folding needs about {need.logic:,} LUT4s "
@@ -117,25 +151,106 @@ def check_fit(net, folding, board, *, margin=1.25):
     return need
 
 
-def fitting_folding(net, board, *, budget=0.6):
-    """The fastest default folding whose estimate fits ``budget`` of the board's logic and
-    block RAM (the rest is margin for the estimate, and room for the router).
+def _styles(layer, fold, board):
+    """The memory styles a layer folded by ``fold`` may use on ``board``."""
+    styles = ["block"]
+    if board.spram:
+        try:
+            layer.figures(fold, "spram")
+        except ValueError:                     # too deep for an SPRAM
+            pass
+        else:
+            styles.append("spram")
+    return styles
 
-    Tries :func:`~bnnhw.folding.default_folding` for growing cycle targets (each layer's
-    possible cycle counts) and keeps the first that fits; raises :class:`FitError` if even
-    the most folded network does not.
+
+def board_memory(net, folding, board, *, logic_budget=1.0):
+    """The memory style of each layer of ``net`` folded by ``folding`` on ``board``: block RAM
+    where it fits, SPRAM (loaded from the weight image) for the fewest layers that make the
+    rest fit; all block RAM if nothing fits (the fit check then says why)."""
+    from itertools import product
+    from ..folding import check_folding
+    folding = check_folding(net, folding)
+    options = [_styles(layer, fold, board) for layer, fold in zip(net.layers, folding)]
+    best = None
+    for memory in product(*options):
+        need = estimate(net, folding, board, memory=memory)
+        if not _fits(need, board, logic_budget):
+            continue
+        key = (memory.count("spram"), need.block_rams, need.sprams)
+        if best is None or key < best[0]:
+            best = key, memory
+    return best[1] if best else ("block",) * len(net.layers)
+
+
+def board_design(net, board, target):
+    """A folding of ``net`` into ``target`` cycles per frame for ``board``, and its memory
+    styles: ``(folding, memory)``.
+
+    Each layer takes, for each memory style it may use, the fold meeting the target (or its
+    fastest) that costs the board least: logic, block RAMs and SPRAMs, each as a share of
+    what the FPGA has. So a layer's weight words match its memories' width (16-bit block RAM
+    and SPRAM ports) instead of merely having the fewest PEs. Then :func:`board_memory`'s rule
+    picks the styles.
     """
-    from ..folding import cycle_targets, default_folding
+    from itertools import product
+    logic_have, ram_have, spram_have = board.logic[1], board.block_ram[1], _spram_count(board)
+
+    def share(cost):
+        logic, rams, sprams = cost
+        return (logic / logic_have + rams / ram_have
+                + (sprams / spram_have if spram_have else 0))
+
+    choices = []
+    for layer in net.layers:
+        candidates = [(layer.figures(fold).cycles, fold) for fold in layer.fold_candidates()]
+        fits = [fold for cycles, fold in candidates if cycles <= target]
+        if not fits:
+            fastest = min(cycles for cycles, _ in candidates)
+            fits = [fold for cycles, fold in candidates if cycles == fastest]
+        per_style = {}
+        for fold in fits:
+            for style in _styles(layer, fold, board):
+                cost = share(layer_cost(layer.figures(fold, style), board))
+                key = (cost, layer.fold_preference(fold))
+                if style not in per_style or key < per_style[style][0]:
+                    per_style[style] = key, fold
+        choices.append({style: fold for style, (_, fold) in per_style.items()})
+    best = None
+    for memory in product(*(sorted(c) for c in choices)):
+        folding = tuple(c[style] for c, style in zip(choices, memory))
+        need = estimate(net, folding, board, memory=memory)
+        fits = _fits(need, board, LOGIC_BUDGET)
+        key = (not fits, memory.count("spram"), need.block_rams + need.sprams, need.logic)
+        if best is None or key < best[0]:
+            best = key, folding, memory
+    return best[1], best[2]
+
+
+def fitting_design(net, board, *, budget=None):
+    """The fastest folding whose estimate fits the board (``budget`` of its logic,
+    :data:`LOGIC_BUDGET` by default; its block RAMs and SPRAMs), and its memory styles:
+    ``(folding, memory)``.
+
+    Tries :func:`board_design` for growing cycle targets (each layer's possible cycle counts)
+    and keeps the first that fits; raises :class:`FitError` if even the most folded network
+    does not.
+    """
+    from ..folding import cycle_targets
+    budget = LOGIC_BUDGET if budget is None else budget
     targets = cycle_targets(net)
-    logic_have = board.logic[1]
     for target in targets:
-        folding = default_folding(net, target=target)
-        need = estimate(net, folding, board)
-        if need.logic <= logic_have * budget and need.block_rams <= board.block_ram[1] * budget:
-            return folding
-    folding = default_folding(net, target=targets[-1])
-    check_fit(net, folding, board)          # the most folded network: fits, or says why not
-    return folding
+        folding, memory = board_design(net, board, target)
+        if _fits(estimate(net, folding, board, memory=memory), board, budget):
+            return folding, memory
+    folding, memory = board_design(net, board, targets[-1])
+    check_fit(net, folding, board, memory=memory)   # the most folded network: say why not
+    return folding, memory
+
+
+def fitting_folding(net, board, *, budget=None):
+    """The folding of :func:`fitting_design`."""
+    return fitting_design(net, board, budget=budget)[0]
 
 
 @dataclass(frozen=True)
@@ -202,9 +317,13 @@ def clock_setting(board, mhz, baud):
     return pll_setting(board.family, oscillator, mhz, accept=suits)
 
 
-def build(board, net, folding, build_dir, *, clock_mhz=None, baud=115200, scores=True,
-          cache_dir=None, log=print, attempts=4):
+def build(board, net, folding, build_dir, *, memory=None, clock_mhz=None, baud=115200,
+          scores=True, cache_dir=None, log=print, attempts=4):
     """Build a bitstream of ``net`` with ``folding`` for ``board`` in ``build_dir``.
+
+    ``memory``: the memory style of each layer (by default :func:`board_memory`'s). With
+    weights in SPRAM, the weight image goes next to the bitstream (``weights.bin``, to be
+    written at :data:`bnnhw.gateware.weights.IMAGE_OFFSET` of the board's flash).
 
     The design runs at ``clock_mhz`` (the fastest clock the board's PLL makes at or below it),
     or, by default, at the fastest clock that meets timing: a first place and route at the
@@ -214,27 +333,38 @@ def build(board, net, folding, build_dir, *, clock_mhz=None, baud=115200, scores
     """
     from ..folding import format_folding
     from ..gateware.top import NetworkTop
+    from ..gateware.weights import IMAGE_OFFSET
     from ..perf import performance
     from .shell import Shell
 
     setting = clock_setting(board, board.max_clock_mhz if clock_mhz is None else clock_mhz,
                             baud)
-    need = check_fit(net, folding, board)
+    if memory is None:
+        memory = board_memory(net, folding, board)
+    need = check_fit(net, folding, board, memory=memory)
     build_dir = Path(build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
     name = "bnnhw"
-    model = performance(net, folding)
+    model = performance(net, folding, memory=memory)
     interval = model.initiation_interval
-    log(f"folding (pe, simd) {format_folding(folding)}: {interval} cycles/frame; "
-        f"estimate {need.logic:,} LUT4s, {need.block_rams} block RAMs")
+    log(f"folding (pe, simd) {format_folding(folding)}, memory {' '.join(memory)}: "
+        f"{interval} cycles/frame; estimate {need.logic:,} LUT4s, {need.block_rams} block RAMs"
+        + (f", {need.sprams} SPRAMs" if need.sprams else ""))
+    image = NetworkTop(net, folding, memory=memory).image()
+    image_path = build_dir / "weights.bin"
+    image_path.unlink(missing_ok=True)
+    if image:
+        image_path.write_bytes(image)
+        log(f"weight image {image_path} ({len(image):,} bytes), for flash offset "
+            f"0x{IMAGE_OFFSET:X}")
     env = toolchain_env(cache_dir or default_cache_dir(), board.tools, log=log)
     tried = []
     start = time.perf_counter()
     while True:
         hz = board.clock_hz if setting is None else setting.output_hz
         divisor = check_baud(baud, hz, board)
-        design = BoardTop(board, Shell(NetworkTop(net, folding), divisor=divisor,
-                                       scores=scores), clock=setting)
+        design = BoardTop(board, Shell(NetworkTop(net, folding, memory=memory),
+                                       divisor=divisor, scores=scores), clock=setting)
         platform = board.platform()
         plan = platform.prepare(design, name=name,
                                 # Report a failed timing rather than stop: the report says
@@ -271,16 +401,20 @@ def build(board, net, folding, build_dir, *, clock_mhz=None, baud=115200, scores
                                  divisor=divisor,
                                  bounds=bounds(net.input_size, net.classes, baud=baud,
                                                scores=scores, clock_hz=hz, cycles=interval))
-            _write_summary(build_dir / "build.json", result, net, folding, baud, scores)
+            _write_summary(build_dir / "build.json", result, net, folding, baud, scores,
+                           memory=memory, image=image_path.name if image else None)
             return result
 
 
-def _write_summary(path, result, net, folding, baud, scores):
+def _write_summary(path, result, net, folding, baud, scores, *, memory, image):
     """Write what `bnnhw run` and `bnnhw program` need to know of a build, as JSON."""
     from ..folding import format_folding
+    from ..gateware.weights import IMAGE_OFFSET
     summary = {
         "board": result.board.name, "bitstream": result.bitstream.name,
-        "folding": format_folding(folding), "clock_mhz": result.clock_mhz,
+        "image": image, "image_offset": IMAGE_OFFSET if image else None,
+        "folding": format_folding(folding), "memory": list(memory),
+        "clock_mhz": result.clock_mhz,
         "fmax_mhz": result.fmax_mhz, "timing_met": result.timing_met, "baud": baud,
         "divisor": result.divisor, "scores": scores, "cycles_per_frame": result.bounds.cycles,
         "n_pixels": net.input_size, "classes": net.classes,

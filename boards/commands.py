@@ -11,7 +11,7 @@ from .. import artifact, datasets
 from ..errors import BnnhwError
 from .board import get_board
 
-__all__ = ["run_build", "run_program", "run_run"]
+__all__ = ["board_options", "run_build", "run_program", "run_run"]
 
 
 def _progress(done, total, *, every=1):
@@ -20,17 +20,32 @@ def _progress(done, total, *, every=1):
         print(f"\r  {done}/{total} images", end=end, file=sys.stderr, flush=True)
 
 
+def board_options(net, board, args):
+    """The folding and memory styles the command line asks for on ``board``: given ones, else
+    the fastest that fits (:func:`~bnnhw.boards.build.fitting_design`)."""
+    from ..folding import folding_from_options, memory_from_options
+    from .build import board_memory, fitting_design
+    given = args.pe is not None or args.simd is not None or args.target is not None
+    if not given:
+        folding, memory = fitting_design(net, board)
+    else:
+        folding = folding_from_options(net, pe=args.pe, simd=args.simd, target=args.target)
+        memory = board_memory(net, folding, board)
+    if args.memory is not None:
+        memory = memory_from_options(net, args.memory)
+    return folding, memory
+
+
 def run_build(args):
     """``bnnhw build BOARD NETWORK``: bitstream, utilisation, Fmax; exit 2 if timing fails."""
-    from ..folding import folding_from_options
-    from .build import build, fitting_folding, format_result
+    from .build import build, format_result
     board = get_board(args.board)
     net = artifact.load(args.network)
-    folding = folding_from_options(net, pe=args.pe, simd=args.simd, target=args.target,
-                                   default=lambda: fitting_folding(net, board))
+    folding, memory = board_options(net, board, args)
     build_dir = args.build_dir or Path("build") / f"{args.network.stem}-{board.name}"
-    result = build(board, net, folding, build_dir, clock_mhz=args.clock, baud=args.baud,
-                   scores=not args.no_scores, log=lambda text: print(text, file=sys.stderr))
+    result = build(board, net, folding, build_dir, memory=memory, clock_mhz=args.clock,
+                   baud=args.baud, scores=not args.no_scores,
+                   log=lambda text: print(text, file=sys.stderr))
     print(format_result(result))
     if not result.timing_met:
         print(f"bnnhw: error: timing not met: {result.fmax_mhz:.1f} MHz achieved, "
@@ -42,7 +57,8 @@ def run_build(args):
 def run_program(args):
     """``bnnhw program BOARD BITSTREAM [--dry-run]``."""
     from .program import program
-    return program(get_board(args.board), args.bitstream, dry_run=args.dry_run)
+    return program(get_board(args.board), args.bitstream, image=args.image,
+                   dry_run=args.dry_run)
 
 
 def run_run(args):

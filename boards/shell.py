@@ -357,7 +357,10 @@ class Shell(wiring.Component):
 
     Requests on ``rx`` are answered on ``tx`` as :mod:`bnnhw.boards.protocol` says; ``leds``
     holds the class of the last frame the network answered (binary, 0 after reset). One request
-    at a time: bytes sent while a frame is handed to the network may be lost.
+    at a time: bytes sent while a frame is handed to the network may be lost. A network that
+    loads its weights from the board's flash (``ports.image``) gets the pins through the
+    shell's ``flash``; until its image is checked, requests are answered ``LOADING`` (or
+    ``BAD_IMAGE``).
 
     Parameters
     ----------
@@ -407,8 +410,11 @@ class Shell(wiring.Component):
                 raise ValueError(f"net.{name} must be {member!r}, not {members.get(name)!r}")
         self.net, self.ports = net, ports
         self.divisor, self.timeout, self.scores = divisor, timeout, bool(scores)
-        super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1),
-                          "leds": Out(ports.cls_width)})
+        members = {"rx": In(1, init=1), "tx": Out(1, init=1), "leds": Out(ports.cls_width)}
+        if ports.image:
+            from ..gateware.flash import FLASH_SIGNATURE
+            members["flash"] = Out(FLASH_SIGNATURE)
+        super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
@@ -431,4 +437,16 @@ class Shell(wiring.Component):
 
         with m.If(net.o.valid & net.o.ready):
             m.d.sync += self.leds.eq(net.o.payload.cls)
+
+        if ports.image:
+            # The network reads its weights from the board's flash; until they are checked,
+            # good frames are answered with the load's status.
+            from ..gateware.weights import LoadStatus
+            wiring.connect(m, net.flash, wiring.flipped(self.flash))
+            status = Signal(STATUS_SHAPE, init=protocol.Status.LOADING)
+            m.d.sync += status.eq(Mux(net.status == LoadStatus.READY, protocol.Status.OK,
+                                      Mux(net.status == LoadStatus.BAD,
+                                          protocol.Status.BAD_IMAGE,
+                                          protocol.Status.LOADING)))
+            m.d.comb += parser.i_status.eq(status)
         return m

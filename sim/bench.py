@@ -213,7 +213,7 @@ def run_command(args):
     """``bnnhw sim``: write a network's Verilog, simulate that file on a dataset, print a
     table; 1 on any mismatch."""
     from .. import artifact, datasets, golden
-    from ..folding import folding_from_options
+    from ..folding import folding_from_options, memory_from_options
     from ..gateware.top import generate_verilog
     from ..paths import output_dir, output_path
 
@@ -229,7 +229,13 @@ def run_command(args):
     net = artifact.load(args.network)
     x, y, data = datasets.frames_for(net, args.dataset, split=args.split, count=args.count,
                                      network=str(args.network))
-    folding = folding_from_options(net, pe=args.pe, simd=args.simd, target=args.target)
+    if args.board is not None:
+        from ..boards.board import get_board
+        from ..boards.commands import board_options
+        folding, memory = board_options(net, get_board(args.board), args)
+    else:
+        folding = folding_from_options(net, pe=args.pe, simd=args.simd, target=args.target)
+        memory = memory_from_options(net, args.memory)
     expected = golden.run(net, x)
     engine = args.engine
     if engine == "auto":
@@ -237,12 +243,16 @@ def run_command(args):
     log = (lambda message: print(f"bnnhw sim: {message}", flush=True))
     with tempfile.TemporaryDirectory(prefix="bnnhw-sim-") as folder:
         path = args.verilog if args.verilog is not None else Path(folder) / "bnn_top.v"
-        top = generate_verilog(net, folding, path, in_simd=args.in_simd)
+        top = generate_verilog(net, folding, path, in_simd=args.in_simd, memory=memory)
         model = top.performance
+        if top.ports.image:
+            engine = "fast"                     # the flash model is the C++ harness's
         log(f"{len(x)} frames of {data.name} ({args.split}) through {args.network} "
             f"({path}), {engine} engine, {100 * args.stall:.0f}% stalls")
         report = simulate(path, top.ports, x, expected.classes, expected.scores,
                           model=(model.initiation_interval, model.latency), engine=engine,
+                          image=top.image() if top.ports.image else None,
+                          offset=top.image_offset,
                           stall=args.stall, seed=args.seed, waves=args.waves,
                           cache_dir=args.build_dir, log=log)
     print()

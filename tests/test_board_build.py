@@ -11,7 +11,7 @@ import pytest
 
 from bnnhw import artifact, testing
 from bnnhw.boards.board import get_board
-from bnnhw.boards.build import build, estimate, fitting_folding
+from bnnhw.boards.build import build, estimate, fitting_design
 from bnnhw.folding import default_folding
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "digits.npz"
@@ -32,10 +32,11 @@ def test_bitstream_builds_fits_and_meets_timing(name, tmp_path):
     # The iCEBreaker gets the fastest folding that fits; the ULX3S a moderate one, so that
     # CI's place and route stays within a few minutes. Each runs from its PLL at a clock
     # given (searching for the fastest takes several place and route runs).
-    folding = fitting_folding(net, board) if name == "icebreaker" else \
-        default_folding(net, target=64)
+    folding, memory = (fitting_design(net, board) if name == "icebreaker" else
+                       (default_folding(net, target=64), "block"))
     clock = {"icebreaker": 60, "ulx3s": 100}[name]
-    result = build(board, net, folding, tmp_path / name, clock_mhz=clock, log=lambda text: None)
+    result = build(board, net, folding, tmp_path / name, memory=memory, clock_mhz=clock,
+                   log=lambda text: None)
     assert result.clock_mhz == clock and result.attempts[-1][0] == clock
     assert result.bitstream.stat().st_size > 1000
     logic, capacity = result.utilization[board.logic[0]]
@@ -43,6 +44,6 @@ def test_bitstream_builds_fits_and_meets_timing(name, tmp_path):
     assert result.utilization[board.block_ram[0]][0] <= board.block_ram[1]
     assert result.timing_met, f"{result.fmax_mhz:.1f} MHz < {result.clock_mhz} MHz"
     print(f"{name}: {logic} of {capacity} {board.logic[0]} (estimate "
-          f"{estimate(net, folding, board).logic}), "
+          f"{estimate(net, folding, board, memory=memory).logic}), "
           f"{result.utilization[board.block_ram[0]][0]} block RAMs, "
           f"Fmax {result.fmax_mhz:.1f} MHz, {result.seconds:.0f} s")
