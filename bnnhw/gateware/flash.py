@@ -7,7 +7,7 @@ with a 24-bit address, followed by ``length`` bytes, handed out on a byte stream
 the iCEBreaker (a Winbond W25Q128JV) takes ``0x03`` at up to 50 MHz.
 """
 
-from amaranth import Cat, Module, Signal
+from amaranth import Cat, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -40,7 +40,7 @@ class SPIFlashReader(wiring.Component):
         Clock cycles per half SPI clock period, positive.
     wake : int
         Clock cycles between the release command and the read command (the flash's
-        ``tRES1``, 3 us for the W25Q128JV), positive.
+        ``tRES1``, 3 us for the W25Q128JV), and before the release command, positive.
     """
 
     def __init__(self, *, offset, length, half=2, wake=1024):
@@ -62,47 +62,53 @@ class SPIFlashReader(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         flash = self.flash
-        # The bit engine: `count` bits to shift, `phase` cycles left in the current half of
-        # the SPI clock; data goes out on `copi` from the top of `out` (changed while `sck` is
-        # low), comes in from `cipo` into the bottom of `inp` (sampled as `sck` rises).
+        # The bit engine: data goes out on `copi` from the top of `out` (changed while `sck` is
+        # low), comes in from `cipo` into the bottom of `inp` (sampled as `sck` rises). `phase`
+        # counts the cycles of each half of the SPI clock; `shifting` and `final` (this is the
+        # last bit) are flip-flops, so that no compare lies on the way to the state machine.
         out = Signal(32)
         inp = Signal(8)
         count = Signal(range(33))
+        final = Signal()
+        shifting = Signal()
         phase = Signal(range(self.half))
-        shifting = count != 0
         m.d.comb += flash.copi.eq(out[-1])
         with m.If(shifting):
-            with m.If(phase != 0):
-                m.d.sync += phase.eq(phase - 1)
-            with m.Else():
-                m.d.sync += phase.eq(self.half - 1)
+            m.d.sync += phase.eq(Mux(phase == 0, self.half - 1, phase - 1))
+            with m.If(phase == 0):
                 with m.If(~flash.sck):
                     m.d.sync += [flash.sck.eq(1), inp.eq(Cat(flash.cipo, inp[:-1]))]
                 with m.Else():
-                    m.d.sync += [flash.sck.eq(0), out.eq(out << 1), count.eq(count - 1)]
+                    m.d.sync += [flash.sck.eq(0), out.eq(out << 1), count.eq(count - 1),
+                                 final.eq(count == 2)]
+                    with m.If(final):
+                        m.d.sync += shifting.eq(0)
 
         def shift(bits, value=0):
-            return [out.eq(value << (32 - bits)), count.eq(bits), phase.eq(self.half - 1)]
+            return [out.eq(value << (32 - bits)), count.eq(bits), final.eq(bits == 1),
+                    shifting.eq(1), phase.eq(self.half - 1)]
 
-        timer = Signal(range(max(self.wake, 16) + 1))
+        # Waits of `wake` cycles: an up counter cleared at their start, its end registered.
+        timer = Signal(range(self.wake + 1))
+        waited = Signal()
+        m.d.sync += [timer.eq(timer + 1), waited.eq(timer == max(0, self.wake - 2))]
         left = Signal(range(self.length + 1), init=self.length)
+        last = Signal(init=self.length == 1)
         with m.If(self.o.ready):
             m.d.sync += self.o.valid.eq(0)
 
         with m.FSM():
             with m.State("POWER_UP"):
-                # A few cycles with the flash deselected before the first command.
-                m.d.sync += timer.eq(timer + 1)
-                with m.If(timer == 15):
+                # The flash deselected for a while before the first command.
+                with m.If(waited):
                     m.d.sync += [flash.cs.eq(1), *shift(8, RELEASE)]
                     m.next = "RELEASE"
             with m.State("RELEASE"):
                 with m.If(~shifting):
-                    m.d.sync += [flash.cs.eq(0), timer.eq(0)]
+                    m.d.sync += [flash.cs.eq(0), timer.eq(0), waited.eq(0)]
                     m.next = "WAKE"
             with m.State("WAKE"):
-                m.d.sync += timer.eq(timer + 1)
-                with m.If(timer == self.wake - 1):
+                with m.If(waited):
                     m.d.sync += [flash.cs.eq(1), *shift(32, READ << 24 | self.offset)]
                     m.next = "COMMAND"
             with m.State("COMMAND"):
@@ -110,14 +116,15 @@ class SPIFlashReader(wiring.Component):
                     m.next = "READ"
             with m.State("READ"):
                 # Shift in a byte once the previous one was taken; hand it out when complete.
-                with m.If(~shifting & ~self.o.valid):
+                with m.If(~self.o.valid):
                     m.d.sync += shift(8)
                     m.next = "BYTE"
             with m.State("BYTE"):
                 with m.If(~shifting):
-                    m.d.sync += [self.o.payload.eq(inp), self.o.valid.eq(1), left.eq(left - 1)]
+                    m.d.sync += [self.o.payload.eq(inp), self.o.valid.eq(1), left.eq(left - 1),
+                                 last.eq(left == 2)]
                     m.next = "READ"
-                    with m.If(left == 1):
+                    with m.If(last):
                         m.next = "END"
             with m.State("END"):
                 with m.If(~self.o.valid):

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from amaranth import Module
+from amaranth import Module, Signal
 from amaranth.back import verilog
 from amaranth.lib import stream, wiring
 
@@ -127,7 +127,8 @@ class NetworkTop(wiring.Component):
             wiring.connect(m, reader.o, loader.i)
             wiring.connect(m, reader.flash, wiring.flipped(self.flash))
             m.d.comb += self.status.eq(loader.status)
-            ready = loader.status == LoadStatus.READY
+            ready = Signal()                # a flip-flop: it gates the input's `ready`
+            m.d.sync += ready.eq(loader.status == LoadStatus.READY)
             gate = stream.Signature(self.i.payload.shape()).create()
             m.d.comb += [gate.payload.eq(self.i.payload), gate.valid.eq(self.i.valid & ready),
                          self.i.ready.eq(gate.ready & ready)]

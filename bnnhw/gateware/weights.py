@@ -157,8 +157,8 @@ class WeightLoader(wiring.Component):
 
     Checks the header against the one it expects for ``blocks`` (:func:`image_header`), writes
     each block's words in order, checks the CRC-32, and sets ``status`` to ``READY``, or to
-    ``BAD`` at the first header byte that differs or at a bad CRC. ``write.active`` falls once
-    the last word is written. A byte is taken at most every four cycles (each decision starts
+    ``BAD`` two cycles after the first header byte that differs or at a bad CRC.
+    ``write.active`` falls once the last word is written. A byte is taken at most every four cycles (each decision starts
     at flip-flops; a flash delivers a byte per 16 cycles or more).
 
     Parameters
@@ -219,11 +219,15 @@ class WeightLoader(wiring.Component):
         checked = Signal(2)
         m.d.sync += checked.eq(checked << 1)
         m.d.comb += write.data.eq(Cat(low, byte))
+        # A header byte is compared a cycle after it is registered, and acted on a cycle
+        # after that (from the compare as a flip-flop).
+        differs, compared = Signal(), Signal()
+        m.d.sync += [differs.eq(byte != expected), compared.eq(got & header)]
         loading = self.status == LoadStatus.LOADING
+        with m.If(compared & differs & loading):
+            m.d.sync += [self.status.eq(LoadStatus.BAD), write.active.eq(0)]
         with m.If(got & loading):
             with m.If(header):
-                with m.If(byte != expected):
-                    m.d.sync += [self.status.eq(LoadStatus.BAD), write.active.eq(0)]
                 m.d.sync += count.eq(count + 1)
                 with m.If(last_header):
                     m.d.sync += [header.eq(0), body.eq(1), count.eq(0)]
