@@ -47,3 +47,24 @@ def test_bitstream_builds_fits_and_meets_timing(name, tmp_path):
           f"{estimate(net, folding, board, memory=memory).logic}), "
           f"{result.utilization[board.block_ram[0]][0]} block RAMs, "
           f"Fmax {result.fmax_mhz:.1f} MHz, {result.seconds:.0f} s")
+
+
+@pytest.mark.slow
+@pytest.mark.board
+def test_sfc_bitstream_with_weights_in_spram(tmp_path):
+    """The iCEBreaker gets examples/mnist_sfc.npz, three layers' weights in SPRAM: the
+    bitstream fits, meets timing at 60 MHz with the shell at 12 Mbaud, and its weight image
+    is written beside it."""
+    from bnnhw.gateware.weights import check_image
+    path = EXAMPLE.with_name("mnist_sfc.npz")
+    if not path.is_file():
+        pytest.skip("examples/mnist_sfc.npz is not in this checkout")
+    board = get_board("icebreaker")
+    net = artifact.load(path)
+    folding, memory = fitting_design(net, board)
+    result = build(board, net, folding, tmp_path, memory=memory, clock_mhz=60,
+                   baud=12_000_000, log=lambda text: None)
+    assert result.utilization["ICESTORM_SPRAM"][0] == 4
+    assert result.utilization[board.block_ram[0]][0] <= board.block_ram[1]
+    assert result.timing_met, f"{result.fmax_mhz:.1f} MHz < 60 MHz"
+    check_image((tmp_path / "weights.bin").read_bytes(), net, folding, memory)

