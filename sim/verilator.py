@@ -165,7 +165,9 @@ def cached_build(kind, texts, options, build, *, cache_dir=None, log=None):
     ``build`` raises :class:`SimulatorError` on failure (nothing is cached then). ``log``, if
     given, is called with one-line messages.
     """
-    cache_dir = Path(cache_dir) if cache_dir is not None else CACHE_DIR
+    # Absolute: builds run the tools inside their own folder (`bnnhw flow` passes a relative
+    # runs/flow/verilator, which the harness build then looked for inside itself).
+    cache_dir = (Path(cache_dir) if cache_dir is not None else CACHE_DIR).resolve()
     key = cache_key(kind, texts, options)[:24]
     final = cache_dir / f"{kind}-{key}"
     done = final / "bnnhw-build.json"
