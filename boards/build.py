@@ -29,12 +29,18 @@ class FitError(BnnhwError):
 
 # Logic cells (iCE40 LCs, or ECP5 LUT4s) per XNOR-popcount input bit, per multi-bit add/subtract
 # input bit of the first layer, per layer stage (counters, handshakes, compare) and for the
-# UART shell; LUT ROMs cost a LUT per 8 bits; buffers in flip-flops a LUT per 2 bits (their
-# multiplexer). A ROM left to Yosys goes where it is cheaper, weighing a block RAM as 64
-# LUTs and a bit of LUT ROM as 1/16 of a LUT, as its memory_libmap pass weighs them. Fitted to bnnhw's builds of the
-# digits network (64-128-128-10, 5-bit pixels): on a UP5K folded (1,8) (1,16) (1,2) with the
-# shell 1,772 LCs (model 1,907), folded (1,32) (1,64) (1,4) in a bare wrapper 2,669 (model
-# 2,405); on an ECP5-85F folded (2,64) (4,64) (5,4) with the shell 5,373 LUT4s (model 5,909).
+# UART shell; LUT ROMs cost a LUT per 8 bits; buffers in flip-flops two cells per bit on an
+# iCE40 (the flip-flop, loaded straight from the stream with no LUT to share its cell, and its
+# part of the read multiplexer; an ECP5 slice has flip-flops beside its LUTs: half a LUT4),
+# and so does the shell's frame buffer when it is a word or two (Yosys keeps it in
+# flip-flops). A ROM left to Yosys goes where it is cheaper, weighing a block RAM
+# as 64 LUTs and a bit of LUT ROM as 1/16 of a LUT, as its memory_libmap pass weighs them.
+# Fitted to bnnhw's builds of the digits network (64-128-128-10, 5-bit pixels) and of SFC
+# (784-256-256-256-10); errors of the estimate on each are in bench/RESULTS.md. On a UP5K:
+# digits folded (1,8) (1,16) (1,2) with the shell 1,653 LCs (model 1,779), (1,32) (1,64)
+# (1,8) 4,576 (model 4,513; 1,792 cells for its 896 bits of buffer flip-flops); SFC (2,16)
+# (1,16) (1,16) (1,1), weights in SPRAM, 3,301 (model 3,189, the image loader and flash
+# reader about 450); on an ECP5-85F digits (2,64) (4,64) (5,4) 5,300 LUT4s (model 5,589).
 # ECP5 adders count about 1.7 times the LUT4s of iCE40 ones (a CCU2C carry cell holds two):
 # folded (16,64) (32,64) (5,32), the digits network took 30,126 LUT4s (model 30,521).
 _LUTS_PER_BIT = 3
@@ -44,12 +50,14 @@ _LUTS_SHELL = 500
 _BRAM_COST = 64
 
 
+_LUTS_PER_REGISTER_BIT = {"ice40": 2, "ecp5": 0.5}     # ECP5 slices have flip-flops beside
 # What the weight image costs when some layer's weights are in SPRAM: the flash reader and
-# the loader (header compare, CRC-32, block counters).
-_LUTS_LOADER = 200
-# The share of the FPGA's logic a default folding may use (the rest is the estimate's margin
-# and room for the router), and of its block RAM (counted exactly from the plans).
-LOGIC_BUDGET = 0.6
+# the loader (header compare, CRC-32, block counters), the SPRAMs' address multiplexers.
+_LUTS_LOADER = 450
+# The share of the FPGA's logic a default folding may use (the rest is the estimate's margin,
+# within 8% on the builds above, and room for the router), and of its block RAM (counted
+# exactly from the plans).
+LOGIC_BUDGET = 0.75
 RAM_BUDGET = 1.0
 
 
@@ -91,7 +99,7 @@ def layer_cost(figures, board):
         elif memory.style in ("auto", "distributed"):
             logic += memory.bits / 8
         elif memory.style == "registers":
-            logic += memory.bits / 2
+            logic += memory.bits * _LUTS_PER_REGISTER_BIT[board.family]
     return round(logic), rams, sprams
 
 
@@ -108,10 +116,13 @@ def estimate(net, folding, board, *, in_simd=None, memory="block"):
     model = performance(net, folding, in_simd, memory=memory)
     per_layer = tuple(layer_cost(figures, board) for figures in model.layers)
     in_simd = model.layers[0].in_count if in_simd is None else in_simd
-    depth = net.input_size // in_simd          # one word: the shell keeps it in flip-flops
-    shell_rams = _blocks(in_simd * net.input_bits, depth, bits, widest) if depth > 1 else 0
+    # The shell's frame buffer: flip-flops for a word or two (as Yosys maps it), else RAM.
+    depth, width = net.input_size // in_simd, in_simd * net.input_bits
+    shell_rams = _blocks(width, depth, bits, widest) if depth > 2 else 0
+    shell_logic = _LUTS_SHELL + (depth * width * _LUTS_PER_REGISTER_BIT[board.family]
+                                 if depth <= 2 else 0)
     sprams = sum(s for _, _, s in per_layer)
-    return Estimate(logic=sum(l for l, _, _ in per_layer) + _LUTS_SHELL
+    return Estimate(logic=sum(l for l, _, _ in per_layer) + round(shell_logic)
                     + (_LUTS_LOADER if sprams else 0),
                     block_rams=sum(b for _, b, _ in per_layer) + shell_rams,
                     per_layer=per_layer, sprams=sprams)
