@@ -38,9 +38,10 @@ class FitError(BnnhwError):
 # Fitted to bnnhw's builds of the digits network (64-128-128-10, 5-bit pixels) and of SFC
 # (784-256-256-256-10); errors of the estimate on each are in bench/RESULTS.md. On a UP5K:
 # digits folded (1,8) (1,16) (1,2) with the shell 1,653 LCs (model 1,779), (1,32) (1,64)
-# (1,8) 4,576 (model 4,513; 1,792 cells for its 896 bits of buffer flip-flops); SFC (2,16)
-# (1,16) (1,16) (1,1), weights in SPRAM, 3,301 (model 3,189, the image loader and flash
-# reader about 450); on an ECP5-85F digits (2,64) (4,64) (5,4) 5,300 LUT4s (model 5,589).
+# (1,8) 4,576 (model 4,673; 1,792 cells for its 896 bits of buffer flip-flops), (4,16) (8,16)
+# (1,16) 4,266 (model 4,269: 13 PEs); SFC (2,16) (1,16) (1,16) (1,1), weights in SPRAM, 3,301
+# (model 3,303, the image loader and flash reader about 450); on an ECP5-85F digits (2,64)
+# (4,64) (5,4) 5,300 LUT4s (model 5,749).
 # ECP5 adders count about 1.7 times the LUT4s of iCE40 ones (a CCU2C carry cell holds two):
 # folded (16,64) (32,64) (5,32), the digits network took 30,126 LUT4s (model 30,521).
 _LUTS_PER_BIT = 3
@@ -51,13 +52,17 @@ _BRAM_COST = 64
 
 
 _LUTS_PER_REGISTER_BIT = {"ice40": 2, "ecp5": 0.5}     # ECP5 slices have flip-flops beside
+# Each PE beyond the first: its accumulator, result and pipeline flip-flops, which take cells
+# of their own on an iCE40 (on an ECP5 they sit beside the LUTs the per-bit costs count).
+_LUTS_PER_PE = {"ice40": 114, "ecp5": 0}
 # What the weight image costs when some layer's weights are in SPRAM: the flash reader and
 # the loader (header compare, CRC-32, block counters), the SPRAMs' address multiplexers.
 _LUTS_LOADER = 450
 # The share of the FPGA's logic a default folding may use (the rest is the estimate's margin,
-# within 8% on the builds above, and room for the router), and of its block RAM (counted
-# exactly from the plans).
-LOGIC_BUDGET = 0.75
+# within 9% on the builds above, and room for the router: at 81% of a UP5K the digits design
+# still closed, but at 47 MHz instead of 60-68), and of its block RAM (counted exactly from
+# the plans).
+LOGIC_BUDGET = 0.7
 RAM_BUDGET = 1.0
 
 
@@ -86,6 +91,7 @@ def layer_cost(figures, board):
     """``(logic, block RAMs, SPRAMs)`` of a layer's stage, from its figures."""
     _, _, bits, widest = board.block_ram
     logic = (figures.logic.get("stages", 1) * _LUTS_PER_LAYER
+             + (figures.fold.get("pe", 1) - 1) * _LUTS_PER_PE[board.family]
              + figures.logic.get("xnor", 0) * _LUTS_PER_BIT
              + figures.logic.get("adder_bits", 0) * _LUTS_PER_ADDER_BIT[board.family])
     rams = sprams = 0
