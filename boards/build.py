@@ -32,16 +32,16 @@ class FitError(BnnhwError):
 # UART shell; LUT ROMs cost a LUT per 8 bits; buffers in flip-flops two cells per bit on an
 # iCE40 (the flip-flop, loaded straight from the stream with no LUT to share its cell, and its
 # part of the read multiplexer; an ECP5 slice has flip-flops beside its LUTs: half a LUT4),
-# and so does the shell's frame buffer when it is a word or two (Yosys keeps it in
-# flip-flops). A ROM left to Yosys goes where it is cheaper, weighing a block RAM
+# and so does the shell's frame buffer up to four words (Yosys keeps it in flip-flops). A ROM left to Yosys goes where it is cheaper, weighing a block RAM
 # as 64 LUTs and a bit of LUT ROM as 1/16 of a LUT, as its memory_libmap pass weighs them.
 # Fitted to bnnhw's builds of the digits network (64-128-128-10, 5-bit pixels) and of SFC
-# (784-256-256-256-10); errors of the estimate on each are in bench/RESULTS.md. On a UP5K:
-# digits folded (1,8) (1,16) (1,2) with the shell 1,653 LCs (model 1,779), (1,32) (1,64)
-# (1,8) 4,576 (model 4,673; 1,792 cells for its 896 bits of buffer flip-flops), (4,16) (8,16)
-# (1,16) 4,266 (model 4,269: 13 PEs); SFC (2,16) (1,16) (1,16) (1,1), weights in SPRAM, 3,301
-# (model 3,303, the image loader and flash reader about 450); on an ECP5-85F digits (2,64)
-# (4,64) (5,4) 5,300 LUT4s (model 5,749).
+# (784-256-256-256-10); the errors of the estimate on each are in bench/RESULTS.md. On a UP5K,
+# with the shell: digits folded (1,8) (1,16) (1,2) 1,653 LCs (model 1,779), (1,32) (1,64)
+# (1,8) 4,576 (model 4,673; 1,792 cells for its 896 bits of buffer flip-flops, 640 for a
+# frame buffer of two words), (4,16) (8,16) (1,16) 4,266 (model 4,269), (2,16) (2,32) (1,8)
+# 3,140 (model 2,981); SFC (2,16) (1,16) (1,16) (1,1), weights in SPRAM, 3,301 (model 3,239,
+# the image loader and flash reader about 450); on an ECP5-85F digits (2,64) (4,64) (5,4)
+# 5,300 LUT4s (model 5,749). Block RAMs: the model's count on all six.
 # ECP5 adders count about 1.7 times the LUT4s of iCE40 ones (a CCU2C carry cell holds two):
 # folded (16,64) (32,64) (5,32), the digits network took 30,126 LUT4s (model 30,521).
 _LUTS_PER_BIT = 3
@@ -54,14 +54,14 @@ _BRAM_COST = 64
 _LUTS_PER_REGISTER_BIT = {"ice40": 2, "ecp5": 0.5}     # ECP5 slices have flip-flops beside
 # Each PE beyond the first: its accumulator, result and pipeline flip-flops, which take cells
 # of their own on an iCE40 (on an ECP5 they sit beside the LUTs the per-bit costs count).
-_LUTS_PER_PE = {"ice40": 114, "ecp5": 0}
+_LUTS_PER_PE = {"ice40": 50, "ecp5": 0}
 # What the weight image costs when some layer's weights are in SPRAM: the flash reader and
 # the loader (header compare, CRC-32, block counters), the SPRAMs' address multiplexers.
 _LUTS_LOADER = 450
 # The share of the FPGA's logic a default folding may use (the rest is the estimate's margin,
-# within 9% on the builds above, and room for the router: at 81% of a UP5K the digits design
-# still closed, but at 47 MHz instead of 60-68), and of its block RAM (counted exactly from
-# the plans).
+# -5% to +9% on the builds above, and room for the router: at 81% of a UP5K the digits design
+# still closed, but at 47 MHz instead of 55-68), and of its block RAM (counted exactly from
+# the plans, as Yosys maps them).
 LOGIC_BUDGET = 0.7
 RAM_BUDGET = 1.0
 
@@ -122,11 +122,11 @@ def estimate(net, folding, board, *, in_simd=None, memory="block"):
     model = performance(net, folding, in_simd, memory=memory)
     per_layer = tuple(layer_cost(figures, board) for figures in model.layers)
     in_simd = model.layers[0].in_count if in_simd is None else in_simd
-    # The shell's frame buffer: flip-flops for a word or two (as Yosys maps it), else RAM.
+    # The shell's frame buffer: flip-flops up to four words (as Yosys maps it), else RAM.
     depth, width = net.input_size // in_simd, in_simd * net.input_bits
-    shell_rams = _blocks(width, depth, bits, widest) if depth > 2 else 0
+    shell_rams = _blocks(width, depth, bits, widest) if depth > 4 else 0
     shell_logic = _LUTS_SHELL + (depth * width * _LUTS_PER_REGISTER_BIT[board.family]
-                                 if depth <= 2 else 0)
+                                 if depth <= 4 else 0)
     sprams = sum(s for _, _, s in per_layer)
     return Estimate(logic=sum(l for l, _, _ in per_layer) + round(shell_logic)
                     + (_LUTS_LOADER if sprams else 0),
