@@ -1,4 +1,4 @@
-"""The whole MNIST test set (10,000 images) through an SFC-sized network in Verilator.
+"""The whole MNIST test set (10,000 images) through a network in Verilator.
 
 Uses ``examples/mnist_sfc.npz`` if present, else a random 784-256-256-256-10 network, with the
 gateware's default folding; runs the fast path (:mod:`bnnhw.sim.fast`) and compares every
@@ -9,9 +9,9 @@ and memories (on a UP5K, SFC's weights are in SPRAM, simulated with Yosys's SB_S
 the weight image read first from the harness's SPI flash model. Issue 12's target: 0
 mismatches, cycles/frame measured = model.
 
-Run: ``python bench/sim_mnist.py [--stall P] [--count N] [--target CYCLES] [--board B]``.
-Skips (exit 0, with a message) if ``../shared/datasets/mnist`` is absent; exits 1 on any
-mismatch.
+Run: ``python bench/sim_mnist.py [--network FILE] [--stall P] [--count N] [--target CYCLES |
+--pe N,... --simd N,...] [--board B]``. Skips (exit 0, with a message) if
+``../shared/datasets/mnist`` is absent; exits 1 on any mismatch.
 """
 
 import argparse
@@ -26,6 +26,10 @@ MNIST = ROOT.parent / "shared" / "datasets" / "mnist"
 NETWORK = ROOT / "examples" / "mnist_sfc.npz"
 
 
+def _ints(text):
+    return [None if part == "-" else int(part) for part in text.split(",")]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", metavar="DIR", type=Path, default=MNIST,
@@ -37,6 +41,10 @@ def main(argv=None):
                         help="stall probability per cycle on both sides (default: %(default)s)")
     parser.add_argument("--target", metavar="CYCLES", type=int,
                         help="cycles per frame for the default folding (default: balanced)")
+    parser.add_argument("--pe", metavar="N,...", type=_ints,
+                        help="folding: neurons in parallel per layer (- for a pool)")
+    parser.add_argument("--simd", metavar="N,...", type=_ints,
+                        help="folding: inputs per cycle per layer")
     parser.add_argument("--board", metavar="BOARD",
                         help="simulate what `bnnhw build BOARD` builds (folding, memories)")
     parser.add_argument("--build-dir", metavar="DIR", type=Path,
@@ -49,7 +57,7 @@ def main(argv=None):
     from bnnhw import artifact, datasets, golden, testing
     from bnnhw.gateware.top import NetworkTop
     from bnnhw.sim import verilator
-    from bnnhw.folding import format_folding
+    from bnnhw.folding import folding_from_options, format_folding
     from bnnhw.sim.bench import report_rows, simulate_top
 
     if not verilator.available():
@@ -68,20 +76,19 @@ def main(argv=None):
     expected = golden.run(net, x)
     if args.board is not None:
         from bnnhw.boards.board import get_board
-        from bnnhw.boards.build import board_design, fitting_design
-        board = get_board(args.board)
-        folding, memory = (fitting_design(net, board) if args.target is None else
-                           board_design(net, board, args.target))
+        from bnnhw.boards.commands import board_options
+        folding, memory = board_options(net, get_board(args.board), args)
         top = NetworkTop(net, folding, memory=memory)
     else:
-        top = NetworkTop(net, target=args.target)
+        folding = folding_from_options(net, pe=args.pe, simd=args.simd, target=args.target)
+        top = NetworkTop(net, folding)
     print(f"sim_mnist: {len(x):,} {data.name} test images through {name}, folding "
           f"{format_folding(top.folding)}, memory {' '.join(top.memory)}, "
           f"{100 * args.stall:.0f}% stalls", flush=True)
     generate = time.perf_counter()
     report = simulate_top(top, x, expected.classes, expected.scores, engine="fast",
-                      stall=args.stall, cache_dir=args.build_dir,
-                      log=lambda message: print(f"sim_mnist: {message}", flush=True))
+                          stall=args.stall, cache_dir=args.build_dir,
+                          log=lambda message: print(f"sim_mnist: {message}", flush=True))
     wall = time.perf_counter() - started
     print()
     for row_name, value in report_rows(report, labels=y, golden_classes=expected.classes):

@@ -7,7 +7,7 @@
 
 import numpy as np
 
-__all__ = ["pack_bits", "xnor_popcount", "bipolar_dot", "fold", "unfold", "words", "base_bits"]
+__all__ = ["pack_bits", "xnor_popcount", "packed_xnor_popcount", "bipolar_dot", "fold", "unfold", "words", "base_bits"]
 
 # Frames per chunk: bounds the (chunk, out, words) XOR temporaries to tens of megabytes.
 _CHUNK = 2048
@@ -27,8 +27,13 @@ def pack_bits(bits):
 def xnor_popcount(bits, weights):
     """``popcount(XNOR(x_b, w_j))`` for every frame ``b`` of ``bits`` ``(B, N)`` and row ``j``
     of ``weights`` ``(out, N)``: an ``(B, out)`` int64 array."""
-    x_packed, w_packed = pack_bits(bits), pack_bits(weights)
-    fan_in = np.shape(weights)[-1]
+    return packed_xnor_popcount(pack_bits(bits), pack_bits(weights), np.shape(weights)[-1])
+
+
+def packed_xnor_popcount(x_packed, w_packed, fan_in):
+    """:func:`xnor_popcount` of operands packed into uint64 words the same way, zero padded
+    alike (padding bits agree, so they count as no difference): ``x_packed`` ``(B, words)``,
+    ``w_packed`` ``(out, words)``, ``fan_in`` the number of real bits."""
     out = np.empty((x_packed.shape[0], w_packed.shape[0]), np.int64)
     for start in range(0, x_packed.shape[0], _CHUNK):
         x = x_packed[start:start + _CHUNK, None, :]

@@ -27,7 +27,7 @@ def _table(rows, headers):
     headers = [str(h) for h in headers]
     columns = list(zip(headers, *rows))
     widths = [max(map(len, column)) for column in columns]
-    numeric = [all(re.fullmatch(r"-?[\d,.]+%?", c) for c in column[1:]) for column in columns]
+    numeric = [all(re.fullmatch(r"-?[\d,.]+%?|-", c) for c in column[1:]) for column in columns]
     line = lambda cells: "  ".join(c.rjust(w) if r else c.ljust(w)
                                    for c, w, r in zip(cells, widths, numeric)).rstrip()
     return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
@@ -127,6 +127,8 @@ def _add_folding_arguments(p, default="layers balanced for a UP5K's block RAM ba
                        help="input features per cycle, one per layer")
     group.add_argument("--target", metavar="CYCLES", type=int,
                        help="cycles per frame the default folding aims for")
+    group.add_argument("--folding", metavar="FILE", type=Path,
+                       help="a folding file, as bnnhw build and flow write (folding.json)")
     group.add_argument("--memory", metavar="STYLE,...", type=_word_list,
                        help="weight memories: block, distributed or spram (an iCE40 "
                             "UltraPlus's, loaded from flash at run time), one for all layers "
@@ -139,8 +141,8 @@ def _word_list(text):
 
 def _folding(args, net):
     """The folding the folding options ask for, checked against ``net``."""
-    from .folding import folding_from_options
-    return folding_from_options(net, pe=args.pe, simd=args.simd, target=args.target)
+    from .folding import folding_from_args
+    return folding_from_args(net, args)
 
 
 def _memory(args, net, default="block"):
@@ -295,6 +297,8 @@ def main(argv=None):
                    help="'digits' or a directory of MNIST-style IDX files (default: %(default)s)")
     p.add_argument("--seed", metavar="N", type=int, default=0,
                    help="training seed (default: %(default)s)")
+    p.add_argument("--model", metavar="NAME",
+                   help="training preset, e.g. digits_cnn (default: digits for the digits)")
     p.add_argument("--board", choices=[*sorted(BOARDS), "none"], default="icebreaker",
                    help="board to build a bitstream for (default: %(default)s)")
     p.add_argument("--stall", metavar="P", type=float, default=0.3,
@@ -305,6 +309,9 @@ def main(argv=None):
     p.add_argument("--target", metavar="CYCLES", type=int,
                    help="cycles per frame of the folding to simulate and build (default: the "
                         "fastest that fits the board)")
+    p.add_argument("--folding", metavar="FILE", type=Path,
+                   help="the folding to simulate and build, from a folding file "
+                        "(folding.json, as build and flow write)")
     p.set_defaults(run=run_flow)
 
     p = commands.add_parser("sim", help="check the gateware in Verilator against the golden model")

@@ -1,7 +1,9 @@
-"""Datasets: scikit-learn's bundled 8x8 digits (the embedded default) and MNIST-style IDX files.
+"""Datasets: scikit-learn's bundled 8x8 digits (the embedded default), MNIST-style IDX files and
+the CIFAR-10 binary distribution.
 
-Every dataset comes as unsigned integer images flattened in C order, ready for a network's
-``first`` layer, with its bit width:
+Every dataset comes as unsigned integer images of a shape ``(C, H, W)``, each flattened in the
+stream order of :mod:`bnnhw.tensor` (row by row, pixel by pixel, channels within a pixel),
+ready for a network's first layer, with its bit width:
 
 ``digits``
     scikit-learn's bundled copy of the UCI 8x8 handwritten digits: 1,797 images of 64 pixels
@@ -12,7 +14,13 @@ A directory of IDX files
     ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte`` (each optionally ``.gz``, and ``.``
     instead of the last ``-`` as some mirrors name them), as MNIST and Fashion-MNIST ship:
     8-bit pixels (``in_bits = 8``), the files' own train/test split. The dataset's name is the
-    directory's own name (``mnist`` for ``/data/mnist``).
+    directory's own name (``mnist`` for ``/data/mnist``). Shape ``(1, 28, 28)`` for MNIST.
+A directory of CIFAR-10 binary files
+    ``data_batch_1.bin`` .. ``data_batch_5.bin`` (the training set, in that order) and
+    ``test_batch.bin``, as ``cifar-10-binary.tar.gz`` unpacks: records of one label byte
+    (0..9) and 3,072 pixel bytes, the red, green and blue planes of a 32x32 image, each row by
+    row; reordered here to stream order. Shape ``(3, 32, 32)``, ``in_bits = 8``. Class names
+    from ``batches.meta.txt`` when it is there.
 
 A dataset is recorded (in a trained network's provenance) by :func:`fingerprint`: its name and
 SHA-256 digests, never the path it was read from.
@@ -30,7 +38,8 @@ import numpy as np
 from .errors import BnnhwError
 
 __all__ = ["Dataset", "DatasetError", "load_dataset", "load_digits", "load_idx_dir", "read_idx",
-           "dataset_name", "fingerprint", "frames_for"]
+           "load_cifar_dir", "CIFAR_TRAIN", "CIFAR_TEST", "dataset_name", "fingerprint",
+           "frames_for"]
 
 
 class DatasetError(BnnhwError):
@@ -39,9 +48,10 @@ class DatasetError(BnnhwError):
 
 @dataclass(frozen=True, eq=False)
 class Dataset:
-    """Images as ``(count, pixels)`` unsigned integers and labels as ``(count,)`` int64."""
+    """Images as ``(count, pixels)`` unsigned integers in stream order and labels as
+    ``(count,)`` int64."""
     name: str
-    shape: tuple          # shape of one image, e.g. (28, 28)
+    shape: tuple          # (channels, height, width) of one image, e.g. (1, 28, 28)
     in_bits: int          # pixel values are 0 .. 2**in_bits - 1
     train_x: np.ndarray
     train_y: np.ndarray
@@ -49,6 +59,7 @@ class Dataset:
     test_y: np.ndarray
     classes: int = 10
     files: dict = None    # file name -> SHA-256 (hex) of each file read, as stored; None: none
+    labels: tuple = None  # class names, if the dataset has them
 
     def split(self, which):
         """Return ``(x, y)`` of the ``"train"`` or ``"test"`` split."""
@@ -64,7 +75,7 @@ def load_digits():
     x = bunch.data.astype(np.uint8)
     y = bunch.target.astype(np.int64)
     test = np.arange(len(y)) % 5 == 4
-    return Dataset(name="digits", shape=(8, 8), in_bits=5, train_x=x[~test], train_y=y[~test],
+    return Dataset(name="digits", shape=(1, 8, 8), in_bits=5, train_x=x[~test], train_y=y[~test],
                    test_x=x[test], test_y=y[test])
 
 
@@ -125,7 +136,7 @@ def load_idx_dir(directory):
     directory = Path(directory)
     if not directory.exists():
         raise DatasetError(f"{directory}: no such directory; a dataset is 'digits' or a "
-                           f"directory of MNIST-style IDX files")
+                           f"directory of MNIST-style IDX files or of CIFAR-10 binary files")
     if not directory.is_dir():
         raise DatasetError(f"{directory}: not a directory of IDX files")
     parts, shape, files = {}, None, {}
@@ -143,15 +154,70 @@ def load_idx_dir(directory):
                                f"images {images.shape[1]}x{images.shape[2]}")
         shape = images.shape[1:]
         parts[split] = images.reshape(len(images), -1), labels.astype(np.int64)
-    return Dataset(name=dataset_name(directory), shape=tuple(shape), in_bits=8,
+    return Dataset(name=dataset_name(directory), shape=(1,) + tuple(shape), in_bits=8,
                    train_x=parts["train"][0], train_y=parts["train"][1],
                    test_x=parts["test"][0], test_y=parts["test"][1], files=files)
 
 
+CIFAR_TRAIN = tuple(f"data_batch_{n}.bin" for n in range(1, 6))
+CIFAR_TEST = "test_batch.bin"
+_CIFAR_SHAPE = (3, 32, 32)
+_CIFAR_RECORD = 1 + 3 * 32 * 32
+
+
+def _read_cifar(path):
+    """Images (stream order) and labels of one CIFAR-10 binary batch file, and its SHA-256."""
+    from .tensor import to_stream_order
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise DatasetError(f"{path}: cannot read ({error.strerror})") from None
+    if not raw or len(raw) % _CIFAR_RECORD:
+        raise DatasetError(f"{path}: {len(raw):,} bytes is not a whole number of CIFAR-10 "
+                           f"records ({_CIFAR_RECORD:,} bytes each: a label byte and a 32x32 "
+                           f"RGB image); the file is truncated or not a CIFAR-10 batch")
+    records = np.frombuffer(raw, np.uint8).reshape(-1, _CIFAR_RECORD)
+    labels = records[:, 0].astype(np.int64)
+    if labels.max() >= 10:
+        bad = int(np.flatnonzero(labels >= 10)[0])
+        raise DatasetError(f"{path}: record {bad} has label {labels[bad]}, outside 0..9; not a "
+                           f"CIFAR-10 batch (CIFAR-100 files have two label bytes)")
+    return to_stream_order(records[:, 1:], _CIFAR_SHAPE), labels, hashlib.sha256(raw).hexdigest()
+
+
+def load_cifar_dir(directory):
+    """Read the CIFAR-10 binary distribution from ``directory`` (see the module docstring)."""
+    directory = Path(directory)
+    missing = [name for name in (*CIFAR_TRAIN, CIFAR_TEST) if not (directory / name).is_file()]
+    if missing:
+        raise DatasetError(f"{directory}: no {missing[0]} (a CIFAR-10 directory holds "
+                           f"{', '.join(CIFAR_TRAIN)} and {CIFAR_TEST})")
+    files, parts = {}, []
+    for name in CIFAR_TRAIN + (CIFAR_TEST,):
+        images, labels, files[name] = _read_cifar(directory / name)
+        parts.append((images, labels))
+    train_x = np.concatenate([images for images, _ in parts[:-1]])
+    train_y = np.concatenate([labels for _, labels in parts[:-1]])
+    names = None
+    meta = directory / "batches.meta.txt"
+    if meta.is_file():
+        lines = [line.strip() for line in meta.read_text(errors="replace").splitlines()]
+        lines = [line for line in lines if line]
+        names = tuple(lines) if len(lines) == 10 else None
+    return Dataset(name=dataset_name(directory), shape=_CIFAR_SHAPE, in_bits=8,
+                   train_x=train_x, train_y=train_y, test_x=parts[-1][0], test_y=parts[-1][1],
+                   files=files, labels=names)
+
+
 def load_dataset(spec):
-    """Load ``"digits"`` (the default) or a directory of IDX files, by name or path."""
+    """Load ``"digits"`` (the default), or a directory of IDX or CIFAR-10 binary files, by name
+    or path."""
     if spec in (None, "digits"):
         return load_digits()
+    directory = Path(spec)
+    if directory.is_dir() and any((directory / name).is_file()
+                                  for name in (*CIFAR_TRAIN, CIFAR_TEST)):
+        return load_cifar_dir(directory)
     return load_idx_dir(spec)
 
 
@@ -201,6 +267,10 @@ def frames_for(net, spec, *, split="test", count=None, network="the network"):
     if x.shape[1] != net.input_size:
         raise DatasetError(f"dataset {data.name} has {x.shape[1]} pixels per image but "
                            f"{network} expects {net.input_size}")
+    c, h, w = net.input_shape
+    if (h, w) != (1, 1) and tuple(data.shape) != (c, h, w):
+        raise DatasetError(f"dataset {data.name} has images of {data.shape[0]} channels of "
+                           f"{data.shape[1]}x{data.shape[2]}, but {network} takes {c} of {h}x{w}")
     if data.in_bits > net.input_bits:
         raise DatasetError(f"dataset {data.name} has {data.in_bits}-bit pixels but "
                            f"{network} takes {net.input_bits}-bit inputs")

@@ -22,10 +22,10 @@ def _say(text):
     print(f"bnnhw flow: {text}", file=sys.stderr, flush=True)
 
 
-def _train(out, dataset, seed):
+def _train(out, dataset, seed, model):
     from .train import train as training
     path = out / "network.npz"
-    config = training.Config(dataset=dataset, seed=seed, output=str(path))
+    config = training.Config(dataset=dataset, seed=seed, model=model, output=str(path))
     training.main_train(config)
     return path
 
@@ -49,9 +49,10 @@ def run_flow(args):
     started = time.perf_counter()
 
     if args.network is None:
-        _say(f"training on {args.dataset} (seed {args.seed})")
+        _say(f"training {args.model or 'the default model'} on {args.dataset} "
+             f"(seed {args.seed})")
         step = time.perf_counter()
-        path = _train(out, args.dataset, args.seed)
+        path = _train(out, args.dataset, args.seed, args.model)
         rows.append(("train", f"{path} ({time.perf_counter() - step:.0f} s)"))
     else:
         path = Path(args.network)
@@ -66,25 +67,24 @@ def run_flow(args):
         rows.append(("torch vs golden", f"{check.get('class_agreement', '?')} of "
                                         f"{check.get('frames', '?')} classes agree {when}"))
 
-    from .folding import default_folding
+    from .folding import default_folding, folding_from_args, save_folding
     from .gateware.top import generate_verilog
     # The folding simulated is the folding built: the board's fastest that fits, by default.
     board = None
     memory = "block"
     if args.board != "none":
         from .boards.board import get_board
-        from .boards.build import board_design, board_memory, fitting_design
         board = get_board(args.board)
     if board is None:
-        folding = default_folding(net, target=args.target)
-    elif args.target is not None:
-        folding, memory = board_design(net, board, args.target)
-        memory = board_memory(net, folding, board)
+        folding = folding_from_args(net, args, default=lambda: default_folding(net))
     else:
-        folding, memory = fitting_design(net, board)
+        from .boards.commands import board_options
+        folding, memory = board_options(net, board, args)
     verilog_path = out / "bnn_top.v"
     top = generate_verilog(net, folding, verilog_path, memory=memory)
     performance = top.performance
+    save_folding(out / "folding.json", net, folding,
+                 cycles_per_frame=performance.initiation_interval)
     rows.append(("verilog", f"{verilog_path}, {performance.initiation_interval} cycles/frame "
                             f"(model)"))
 

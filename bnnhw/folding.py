@@ -8,18 +8,36 @@ neurons over a fan-in of ``MW`` is folded by ``pe``, dividing ``MH``, and ``simd
 
 A folding configuration for a network is a sequence with one entry per layer, each a
 :class:`LayerFolding`, a tuple of the kind's parameters in order (``(pe, simd)``) or a mapping
-(``{"pe": .., "simd": ..}``). :func:`folding_from_options` turns the command line's
-``--pe``/``--simd``/``--target`` into one; every command uses it.
+(``{"pe": .., "simd": ..}``). :func:`folding_from_args` turns the command line's
+``--pe``/``--simd``/``--target``/``--folding`` into one; every command uses it.
+
+A folding file (``--folding FILE``, written by ``bnnhw build`` and ``bnnhw flow`` beside what
+they build, so that a build can be repeated exactly) is JSON, in the spirit of FINN's folding
+configuration::
+
+    {"format": "bnnhw-folding", "version": 1,
+     "kinds": ["first_conv", "conv", "maxpool", "dense", "output"],
+     "layers": [{"pe": 8, "simd": 1}, {"pe": 4, "simd": 32}, {"simd": 8}, ...],
+     "cycles_per_frame": 2304}
+
+``kinds`` must match the network's layers; ``cycles_per_frame`` is what the folding gave when
+it was written (for a reader; not checked).
 """
 
+import json
 import math
+import os
+from pathlib import Path
 
 from .errors import FoldingError
 
 __all__ = [
     "FoldingError", "LayerFolding", "divisors", "check_folding", "default_folding",
-    "parse_folding", "folding_from_options", "memory_from_options", "format_folding",
+    "parse_folding", "folding_from_options", "folding_from_args", "memory_from_options",
+    "format_folding", "save_folding", "load_folding", "FOLDING_FORMAT",
 ]
+
+FOLDING_FORMAT, FOLDING_VERSION = "bnnhw-folding", 1
 
 
 class LayerFolding:
@@ -138,16 +156,30 @@ def parse_folding(net, pe=None, simd=None):
     return check_folding(net, folding)
 
 
-def folding_from_options(net, *, pe=None, simd=None, target=None, default=None):
+def folding_from_args(net, args, *, default=None):
+    """The folding a command's parsed ``args`` ask for (``pe``, ``simd``, ``target``,
+    ``folding``: absent ones count as not given); see :func:`folding_from_options`."""
+    return folding_from_options(net, pe=getattr(args, "pe", None),
+                                simd=getattr(args, "simd", None),
+                                target=getattr(args, "target", None),
+                                file=getattr(args, "folding", None), default=default)
+
+
+def folding_from_options(net, *, pe=None, simd=None, target=None, file=None, default=None):
     """The folding that command-line options ask for, checked against ``net``.
 
     ``pe``/``simd``: per-layer lists (:func:`parse_folding`); ``target``: cycles per frame for
-    :func:`default_folding`; with none of them, ``default()`` if given, else
-    :func:`default_folding`.
+    :func:`default_folding`; ``file``: a folding file (:func:`load_folding`); with none of
+    them, ``default()`` if given, else :func:`default_folding`.
     """
     from .errors import BnnhwError
-    if target is not None and (pe is not None or simd is not None):
-        raise BnnhwError("--target picks a folding; give it or --pe/--simd, not both")
+    given = [name for name, value in (("--pe/--simd", pe if pe is not None else simd),
+                                      ("--target", target), ("--folding", file))
+             if value is not None]
+    if len(given) > 1:
+        raise BnnhwError(f"{' and '.join(given)} each pick a folding; give one of them")
+    if file is not None:
+        return load_folding(file, net)
     if target is not None and target <= 0:
         raise BnnhwError(f"--target must be a positive number of cycles, not {target}")
     if pe is None and simd is None:
@@ -169,6 +201,56 @@ def memory_from_options(net, memory=None, *, default="block"):
         return check_memories(memory, len(net.layers))
     except ValueError as error:
         raise FoldingError(f"--memory: {error}") from None
+
+
+def save_folding(path, net, folding, *, cycles_per_frame=None):
+    """Write ``folding`` (for ``net``) as a folding file at ``path``, atomically."""
+    folding = check_folding(net, folding)
+    document = {"format": FOLDING_FORMAT, "version": FOLDING_VERSION,
+                "kinds": [layer.kind for layer in net.layers],
+                "layers": [fold.as_dict() for fold in folding]}
+    if cycles_per_frame is not None:
+        document["cycles_per_frame"] = int(cycles_per_frame)
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        temporary.write_text(json.dumps(document, indent=1) + "\n")
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path
+
+
+def load_folding(path, net):
+    """Read a folding file and check it against ``net``; raise :class:`FoldingError` naming
+    the file and what is wrong."""
+    path = Path(path)
+    try:
+        document = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FoldingError(f"{path}: no such folding file") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise FoldingError(f"{path}: cannot read ({error})") from None
+    except json.JSONDecodeError as error:
+        raise FoldingError(f"{path}: not a folding file: invalid JSON ({error})") from None
+    if not isinstance(document, dict) or document.get("format") != FOLDING_FORMAT:
+        raise FoldingError(f"{path}: not a folding file (format "
+                           f"{document.get('format') if isinstance(document, dict) else None!r},"
+                           f" expected {FOLDING_FORMAT!r})")
+    if document.get("version") != FOLDING_VERSION:
+        raise FoldingError(f"{path}: version {document.get('version')!r}; this bnnhw reads "
+                           f"version {FOLDING_VERSION}")
+    kinds = [layer.kind for layer in net.layers]
+    if document.get("kinds") != kinds:
+        raise FoldingError(f"{path}: kinds {document.get('kinds')!r} are not the network's "
+                           f"layers {kinds!r}")
+    layers = document.get("layers")
+    if not isinstance(layers, list):
+        raise FoldingError(f"{path}: layers: expected a list, not {layers!r}")
+    try:
+        return check_folding(net, layers)
+    except FoldingError as error:
+        raise FoldingError(f"{path}: {error}") from None
 
 
 def format_folding(folding):

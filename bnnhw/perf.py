@@ -18,7 +18,9 @@ class Performance:
     Stages work on successive frames at once, so the network takes a new frame every
     :attr:`initiation_interval` cycles: the slowest of the input stream (``input_beats``) and
     its layers. :attr:`latency` estimates the cycles from a frame's first input beat to its
-    result in an otherwise idle network: each stage needs its whole input before it starts.
+    result in an otherwise idle network, following each frame through the stages'
+    :meth:`~bnnhw.kinds.base.Figures.timeline`: a dense stage needs its whole input, a
+    convolution starts once its first rows are in.
     ``layers`` holds each layer's :class:`~bnnhw.kinds.base.Figures`.
     """
     input_beats: int
@@ -30,7 +32,10 @@ class Performance:
 
     @property
     def latency(self):
-        return self.input_beats + sum(layer.latency for layer in self.layers)
+        first, last = 0, self.input_beats
+        for layer in self.layers:
+            first, last = layer.timeline(first, last)
+        return round(last)
 
     @property
     def memory_bits(self):

@@ -21,7 +21,7 @@ from .bits import words
 
 __all__ = ["stream_put", "stream_get", "FlashModel", "simulate", "put_frames", "run_frames", "unpack_bits",
            "unpack_results", "result_times", "interval_and_latency", "random_network",
-           "random_inputs", "instantiated_memories", "stage_interval"]
+           "random_inputs", "random_cnn", "instantiated_memories", "stage_interval"]
 
 
 async def _idle(ctx, rng, p):
@@ -259,3 +259,59 @@ def stage_interval(stage, figures, frames=6):
     times = result_times(stage, frames * in_beats, frames * out_beats)
     ends = times[out_beats - 1::out_beats]
     return np.diff(ends[frames // 2:]).tolist()
+
+
+def random_cnn(rng, input_shape, layers, classes, *, input_bits=8, extreme=True,
+               scales=False):
+    """A random, valid convolutional :class:`~bnnhw.artifact.Network`.
+
+    ``input_shape`` is ``(C, H, W)``; ``layers`` a list of ``("conv2d", kh, kw, channels)``,
+    ``("pool", size)`` or ``("fc", neurons)``; the first (a convolution or a fully connected
+    layer) takes the unsigned input; an output layer of ``classes`` follows. Thresholds spread around
+    their typical value, with ``extreme`` some at both ends of their range.
+    """
+    from .kinds import ConvLayer, DenseLayer, FirstConvLayer, FirstLayer, MaxPoolLayer
+    from .tensor import Tensor
+    tensor = Tensor(*input_shape, input_bits, "unsigned")
+    built = []
+
+    def thresholds(n, fan_in, unsigned):
+        top = (1 << input_bits) - 1 if unsigned else 1
+        if unsigned:
+            bound = fan_in * top
+            spread = max(1, int(np.sqrt(fan_in)) * top)
+            t = rng.integers(-spread, spread + 1, n)
+            low, high = -bound, bound + 1
+        else:
+            spread = max(1, int(np.sqrt(fan_in)))
+            t = fan_in // 2 + rng.integers(-spread, spread + 1, n)
+            low, high = 0, fan_in + 1
+        if extreme and n >= 3:
+            t[rng.integers(n)] = low
+            t[rng.integers(n)] = high
+        return np.clip(t, low, high)
+
+    for spec in layers:
+        unsigned = tensor.encoding == "unsigned"
+        if spec[0] == "conv2d":
+            _, kh, kw, out = spec
+            w = rng.integers(0, 2, (out, kh, kw, tensor.channels), dtype=np.uint8)
+            t = thresholds(out, kh * kw * tensor.channels, unsigned)
+            layer = (FirstConvLayer(weights=w, thresholds=t, in_bits=input_bits) if unsigned
+                     else ConvLayer(weights=w, thresholds=t))
+            tensor = Tensor(out, tensor.height - kh + 1, tensor.width - kw + 1)
+        elif spec[0] == "pool":
+            layer = MaxPoolLayer(size=spec[1])
+            tensor = Tensor(tensor.channels, tensor.height // spec[1], tensor.width // spec[1])
+        else:
+            w = rng.integers(0, 2, (spec[1], tensor.size), dtype=np.uint8)
+            t = thresholds(spec[1], tensor.size, unsigned)
+            layer = (FirstLayer(weights=w, thresholds=t, in_bits=input_bits) if unsigned
+                     else DenseLayer(weights=w, thresholds=t))
+            tensor = Tensor.vector(spec[1])
+        built.append(layer)
+    w = rng.integers(0, 2, (classes, tensor.size), dtype=np.uint8)
+    s = rng.integers(1, 4, classes) if scales else np.ones(classes, np.int64)
+    built.append(artifact.OutputLayer(weights=w, offsets=rng.integers(-3, 4, classes), scales=s))
+    return artifact.network(input_shape=input_shape, input_bits=input_bits, layers=built,
+                            provenance={"source": "bnnhw.testing.random_cnn"})

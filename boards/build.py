@@ -81,7 +81,8 @@ def _blocks(width, depth, bits, widest):
     w = widest
     while w >= 1:
         # iCE40 ports are 16/8/4/2 bits wide, ECP5 36/18/9/4/2/1: halving from the widest
-        # port gives the same depths to within a bit of parity.
+        # port gives the same depths to within a bit of parity (Yosys packs 1-bit words two
+        # to an iCE40 2048 x 2 word: an MNIST TFC with 1-bit weight words took 25 blocks).
         options.append(math.ceil(width / w) * math.ceil(depth / (bits // w)))
         w //= 2
     return min(options)
@@ -118,10 +119,16 @@ def estimate(net, folding, board, *, in_simd=None, memory="block"):
     datapath; adds the shell and its frame buffer, and the weight image's loader if any.
     """
     from ..perf import performance
-    _, _, bits, widest = board.block_ram
     model = performance(net, folding, in_simd, memory=memory)
     per_layer = tuple(layer_cost(figures, board) for figures in model.layers)
     in_simd = model.layers[0].in_count if in_simd is None else in_simd
+    return _total(net, per_layer, in_simd, board)
+
+
+def _total(net, per_layer, in_simd, board):
+    """The :class:`Estimate` of layers costing ``per_layer``, with the shell (its frame buffer
+    of ``in_simd`` values per word) and the weight image's loader if any layer has SPRAMs."""
+    _, _, bits, widest = board.block_ram
     # The shell's frame buffer: flip-flops up to four words (as Yosys maps it), else RAM.
     depth, width = net.input_size // in_simd, in_simd * net.input_bits
     shell_rams = _blocks(width, depth, bits, widest) if depth > 4 else 0
@@ -131,7 +138,7 @@ def estimate(net, folding, board, *, in_simd=None, memory="block"):
     return Estimate(logic=sum(l for l, _, _ in per_layer) + round(shell_logic)
                     + (_LUTS_LOADER if sprams else 0),
                     block_rams=sum(b for _, b, _ in per_layer) + shell_rams,
-                    per_layer=per_layer, sprams=sprams)
+                    per_layer=tuple(per_layer), sprams=sprams)
 
 
 def _spram_count(board):
@@ -204,20 +211,25 @@ def board_design(net, board, target):
     """A folding of ``net`` into ``target`` cycles per frame for ``board``, and its memory
     styles: ``(folding, memory)``.
 
-    Each layer takes, for each memory style it may use, the fold meeting the target (or its
-    fastest) that costs the board least: logic, block RAMs and SPRAMs, each as a share of
-    what the FPGA has. So a layer's weight words match its memories' width (16-bit block RAM
-    and SPRAM ports) instead of merely having the fewest PEs. Then :func:`board_memory`'s rule
-    picks the styles.
+    Each layer keeps, for each memory style it may use, the few folds meeting the target (or
+    its fastest) that cost the board least: logic (twice), block RAMs and SPRAMs, each as a
+    share of what the FPGA has. So a layer's weight words match its memories' width (16-bit block RAM
+    and SPRAM ports) instead of merely having the fewest PEs. Of their combinations, the one
+    that fits the board with the fewest layers in SPRAM, then the least cost, wins (the
+    SPRAMs are few: a layer's cheapest fold alone may leave none for the others).
     """
     from itertools import product
     logic_have, ram_have, spram_have = board.logic[1], board.block_ram[1], _spram_count(board)
 
     def share(cost):
+        # Logic counts twice: its estimate is the rougher one, and a fuller FPGA routes
+        # slower (block RAMs are counted exactly).
         logic, rams, sprams = cost
-        return (logic / logic_have + rams / ram_have
+        return (2 * logic / logic_have + rams / ram_have
                 + (sprams / spram_have if spram_have else 0))
 
+    # How many folds per layer and style: the combinations grow as their power.
+    keep = 3 if len(net.layers) <= 5 else 1
     choices = []
     for layer in net.layers:
         candidates = [(layer.figures(fold).cycles, fold) for fold in layer.fold_candidates()]
@@ -228,19 +240,22 @@ def board_design(net, board, target):
         per_style = {}
         for fold in fits:
             for style in _styles(layer, fold, board):
-                cost = share(layer_cost(layer.figures(fold, style), board))
-                key = (cost, layer.fold_preference(fold))
-                if style not in per_style or key < per_style[style][0]:
-                    per_style[style] = key, fold
-        choices.append({style: fold for style, (_, fold) in per_style.items()})
+                figures = layer.figures(fold, style)
+                cost = layer_cost(figures, board)
+                per_style.setdefault(style, []).append(
+                    ((share(cost), layer.fold_preference(fold)), style, fold, cost,
+                     figures.in_count))
+        choices.append([option for options in per_style.values()
+                        for option in sorted(options, key=lambda o: o[0])[:keep]])
     best = None
-    for memory in product(*(sorted(c) for c in choices)):
-        folding = tuple(c[style] for c, style in zip(choices, memory))
-        need = estimate(net, folding, board, memory=memory)
-        fits = _fits(need, board, LOGIC_BUDGET)
-        key = (not fits, memory.count("spram"), need.block_rams + need.sprams, need.logic)
+    for combination in product(*choices):
+        need = _total(net, [cost for _, _, _, cost, _ in combination], combination[0][4],
+                      board)
+        memory = tuple(style for _, style, _, _, _ in combination)
+        key = (not _fits(need, board, LOGIC_BUDGET), memory.count("spram"),
+               share((need.logic, need.block_rams, need.sprams)))
         if best is None or key < best[0]:
-            best = key, folding, memory
+            best = key, tuple(fold for _, _, fold, _, _ in combination), memory
     return best[1], best[2]
 
 
@@ -349,10 +364,10 @@ def build(board, net, folding, build_dir, *, memory=None, clock_mhz=None, baud=1
     The design runs at ``clock_mhz`` (the fastest clock the board's PLL makes at or below it),
     or, by default, at the fastest clock that meets timing: a first place and route at the
     board's ``max_clock_mhz`` tells the Fmax, the next runs at the fastest clock 3% below it
-    (:data:`STEP_DOWN`), and so on, stepping down, for at most ``attempts`` runs. Returns the last run's
-    :class:`BuildResult`.
+    (:data:`STEP_DOWN`), and so on, stepping down, for at most ``attempts`` runs. Returns the
+    last run's :class:`BuildResult`.
     """
-    from ..folding import format_folding
+    from ..folding import format_folding, save_folding
     from ..gateware.top import NetworkTop
     from ..gateware.weights import IMAGE_OFFSET, weight_image
     from ..perf import performance
@@ -426,6 +441,7 @@ def build(board, net, folding, build_dir, *, memory=None, clock_mhz=None, baud=1
                                                scores=scores, clock_hz=hz, cycles=interval))
             _write_summary(build_dir / "build.json", result, net, folding, baud, scores,
                            memory=memory, image=image_path.name if image else None)
+            save_folding(build_dir / "folding.json", net, folding, cycles_per_frame=interval)
             return result
 
 

@@ -21,17 +21,23 @@ def _progress(done, total, *, every=1):
 
 
 def board_options(net, board, args):
-    """The folding and memory styles the command line asks for on ``board``: given ones, else
-    the fastest that fits (:func:`~bnnhw.boards.build.fitting_design`)."""
-    from ..folding import folding_from_options, memory_from_options
-    from .build import board_memory, fitting_design
-    given = args.pe is not None or args.simd is not None or args.target is not None
-    if not given:
-        folding, memory = fitting_design(net, board)
-    else:
-        folding = folding_from_options(net, pe=args.pe, simd=args.simd, target=args.target)
+    """The folding and memory styles parsed command-line ``args`` ask for on ``board``: a
+    folding given (``--pe``/``--simd``, ``--folding``) with the memories that fit it, the
+    board's design for ``--target`` cycles, else the fastest that fits
+    (:func:`~bnnhw.boards.build.fitting_design`); ``--memory`` overrides the memories."""
+    from ..folding import folding_from_args, memory_from_options
+    from .build import board_design, board_memory, fitting_design
+    given = [name for name in ("pe", "simd", "folding") if getattr(args, name, None) is not None]
+    target = getattr(args, "target", None)
+    if given:
+        folding = folding_from_args(net, args)
         memory = board_memory(net, folding, board)
-    if args.memory is not None:
+    elif target is not None:
+        folding_from_args(net, args)                 # checks the target
+        folding, memory = board_design(net, board, target)
+    else:
+        folding, memory = fitting_design(net, board)
+    if getattr(args, "memory", None) is not None:
         memory = memory_from_options(net, args.memory)
     return folding, memory
 

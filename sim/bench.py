@@ -202,7 +202,9 @@ def report_rows(report, labels=None, golden_classes=None):
                      + (f", {report.model_latency} model" if report.model_latency is not None
                         else "")))
     seconds = max(report.sim_seconds, 1e-9)
-    rows.append(("simulation", f"{seconds:.2f} s, {report.frames / seconds:,.0f} frames/s, "
+    rate = report.frames / seconds
+    rate = f"{rate:,.0f}" if rate >= 10 else f"{rate:.3g}"     # a slow design: 0.36 frames/s
+    rows.append(("simulation", f"{seconds:.2f} s, {rate} frames/s, "
                  f"{report.cycles / seconds:,.0f} cycles/s"))
     rows.append(("build", f"{report.build_seconds:.1f} s" + ("" if report.rebuilt
                                                             else " (cached)")))
@@ -213,7 +215,7 @@ def run_command(args):
     """``bnnhw sim``: write a network's Verilog, simulate that file on a dataset, print a
     table; 1 on any mismatch."""
     from .. import artifact, datasets, golden
-    from ..folding import folding_from_options, memory_from_options
+    from ..folding import folding_from_args, memory_from_options
     from ..gateware.top import generate_verilog
     from ..paths import output_dir, output_path
 
@@ -234,7 +236,7 @@ def run_command(args):
         from ..boards.commands import board_options
         folding, memory = board_options(net, get_board(args.board), args)
     else:
-        folding = folding_from_options(net, pe=args.pe, simd=args.simd, target=args.target)
+        folding = folding_from_args(net, args)
         memory = memory_from_options(net, args.memory)
     expected = golden.run(net, x)
     engine = args.engine

@@ -12,7 +12,7 @@ import pytest
 from bnnhw import artifact, testing
 from bnnhw.boards.board import get_board
 from bnnhw.boards.build import build, estimate, fitting_design
-from bnnhw.folding import default_folding
+from bnnhw.folding import default_folding, parse_folding
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "digits.npz"
 
@@ -68,3 +68,20 @@ def test_sfc_bitstream_with_weights_in_spram(tmp_path):
     assert result.utilization[board.block_ram[0]][0] <= board.block_ram[1]
     assert result.timing_met, f"{result.fmax_mhz:.1f} MHz < 60 MHz"
     check_image((tmp_path / "weights.bin").read_bytes(), net, folding, memory)
+
+
+@pytest.mark.slow
+@pytest.mark.board
+def test_cnn_bitstream_for_the_icebreaker(tmp_path):
+    board = get_board("icebreaker")
+    net = artifact.load(EXAMPLE.with_name("digits_cnn.npz"))
+    # 2,304 cycles/frame: 28 of the 30 block RAMs, more than the default folding's margin.
+    folding = parse_folding(net, pe=[8, 4, None, 1, 1], simd=[1, 32, 8, 16, 16])
+    # At 33 MHz from the PLL (its Fmax was about 40): searching for the fastest clock would
+    # take several place and route runs.
+    result = build(board, net, folding, tmp_path / "cnn", clock_mhz=33, log=lambda text: None)
+    logic, capacity = result.utilization[board.logic[0]]
+    assert 0 < logic <= capacity and result.timing_met
+    print(f"digits_cnn on the iCEBreaker: {logic} of {capacity} {board.logic[0]}, "
+          f"{result.utilization[board.block_ram[0]][0]} block RAMs, "
+          f"Fmax {result.fmax_mhz:.1f} MHz, {result.seconds:.0f} s")

@@ -88,7 +88,7 @@ def test_info_rejects_a_folding_that_does_not_divide(capsys):
      "--name '1top' is not a usable Verilog module name (letters, digits and _, not starting "
      "with a digit, not a keyword)"),
     (["info", str(FIXTURE), "--target", "4", "--pe", "1,1,1"],
-     "--target picks a folding; give it or --pe/--simd, not both"),
+     "--pe/--simd and --target each pick a folding; give one of them"),
     (["flow", "--network", str(FIXTURE), "--stall", "1.5", "-o", "{tmp}"],
      "--stall must be a probability with 0 <= P < 1, not 1.5"),
     (["flow", "--network", str(FIXTURE), "-o", str(FIXTURE)], f"{FIXTURE}: exists and is not "
@@ -100,3 +100,45 @@ def test_bad_options_are_one_line_errors(tmp_path, capsys, args, message):
     assert exit.value.code == 1
     assert capsys.readouterr().err == f"bnnhw: error: {message.replace('{tmp}', str(tmp_path))}\n"
     assert sorted(tmp_path.iterdir()) == []           # nothing written
+
+
+def test_info_and_verilog_describe_a_cnn(tmp_path, capsys):
+    cnn = FIXTURE.parents[1].parent / "examples" / "digits_cnn.npz"
+    assert cli.main(["info", str(cnn), "--pe", "8,8,-,1,1", "--simd", "1,32,1,32,1"]) == 0
+    out = capsys.readouterr().out
+    assert "    2  maxpool     4x4x64 binary  2x2x64 binary            0         -  2x2 windows" \
+        in out
+    assert "initiation interval 1296 cycles/frame (layers[0])" in out
+    assert cli.main(["verilog", str(cnn), "-o", str(tmp_path / "cnn.v"), "--target",
+                     "2000"]) == 0
+    assert "module bnn_top" in (tmp_path / "cnn.v").read_text()
+    with pytest.raises(SystemExit):
+        cli.main(["info", str(cnn), "--pe", "8,8,2,1,1", "--simd", "1,32,1,32,1"])
+    assert capsys.readouterr().err.endswith("bnnhw: error: layers[2]: a maxpool layer has no "
+                                            "pe (give - for it)\n")
+
+
+def test_folding_file_round_trip(tmp_path, capsys):
+    from bnnhw.folding import FoldingError, load_folding, save_folding
+    cnn = FIXTURE.parents[1].parent / "examples" / "digits_cnn.npz"
+    net = artifact.load(cnn)
+    folding = [(8, 1), (4, 32), (8,), (1, 16), (1, 16)]
+    path = save_folding(tmp_path / "folding.json", net, folding, cycles_per_frame=2304)
+    assert [f.as_dict() for f in load_folding(path, net)] == [
+        {"pe": 8, "simd": 1}, {"pe": 4, "simd": 32}, {"simd": 8}, {"pe": 1, "simd": 16},
+        {"pe": 1, "simd": 16}]
+    # The same Verilog from the file as from the options it was written for.
+    assert cli.main(["verilog", str(cnn), "-o", str(tmp_path / "a.v"), "--folding",
+                     str(path)]) == 0
+    assert cli.main(["verilog", str(cnn), "-o", str(tmp_path / "b.v"), "--pe", "8,4,-,1,1",
+                     "--simd", "1,32,8,16,16"]) == 0
+    assert (tmp_path / "a.v").read_text() == (tmp_path / "b.v").read_text()
+    capsys.readouterr()
+    with pytest.raises(FoldingError, match=r"kinds \['first', 'dense', 'output'\] are not the "
+                                           r"network's layers"):
+        load_folding(save_folding(tmp_path / "other.json", artifact.load(FIXTURE),
+                                  [(1, 1), (1, 1), (1, 1)]), net)
+    with pytest.raises(SystemExit):
+        cli.main(["info", str(cnn), "--folding", str(path), "--target", "100"])
+    assert capsys.readouterr().err == ("bnnhw: error: --target and --folding each pick a "
+                                       "folding; give one of them\n")

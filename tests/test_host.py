@@ -136,6 +136,16 @@ def test_host_retries_after_line_noise():
     assert summary.errors == {"BAD_CHECKSUM": 1}
 
 
+def test_host_classifies_through_a_simulated_cnn_board():
+    net = testing.random_cnn(np.random.default_rng(4), (2, 4, 3), [("conv2d", 2, 2, 3),
+                                                                   ("pool", 2)], 3,
+                             input_bits=4)
+    rng = np.random.default_rng(5)
+    x = testing.random_inputs(rng, net, 3)
+    summary = run_host(net, x, golden.run(net, x).classes)
+    assert summary.images == 3 and summary.mismatches == [] and summary.correct == 3
+
+
 def test_client_rejects_wrong_image_size():
     client = Client(None, n_pixels=12, in_bits=4, classes=4)
     with pytest.raises(HostError, match=r"^an image of 5 pixels; the board's network takes 12$"):

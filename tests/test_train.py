@@ -19,7 +19,7 @@ from bnnhw.datasets import fingerprint, load_dataset
 torch = pytest.importorskip("torch")
 
 from bnnhw.train import export, train as t                     # noqa: E402
-from bnnhw.train.model import BinaryMLP, RoundSTE, SignSTE     # noqa: E402
+from bnnhw.train.model import BinaryMLP, BinaryNet, RoundSTE, SignSTE     # noqa: E402
 
 
 def test_sign_ste_forward_and_clipped_identity_gradient():
@@ -179,6 +179,81 @@ def test_golden_equals_torch_eval_on_random_models(seed, in_bits, scaling):
                for layer in report["layers"])
 
 
+def _random_cnn(seed, in_bits, scaling, shape=(2, 9, 8), layers="conv:5:3,conv:6:2,pool:2,"
+                                                                  "conv:7:2,dense:9", classes=4):
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    model = BinaryNet(shape, in_bits, layers, classes, scaling=scaling,
+                      mean=float(rng.uniform(0, 0.5)), std=float(rng.uniform(0.2, 2)))
+    x = rng.integers(0, 1 << in_bits, size=(200, int(np.prod(shape))))
+    for norm in model.norms:
+        norm.momentum = 1.0
+    model.train()
+    with torch.no_grad():
+        model(torch.from_numpy(x).float())
+        for norm in model.norms:
+            size = norm.num_features
+            gamma = rng.normal(size=size)
+            gamma[rng.random(size) < 0.15] = 0
+            norm.weight.copy_(torch.as_tensor(gamma))
+            norm.bias.copy_(torch.as_tensor(rng.normal(size=size) * 0.5))
+        model.output.offset.copy_(torch.as_tensor(rng.normal(size=classes)))
+    model.eval()
+    return model, x
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("in_bits,scaling,layers", [
+    (8, "none", "conv:5:3,conv:6:2,pool:2,conv:7:2,dense:9"),
+    (5, "alpha", "conv:5:3,conv:6:2,pool:2,conv:7:2,dense:9"),
+    (3, "none", "conv:4:1,pool:3,conv:3:2"),              # output straight after a conv
+    (8, "alpha", "dense:11,dense:7"),
+])
+def test_golden_equals_torch_eval_on_random_cnns(seed, in_bits, scaling, layers):
+    model, x = _random_cnn(seed, in_bits, scaling, layers=layers)
+    net = export.export(model, input_shape=(2, 9, 8))
+    assert len(net.layers) == len(model.steps) + 1
+    result = golden.run(net, x)
+    with torch.no_grad():
+        _, _, bits, scores = model.trace(torch.from_numpy(x).float())
+    for n, b in enumerate(bits):
+        assert np.array_equal(result.activations[n], b.numpy()), f"layer {n}"
+    assert np.array_equal(result.scores, scores.numpy().astype(np.int64))
+    report = export.self_check(model, net, x, np.zeros(len(x), np.int64))
+    assert report["class_agreement"] == len(x)
+    assert all(layer["mismatches"] == layer["local_mismatches"] == 0
+               for layer in report["layers"])
+
+
+def test_cnn_export_reorders_weights_to_stream_order():
+    model, _ = _random_cnn(0, 8, "none", layers="conv:3:2,dense:4")
+    net = export.export(model, input_shape=(2, 9, 8))
+    conv, dense = net.layers[0], net.layers[1]
+    torch_conv = (model.linears[0].weight.detach() >= 0).numpy()          # (O, C, k, k)
+    invert = conv.weights[:, 0, 0, 0] != torch_conv[:, 0, 0, 0]
+    assert np.array_equal(conv.weights ^ invert[:, None, None, None],
+                          torch_conv.transpose(0, 2, 3, 1))
+    torch_dense = (model.linears[1].weight.detach() >= 0).numpy()         # columns (C, H, W)
+    invert = dense.weights[:, 0] != torch_dense[:, 0]
+    c, h, w = 3, 8, 7
+    for column in (0, 5, 100, c * h * w - 1):
+        ch, y, x = column // (h * w), column // w % h, column % w
+        stream = (y * w + x) * c + ch
+        assert np.array_equal(dense.weights[:, stream] ^ invert, torch_dense[:, column])
+
+
+@pytest.mark.parametrize("layers,message", [
+    ("conv:4", r"layer 'conv:4' is not conv:CHANNELS:KERNEL, pool:SIZE or dense:NEURONS"),
+    ("pool:2,dense:3", r"must start with a conv or dense layer"),
+    ("dense:4,conv:3:3", r"conv layers must come before dense ones"),
+    ("conv:4:9", r"a 9x9 kernel does not fit a 8x8 input"),
+])
+def test_layer_specifications_are_checked(layers, message):
+    data = load_dataset("digits")
+    with pytest.raises(t.ConfigError, match=message):
+        t.build_model(t.Config(layers=layers).resolved(), data)
+
+
 def test_self_check_rejects_a_wrong_threshold():
     model, x = _random_model(0, 8, "none")
     net = export.export(model, input_shape=(20,))
@@ -308,7 +383,7 @@ def test_config_errors_are_one_line():
     with pytest.raises(t.ConfigError, match=r"^epochs must be a positive integer, not 0$"):
         t.Config(epochs=0).resolved()
     with pytest.raises(t.ConfigError, match=r"^model 'xfc' is not one of digits, tfc, sfc, "
-                                            r"lfc$"):
+                                            r"lfc, digits_cnn, mnist_cnn, cnv$"):
         t.Config(model="xfc").resolved()
     with pytest.raises(t.ConfigError, match=r"^schedule 'linear' is not one of cosine, step, "
                                             r"constant$"):
@@ -344,3 +419,23 @@ def test_cli_entry_points(tmp_path, capsys):
 def test_default_digits_run_reaches_95_percent(tmp_path):
     path = t.main_train(t.Config(threads=2, progress=False, output=str(tmp_path / "d.npz")))
     assert artifact.load(path).provenance["golden_test_accuracy"] >= 0.95
+
+
+def test_shift_moves_images_and_fills_with_zeros():
+    images = torch.arange(1, 2 * 4 * 5 * 2 + 1, dtype=torch.float32).reshape(2, 4 * 5 * 2)
+    moved = t._shifted(images, (2, 4, 5), 2, torch.Generator().manual_seed(3))
+    for before, after in zip(images.reshape(2, 4, 5, 2), moved.reshape(2, 4, 5, 2)):
+        found = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
+                 if torch.equal(after, _moved(before, dy, dx))]
+        assert found, "not a shift of the image"
+    assert torch.equal(t._shifted(images, (2, 4, 5), 0, torch.Generator()), images)
+
+
+def _moved(image, dy, dx):
+    h, w = image.shape[:2]
+    out = torch.zeros_like(image)
+    for y in range(h):
+        for x in range(w):
+            if 0 <= y - dy < h and 0 <= x - dx < w:
+                out[y, x] = image[y - dy, x - dx]
+    return out

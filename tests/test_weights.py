@@ -45,25 +45,26 @@ def test_image_layout():
     net = small_network()
     image = weight_image(net, FOLDING, MEMORY)
     blocks = image_blocks(net, FOLDING, MEMORY)
-    # layer 0: 3 PEs of 4 x 2 words of 8 bits (a column each); layer 1: 2 PEs of 4 x 3 of 4
+    # layer 0: 4 x 2 words of 3 PEs x 8 bits (two 16-bit columns); layer 1: 4 x 3 of 2 x 4
     assert [(b.layer, b.name, b.column, b.depth) for b in blocks] == [
-        (0, "weights0", 0, 8), (0, "weights1", 0, 8), (0, "weights2", 0, 8),
-        (1, "weights0", 0, 12), (1, "weights1", 0, 12)]
+        (0, "weights", 0, 8), (0, "weights", 1, 8), (1, "weights", 0, 12)]
     magic, version, count, zero, length = struct.unpack("<4sBBHI", image[:12])
-    assert (magic, version, count, zero, length) == (b"BNNW", 1, 5, 0, 2 * (3 * 8 + 2 * 12))
+    assert (magic, version, count, zero, length) == (b"BNNW", 1, 3, 0, 2 * (8 + 8 + 12))
     assert len(image) == HEADER_BYTES + length + 4
     assert struct.unpack("<I", image[-4:])[0] == binascii.crc32(image[:-4])
     # Decoding the body by the documented order gives back the weight rows.
-    body = np.frombuffer(image[HEADER_BYTES:-4], "<u2")
+    body = np.frombuffer(image[HEADER_BYTES:-4], "<u2").astype(np.int64)
+    columns = {(b.layer, b.column): body[sum(c.depth for c in blocks[:k]):][:b.depth]
+               for k, b in enumerate(blocks)}
     for n, (pe, simd) in enumerate([(3, 8), (2, 4)]):
         weights = net.layers[n].weights
-        start = sum(b.depth for b in blocks if b.layer < n)
-        for p in range(pe):
-            depth = weights.shape[0] // pe * (weights.shape[1] // simd)
-            words = body[start + p * depth:start + (p + 1) * depth]
-            for address, word in enumerate(words):
-                g, k = divmod(address, weights.shape[1] // simd)
-                bits = [(int(word) >> i) & 1 for i in range(simd)]
+        sf = weights.shape[1] // simd
+        for address in range(weights.shape[0] // pe * sf):
+            word = sum(int(columns[n, c][address]) << (16 * c) for c in range(2)
+                       if (n, c) in columns)
+            g, k = divmod(address, sf)
+            for p in range(pe):
+                bits = [(word >> (p * simd + i)) & 1 for i in range(simd)]
                 assert bits == weights[g * pe + p, k * simd:(k + 1) * simd].tolist()
     assert weight_image(net, FOLDING, "block") == b""
 
@@ -166,10 +167,10 @@ def test_loader_writes_blocks_and_checks(damage, status):
 
 # --- a whole network ---------------------------------------------------------------------------
 
-def network_from_flash(net, image, x, *, stalls, asleep=True):
+def network_from_flash(net, image, x, *, stalls, asleep=True, folding=FOLDING, memory=MEMORY):
     """Run ``x`` through a NetworkTop with weights in SPRAM (Amaranth's memory model), loaded
     from a flash model holding ``image``; return (status, classes, scores, load cycles)."""
-    top = NetworkTop(net, FOLDING, memory=MEMORY, flash_half=1)
+    top = NetworkTop(net, folding, memory=memory, flash_half=1)
     flash = FlashModel(top.flash, {IMAGE_OFFSET: image}, asleep=asleep)
     stall = random.Random(11) if stalls else None
     outcome = {"classes": [], "scores": []}
@@ -232,6 +233,24 @@ def test_network_loads_weights_from_flash_then_matches_golden(stalls):
     assert outcome["scores"] == expected.scores.tolist()
 
 
+def test_cnn_loads_its_convolutions_weights_from_flash():
+    from bnnhw.folding import default_folding
+    net = testing.random_cnn(np.random.default_rng(6), (2, 6, 6),
+                             [("conv2d", 3, 3, 4), ("conv2d", 2, 2, 5), ("pool", 2)], 3,
+                             input_bits=3)
+    folding = default_folding(net)
+    memory = tuple("spram" if layer.kind in ("first_conv", "conv") else "block"
+                   for layer in net.layers)
+    assert memory.count("spram") == 2
+    x = testing.random_inputs(np.random.default_rng(7), net, 3)
+    expected = golden.run(net, x)
+    outcome = network_from_flash(net, weight_image(net, folding, memory), x, stalls=True,
+                                 folding=folding, memory=memory)
+    assert outcome["status"] == LoadStatus.READY
+    assert outcome["classes"] == expected.classes.tolist()
+    assert outcome["scores"] == expected.scores.tolist()
+
+
 @pytest.mark.parametrize("image", ["damaged", "other network", "blank flash"])
 def test_network_refuses_a_bad_image(image):
     net = small_network()
@@ -259,7 +278,7 @@ def test_verilator_loads_from_flash_into_spram_then_matches_golden():
     from bnnhw.sim.bench import simulate_top
     net = small_network()
     top = NetworkTop(net, FOLDING, memory=MEMORY)
-    assert verilog_text(top).count("SB_SPRAM256KA") == 5      # the vendor primitive, 5 blocks
+    assert verilog_text(top).count("SB_SPRAM256KA") == 3      # the vendor primitive, 3 blocks
     x = testing.random_inputs(np.random.default_rng(4), net, 200)
     expected = golden.run(net, x)
     report = simulate_top(top, x, expected.classes, expected.scores, engine="fast", stall=0.3)

@@ -1,4 +1,4 @@
-"""Export a trained :class:`~bnnhw.train.model.BinaryMLP` to a network file, and check it.
+"""Export a trained :class:`~bnnhw.train.model.BinaryNet` to a network file, and check it.
 
 Floats become integers here, once (DESIGN.md section 2). Every binary neuron of the torch model
 computes ``v = gamma * (z - mu) / sigma + beta`` with ``sigma = sqrt(var + eps)`` and emits
@@ -12,6 +12,10 @@ computes ``v = gamma * (z - mu) / sigma + beta`` with ``sigma = sqrt(var + eps)`
   and ``c = alpha * shift * rowsum(w)`` (the input normalisation, :class:`FirstLinear`); gamma > 0
   gives ``T = ceil(tau)``, gamma < 0 an inverted row with ``T = -floor(tau)``; clipped to
   ``-A .. A + 1`` with ``A = N * (2**in_bits - 1)``.
+- ``conv`` and ``first_conv`` layers: as ``dense`` and ``first``, per output channel, with
+  ``N = k * k * C`` and ``d`` the dot product over a window; their weights are reordered from
+  torch's ``(O, C, k, k)`` to the kinds' ``(O, k, k, C)``, and a dense layer after them from
+  torch's flattened ``(C, H, W)`` to stream order. ``maxpool`` layers carry no numbers.
 - gamma = 0 or a = 0: the output is the constant ``v(0) >= 0``: always (``T`` at the bottom of
   its range) or never (``N + 1``, ``A + 1``).
 
@@ -25,8 +29,10 @@ import math
 import numpy as np
 import torch
 
-from bnnhw import artifact, golden
+from bnnhw import artifact, golden, kinds
 from bnnhw.errors import BnnhwError
+
+from .model import FirstConv2d, FirstLinear
 
 __all__ = [
     "TIE_RTOL", "MAX_CLASS_DISAGREEMENT", "MAX_BIT_DISAGREEMENT", "SelfCheckError",
@@ -104,10 +110,45 @@ def _bn(norm):
                 var=norm.running_var.detach().double().numpy(), eps=norm.eps)
 
 
+def _hwc_columns(weights, shape):
+    """Dense weights over torch's flattened ``(C, H, W)`` reordered to stream order."""
+    c, h, w = shape
+    return weights.reshape(len(weights), c, h, w).transpose(0, 2, 3, 1).reshape(len(weights), -1)
+
+
+def _weight_layer(model, linear, norm, shape):
+    """The bnnhw layer of one weight layer of ``model`` whose input has ``shape``."""
+    w = linear.weight.detach()
+    bits = (w >= 0).numpy().astype(np.uint8)              # sign(0) = +1: bit 1
+    alpha = linear.alpha()
+    alpha = np.ones(w.shape[0]) if alpha is None else alpha.detach().double().numpy()
+    conv = bits.ndim == 4
+    if conv:
+        bits = bits.transpose(0, 2, 3, 1)                 # (O, C, k, k) -> (O, k, k, C)
+    elif len(shape) == 3:
+        bits = _hwc_columns(bits, shape)                  # after a convolution or pool
+    fan_in = linear.in_features
+    if isinstance(linear, (FirstLinear, FirstConv2d)):
+        rowsum = (2 * bits.reshape(len(bits), -1).astype(np.int64) - 1).sum(axis=1)
+        bound = fan_in * ((1 << linear.in_bits) - 1)
+        t, invert = fold_thresholds(**_bn(norm), a=alpha * linear.scale,
+                                    c=alpha * linear.shift * rowsum, low=-bound, high=bound + 1)
+        bits[invert] ^= 1
+        kind = kinds.FirstConvLayer if conv else kinds.FirstLayer
+        return kind(weights=bits, thresholds=t, in_bits=linear.in_bits)
+    bias = getattr(linear, "bias", None)
+    bias = np.zeros(w.shape[0]) if bias is None else bias.detach().double().numpy()
+    t, invert = fold_thresholds(**_bn(norm), a=alpha, c=bias, low=0, high=fan_in + 1,
+                                dense_fan_in=fan_in)
+    bits[invert] ^= 1
+    kind = kinds.ConvLayer if conv else kinds.DenseLayer
+    return kind(weights=bits, thresholds=t)
+
+
 def export(model, *, input_shape, labels=None, provenance=None):
     """Return the :class:`artifact.Network` that ``model`` (binary, eval mode) computes.
 
-    ``model`` is a :class:`~bnnhw.train.model.BinaryMLP`; ``input_shape`` the frame shape
+    ``model`` is a :class:`~bnnhw.train.model.BinaryNet`; ``input_shape`` the frame shape
     (its product must equal ``model.in_features``). The network is checked by
     :func:`artifact.network`, not yet compared with torch (see :func:`self_check`).
     """
@@ -116,44 +157,35 @@ def export(model, *, input_shape, labels=None, provenance=None):
                          f"{model.in_features} inputs")
     layers = []
     with torch.no_grad():
-        for n, (linear, norm) in enumerate(zip(model.linears, model.norms)):
-            w = linear.weight.detach()
-            bits = (w >= 0).numpy().astype(np.uint8)              # sign(0) = +1: bit 1
-            alpha = linear.alpha()
-            alpha = (np.ones(w.shape[0]) if alpha is None
-                     else alpha.detach().double().numpy())
-            if n == 0:
-                rowsum = (2 * bits.astype(np.int64) - 1).sum(axis=1)
-                a = alpha * linear.scale
-                c = alpha * linear.shift * rowsum
-                bound = linear.in_features * ((1 << linear.in_bits) - 1)
-                t, invert = fold_thresholds(**_bn(norm), a=a, c=c, low=-bound, high=bound + 1)
-                bits[invert] ^= 1
-                layers.append(artifact.FirstLayer(weights=bits, thresholds=t,
-                                                  in_bits=linear.in_bits))
+        for (kind, value), shape in zip(model.steps, model.shapes):
+            if kind == "pool":
+                layers.append(kinds.MaxPoolLayer(size=value))
             else:
-                bias = (np.zeros(w.shape[0]) if linear.bias is None
-                        else linear.bias.detach().double().numpy())
-                fan_in = linear.in_features
-                t, invert = fold_thresholds(**_bn(norm), a=alpha, c=bias, low=0,
-                                            high=fan_in + 1, dense_fan_in=fan_in)
-                bits[invert] ^= 1
-                layers.append(artifact.DenseLayer(weights=bits, thresholds=t))
+                layers.append(_weight_layer(model, model.linears[value], model.norms[value],
+                                            shape))
         out = model.output
         offsets = out.offsets().detach()
         if not torch.equal(offsets, torch.round(offsets)):
             raise ValueError("output offsets are not integers: is the model binary?")
-        layers.append(artifact.OutputLayer(
-            weights=(out.weight.detach() >= 0).numpy().astype(np.uint8),
-            offsets=offsets.numpy().astype(np.int64),
-            scales=np.ones(out.out_features, np.int64)))
+        bits = (out.weight.detach() >= 0).numpy().astype(np.uint8)
+        if len(model.shapes[-1]) == 3:
+            bits = _hwc_columns(bits, model.shapes[-1])
+        layers.append(kinds.OutputLayer(weights=bits, offsets=offsets.numpy().astype(np.int64),
+                                           scales=np.ones(out.out_features, np.int64)))
     return artifact.network(input_shape=input_shape, input_bits=model.in_bits, layers=layers,
                             labels=labels, provenance=provenance)
+
+
+def _stream(values):
+    """A ``(B, C, H, W)`` array in stream order ``(B, H * W * C)``; vectors as they are."""
+    return values.transpose(0, 2, 3, 1).reshape(len(values), -1) if values.ndim == 4 else values
 
 
 def _tie_mask(norm, z, v):
     """Where torch's BatchNorm output ``v`` (from ``z``) lies within float32 rounding of 0."""
     p = _bn(norm)
+    if z.ndim == 4:                   # per channel of (B, C, H, W)
+        p = {k: (np.asarray(x).reshape(1, -1, 1, 1) if np.ndim(x) else x) for k, x in p.items()}
     sigma = np.sqrt(p["var"] + p["eps"])
     z, v = z.astype(np.float64), v.astype(np.float64)
     magnitude = np.abs(p["gamma"]) * (np.abs(z) + np.abs(p["mean"])) / sigma + np.abs(p["beta"])
@@ -168,9 +200,10 @@ def _trace(model, x, batch):
         for start in range(0, len(x), batch):
             xb = torch.from_numpy(np.asarray(x[start:start + batch], dtype=np.float32))
             parts.append(model.trace(xb))
-    layers = range(len(model.linears))
-    z, v, bits = ([torch.cat([part[k][n] for part in parts]).numpy() for n in layers]
-                  for k in range(3))
+    layers = range(len(model.steps))
+    join = lambda k, n: (None if parts[0][k][n] is None
+                         else torch.cat([part[k][n] for part in parts]).numpy())
+    z, v, bits = ([join(k, n) for n in layers] for k in range(3))
     return z, v, bits, torch.cat([part[3] for part in parts]).numpy()
 
 
@@ -194,7 +227,9 @@ def self_check(model, net, x, y, *, batch=2048):
         inputs = x if n == 0 else torch_bits[n - 1]
         local_bits = layer.golden(inputs)
         local = local_bits != torch_bits[n]
-        ties = _tie_mask(model.norms[n], z[n], v[n])
+        norm = model.norm_of(n)
+        ties = (np.zeros(local.shape, bool) if norm is None
+                else _stream(_tie_mask(norm, z[n], v[n])))
         entry = {
             "bits": int(torch_bits[n].size),
             "mismatches": int((result.activations[n] != torch_bits[n]).sum()),

@@ -33,7 +33,8 @@ from bnnhw.datasets import DatasetError, dataset_name, fingerprint, load_dataset
 from bnnhw.errors import BnnhwError
 
 from . import export as export_
-from .model import PRESETS, SCALINGS, BinaryMLP, preset_hidden
+from .model import (PRESETS, SCALINGS, BinaryNet, LayerSpecError, format_layers,
+                    parse_layers)
 
 __all__ = [
     "Config", "ConfigError", "SCHEDULES", "PRESET_DEFAULTS",
@@ -48,6 +49,9 @@ PRESET_DEFAULTS = {
     "tfc": {"epochs": 30, "batch_size": 100},
     "sfc": {"epochs": 30, "batch_size": 100},
     "lfc": {"epochs": 30, "batch_size": 100},
+    "digits_cnn": {"epochs": 60, "batch_size": 32},
+    "mnist_cnn": {"epochs": 20, "batch_size": 100},
+    "cnv": {"epochs": 50, "batch_size": 100},
 }
 _CHECKPOINT_FORMAT = "bnnhw-train-checkpoint"
 
@@ -60,9 +64,11 @@ class ConfigError(BnnhwError):
 class Config:
     """Everything that decides a training run; recorded in the network file's provenance."""
     dataset: str = "digits"       # "digits" (bundled 8x8, 5-bit pixels) or an MNIST IDX folder
-    model: str = None             # preset: digits, tfc, sfc, lfc; None: digits for the digits
-                                  # dataset, sfc otherwise
-    hidden: tuple = None          # hidden sizes, overriding the preset's, e.g. (256, 256)
+    model: str = None             # preset (train/model.py PRESETS); None: digits for the digits
+                                  # dataset, cnv for CIFAR-10, sfc otherwise
+    hidden: tuple = None          # MLP hidden sizes, overriding the preset's, e.g. (256, 256)
+    layers: str = None            # layer specification overriding the preset's, e.g.
+                                  # "conv:16:3,pool:2,dense:64" (train/model.py parse_layers)
     scaling: str = "none"         # weight scaling: "none" or "alpha" (XNOR-Net mean|W| per row)
     epochs: int = None            # binarized epochs (after real_epochs); None: the preset's
     real_epochs: int = 0          # two-step training: real-valued epochs first (0: one step)
@@ -71,6 +77,8 @@ class Config:
     lr_min: float = 1e-5          # learning rate reached at the end of each step's schedule
     schedule: str = "cosine"      # "cosine" (to lr_min), "step" (x0.1 at 50% and 75%), "constant"
     dropout: float = 0.0          # dropout before the hidden and output layers, training only
+    shift: int = 0                # augmentation: move each training image by up to this many
+                                  # pixels in x and y (zero fill), a fresh draw per step
     seed: int = 0                 # seeds weights, dropout and the per-epoch data order
     threads: int = 2              # torch CPU threads (results depend on it, bit for bit)
     checkpoint_dir: str = None    # per-epoch checkpoints; None: OUTPUT.ckpt/, removed on success
@@ -82,20 +90,41 @@ class Config:
         """Return a copy with every None default filled in and every field checked."""
         c = dataclasses.replace(self)
         if c.model is None:
-            c.model = "digits" if c.dataset in (None, "digits") else "sfc"
+            c.model = ("digits" if c.dataset in (None, "digits")
+                       else "cnv" if _holds_cifar(c.dataset) else "sfc")
         if c.model not in PRESETS:
             raise ConfigError(f"model {c.model!r} is not one of {', '.join(PRESETS)}")
-        c.hidden = tuple(preset_hidden(c.model) if c.hidden is None else c.hidden)
+        if c.hidden is not None and c.layers is not None:
+            try:        # a resolved config has both, saying the same
+                same = parse_layers(c.layers) == tuple(("dense", h) for h in c.hidden)
+            except (LayerSpecError, TypeError):
+                same = False
+            if not same:
+                raise ConfigError("hidden and layers both describe the layers; give one")
+            c.hidden = None
+        if c.hidden is not None:
+            c.hidden = tuple(c.hidden)
+            if not c.hidden:
+                raise ConfigError("hidden must name at least one layer size")
+            for n, h in enumerate(c.hidden):
+                if not isinstance(h, int) or isinstance(h, bool) or h < 1:
+                    raise ConfigError(f"hidden[{n}] must be a positive integer, not {h!r}")
+            layers = tuple(("dense", h) for h in c.hidden)
+        else:
+            try:
+                layers = parse_layers(c.layers if c.layers is not None else PRESETS[c.model])
+            except LayerSpecError as error:
+                raise ConfigError(f"layers: {error}") from None
+        c.layers = format_layers(layers)
+        c.hidden = (tuple(n for _, n in layers) if all(k == "dense" for k, *_ in layers)
+                    else None)
         for name, value in PRESET_DEFAULTS[c.model].items():
             if getattr(c, name) is None:
                 setattr(c, name, value)
         positive = {"epochs": c.epochs, "batch_size": c.batch_size, "threads": c.threads}
-        positive.update({f"hidden[{n}]": h for n, h in enumerate(c.hidden)})
         for name, value in positive.items():
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, not {value!r}")
-        if not c.hidden:
-            raise ConfigError("hidden must name at least one layer size")
         if not isinstance(c.real_epochs, int) or c.real_epochs < 0:
             raise ConfigError(f"real_epochs must be a non-negative integer, "
                               f"not {c.real_epochs!r}")
@@ -109,6 +138,8 @@ class Config:
             raise ConfigError(f"schedule {c.schedule!r} is not one of {', '.join(SCHEDULES)}")
         if c.scaling not in SCALINGS:
             raise ConfigError(f"scaling {c.scaling!r} is not one of {', '.join(SCALINGS)}")
+        if not isinstance(c.shift, int) or isinstance(c.shift, bool) or c.shift < 0:
+            raise ConfigError(f"shift must be a non-negative number of pixels, not {c.shift!r}")
         if not (isinstance(c.dropout, (int, float)) and 0 <= c.dropout < 1):
             raise ConfigError(f"dropout must be a probability with 0 <= P < 1, not {c.dropout!r}")
         return c
@@ -132,10 +163,19 @@ class Config:
         return fields
 
 
+def _holds_cifar(spec):
+    from bnnhw.datasets import CIFAR_TEST
+    return Path(spec, CIFAR_TEST).is_file()
+
+
 def build_model(config, dataset):
-    """Return a fresh :class:`BinaryMLP` for a resolved `config` and a loaded `dataset`."""
-    return BinaryMLP(math.prod(dataset.shape), dataset.in_bits, config.hidden, dataset.classes,
-                     scaling=config.scaling, dropout=config.dropout)
+    """Return a fresh :class:`BinaryNet` for a resolved `config` and a loaded `dataset`."""
+    try:
+        return BinaryNet(dataset.shape, dataset.in_bits, config.layers, dataset.classes,
+                         scaling=config.scaling, dropout=config.dropout)
+    except LayerSpecError as error:
+        raise ConfigError(f"layers {config.layers!r} on {dataset.name} "
+                          f"({'x'.join(map(str, dataset.shape))}): {error}") from None
 
 
 def _lr(config, epoch):
@@ -247,7 +287,8 @@ def train(config, dataset=None, *, log=None):
                     model.binary = True
                     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
                 began = time.monotonic()
-                record = _epoch(model, optimizer, config, epoch, train_x, train_y)
+                record = _epoch(model, optimizer, config, epoch, train_x, train_y,
+                                dataset.shape)
                 record["test_accuracy"] = _evaluate(model, test_x, test_y)
                 record["seconds"] = time.monotonic() - began
                 history.append(record)
@@ -265,7 +306,21 @@ def train(config, dataset=None, *, log=None):
     return model, history
 
 
-def _epoch(model, optimizer, config, epoch, x, y):
+def _shifted(x, shape, limit, generator):
+    """Images ``x`` (``(B, pixels)`` in stream order, of ``shape`` (C, H, W)) each moved by a
+    random offset in ``-limit..limit`` rows and columns, the uncovered pixels 0."""
+    c, h, w = shape
+    images = x.reshape(len(x), h, w, c)
+    out = torch.zeros_like(images)
+    offsets = torch.randint(-limit, limit + 1, (len(x), 2), generator=generator)
+    for (dy, dx) in offsets.unique(dim=0).tolist():
+        rows = ((offsets[:, 0] == dy) & (offsets[:, 1] == dx)).nonzero().flatten()
+        src = images[rows, max(0, -dy):h - max(0, dy), max(0, -dx):w - max(0, dx)]
+        out[rows, max(0, dy):h - max(0, -dy), max(0, dx):w - max(0, -dx)] = src
+    return out.reshape(len(x), -1)
+
+
+def _epoch(model, optimizer, config, epoch, x, y, shape):
     """Run one epoch of training; return its record (without the test accuracy)."""
     lr = _lr(config, epoch)
     for group in optimizer.param_groups:
@@ -278,7 +333,10 @@ def _epoch(model, optimizer, config, epoch, x, y):
     loss_sum, correct, seen = 0.0, 0, 0
     for step in range(steps):
         index = order[step * config.batch_size:(step + 1) * config.batch_size]
-        logits = model(x[index])
+        batch = x[index]
+        if config.shift:
+            batch = _shifted(batch, shape, config.shift, generator)
+        logits = model(batch)
         loss = F.cross_entropy(logits, y[index])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -397,7 +455,10 @@ def add_arguments(parser):
                         help=f"preset: {', '.join(PRESETS)} (default: digits for the digits "
                              f"dataset, else sfc)")
     parser.add_argument("--hidden", metavar="SIZES", type=_sizes, default=None,
-                        help="hidden layer sizes overriding the preset, e.g. 256,256")
+                        help="hidden layer sizes of an MLP overriding the preset, e.g. 256,256")
+    parser.add_argument("--layers", metavar="SPEC", default=None,
+                        help="layers overriding the preset: comma-separated conv:CHANNELS:KERNEL, "
+                             "pool:SIZE and dense:NEURONS, e.g. conv:16:3,pool:2,dense:64")
     parser.add_argument("--scaling", choices=SCALINGS, default=d.scaling,
                         help="weight scaling (default: %(default)s)")
     parser.add_argument("--epochs", metavar="N", type=int, default=None,
@@ -412,6 +473,9 @@ def add_arguments(parser):
                         help="learning-rate schedule (default: %(default)s)")
     parser.add_argument("--dropout", metavar="P", type=float, default=d.dropout,
                         help="dropout probability in training (default: %(default)s)")
+    parser.add_argument("--shift", metavar="PIXELS", type=int, default=d.shift,
+                        help="augment: move training images by up to PIXELS in x and y "
+                             "(default: %(default)s)")
     parser.add_argument("--seed", metavar="N", type=int, default=d.seed,
                         help="random seed (default: %(default)s)")
     parser.add_argument("--threads", metavar="N", type=int, default=d.threads,
@@ -436,8 +500,9 @@ def _sizes(text):
 
 def config_from_args(args):
     """Return the :class:`Config` for arguments parsed with :func:`add_arguments`."""
-    return Config(dataset=args.dataset, model=args.model, hidden=args.hidden,
+    return Config(dataset=args.dataset, model=args.model, hidden=args.hidden, layers=args.layers,
                   scaling=args.scaling, epochs=args.epochs, real_epochs=args.real_epochs,
+                  shift=args.shift,
                   batch_size=args.batch_size, lr=args.lr, schedule=args.schedule,
                   dropout=args.dropout, seed=args.seed, threads=args.threads,
                   checkpoint_dir=args.checkpoint_dir, resume=args.resume,
@@ -462,11 +527,11 @@ def run_from_args(args):
 def summary(net, path):
     """Return a short table describing a trained network file (from its provenance)."""
     p = net.provenance
-    widths = [net.input_size] + [layer.fan_out for layer in net.layers]
+    shapes = [tensor.describe().split()[0] if tensor is not None else str(net.classes)
+              for tensor in net.tensors]
     seconds = sum(r["seconds"] for r in p["history"])
     return "\n".join([
-        f"network      {path} ({'-'.join(map(str, widths))}, "
-        f"{net.weight_bits():,} weight bits)",
+        f"network      {path} ({'-'.join(shapes)}, {net.weight_bits():,} weight bits)",
         f"dataset      {p['dataset']['name']} ({p['dataset']['train_frames']:,} train / "
         f"{p['dataset']['test_frames']:,} test frames)",
         f"training     {len(p['history'])} epochs in {seconds:.1f} s, "

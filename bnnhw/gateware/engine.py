@@ -14,7 +14,7 @@ from .fifo import CreditFIFO
 from .plan import matrix_plan
 from .ports import beat_layout
 from .spram import SPRAMBank
-from .weights import pe_words, write_signature
+from .weights import weight_words, write_signature
 
 __all__ = ["MatrixEngine", "shape_of"]
 
@@ -37,14 +37,18 @@ class MatrixEngine(wiring.Component):
     Throughput: one frame per ``(MH / pe) * (MW / simd)`` cycles; the next frame's input is
     taken while the current one is computed (double-buffered). Latency: the whole input vector,
     then ``depth`` cycles from a group's last weight read to its output beat. Weights sit in
-    one memory per PE of ``(MH / pe) * (MW / simd)`` words of ``simd`` bits (hard-wired when
+    one memory of ``(MH / pe) * (MW / simd)`` words of ``pe * simd`` bits (hard-wired when
     that is one word), read synchronously; ``memory`` asks Yosys for ``"block"`` RAM (what an
     iCE40 has spare) or ``"distributed"`` LUTs (LUT RAM and LUT ROM: faster on an ECP5, whose
-    block RAMs Yosys uses without their output register).
+    block RAMs Yosys uses without their output register). With ``vectors`` input vectors per
+    frame (the windows of a convolution), ``last`` marks the final beat of every
+    ``vectors``-th output vector only.
     """
 
-    def __init__(self, *, weights, pe, simd, in_bits=None, thresholds=None, memory="block"):
+    def __init__(self, *, weights, pe, simd, in_bits=None, thresholds=None, memory="block",
+                 vectors=1):
         self.weights = np.asarray(weights, dtype=np.uint8)
+        self.vectors = vectors
         self.pe, self.simd, self.in_bits, self.memory = pe, simd, in_bits, memory
         self.mh, self.mw = self.weights.shape
         weight_ones = None if in_bits is None else self.weights.sum(axis=1, dtype=np.int64)
@@ -97,8 +101,8 @@ class MatrixEngine(wiring.Component):
             # Loaded at run time (`words` are the image's): while loading, the address comes
             # from the loader. Its read data is registered inside, then once more here.
             bank = m.submodules[name] = SPRAMBank(width=shape, depth=plan.depth)
-            first = sum(p.spram_blocks for p in self.plan.memories[:self.plan.memories.index(plan)]
-                        if p.loaded)
+            before = self.plan.memories[:self.plan.memories.index(plan)]
+            first = sum(p.spram_blocks for p in before if p.loaded)
             m.d.comb += [bank.addr.eq(Mux(self.load.active, self.load.addr, addr)),
                          bank.wdata.eq(self.load.data),
                          bank.we.eq(self.load.en[first:first + bank.columns])]
@@ -108,7 +112,7 @@ class MatrixEngine(wiring.Component):
         mem = m.submodules[name] = Memory(shape=shape, depth=plan.depth, init=words,
                                           attrs=self._ROM_ATTRS[plan.style])
         port = mem.read_port()
-        if self.memory == "block":
+        if self.memory != "distributed":            # block RAM (beside SPRAM weights too)
             data = Signal(shape, name=f"{name}_data")
             m.d.comb += port.addr.eq(addr)
             m.d.sync += data.eq(port.data)
@@ -239,6 +243,16 @@ class MatrixEngine(wiring.Component):
                          at_last.eq(end_group_next & Mux(end_group, end_frame_next, end_frame))]
         # A frame is written or read completely (rdone is issue & at_last, without `issue`).
         wdone, rdone = write & wlast, rfull & at_last & has_credit
+        # With several vectors per frame (the windows of a convolution), `last` goes on the
+        # frame's last vector only: a register says the vector being read is that one.
+        if self.vectors > 1:
+            vector = Signal(range(self.vectors))
+            last_vector = Signal()
+            with m.If(rdone):
+                m.d.sync += [vector.eq(Mux(last_vector, 0, vector + 1)),
+                             last_vector.eq(vector == self.vectors - 2)]
+        else:
+            last_vector = 1
         m.d.sync += [wsel.eq(wsel ^ wdone), rsel.eq(rsel ^ rdone),
                      rfull.eq(wdone | (rfull & (~rdone | wfull))),
                      wfull.eq(~rdone & (wfull | (rfull & wdone)))]
@@ -261,7 +275,7 @@ class MatrixEngine(wiring.Component):
         tags = [Signal(tag_layout, name="tag0")]
         m.d.comb += [tags[0].valid.eq(issue), tags[0].first.eq(first),
                      tags[0].last.eq(end_group), tags[0].emit.eq(issue & end_group),
-                     tags[0].final.eq(end_frame), tags[0].group.eq(group)]
+                     tags[0].final.eq(end_frame & last_vector), tags[0].group.eq(group)]
         for stage in range(1, 5 + self.levels):
             tags.append(Signal(tag_layout, name=f"tag{stage}"))
             m.d.sync += tags[stage].eq(tags[stage - 1])
@@ -279,10 +293,12 @@ class MatrixEngine(wiring.Component):
             words = [sum((-int(self.thresholds[g * pe + n]) & ((1 << tw) - 1)) << (n * tw)
                          for n in range(pe)) for g in range(nf)]
             negated = self._rom(m, "thresholds", words, tags[self.levels].group)
+        # All PEs' weights in one memory, PE n's simd bits at [n * simd, (n + 1) * simd) of
+        # the word of (group, beat) (:func:`.weights.weight_words`). Yosys would build small
+        # ROMs from LUTs; block RAM is what an iCE40 has spare.
+        weights = self._rom(m, "weights", weight_words(self.weights, pe, simd), waddr)
         for n in range(pe):
-            words = pe_words(self.weights, pe, simd, n)
-            # Yosys would build small ROMs from LUTs; block RAM is what an iCE40 has spare.
-            w = self._rom(m, f"weights{n}", words, waddr)
+            w = weights.word_select(n, simd) if pe > 1 else weights
             total = self._tree(m, self._terms(x, w))
             acc = Signal(self.acc_shape, name=f"acc{n}")
             sum_tag = tags[2 + self.levels]

@@ -2,13 +2,29 @@
 
 import math
 
-from amaranth import Cat, Module, Signal
+from amaranth import Cat, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .ports import beat_layout
 
-__all__ = ["WidthConverter", "Pipeline"]
+__all__ = ["WidthConverter", "Pipeline", "step", "check_positive"]
+
+
+def step(m, counter, n, enable):
+    """Step ``counter`` over ``0..n-1`` (wrapping) when ``enable``; return whether it is at
+    ``n - 1``."""
+    at_end = counter == n - 1
+    with m.If(enable):
+        m.d.sync += counter.eq(Mux(at_end, 0, counter + 1))
+    return at_end
+
+
+def check_positive(**values):
+    """Raise ``TypeError`` naming the first of ``values`` that is not a positive integer."""
+    for name, value in values.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise TypeError(f"{name} must be a positive integer, not {value!r}")
 
 
 class Pipeline(wiring.Component):

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from ..errors import FoldingError
 
 __all__ = ["MEMORIES", "SPRAM_WIDTH", "SPRAM_DEPTH", "MemoryPlan", "MatrixPlan", "matrix_plan",
-           "tree_levels", "range_width", "signed_width", "check_memory", "check_memories"]
+           "WindowPlan", "window_plan", "PoolPlan", "pool_plan", "tree_levels", "range_width",
+           "signed_width", "check_memory", "check_memories"]
 
 # What a layer's memories may be asked to be built from: block RAM (what an iCE40 has spare),
 # distributed LUT RAM / LUT ROM (faster on an ECP5), or, for weights, the single-port RAM of an
@@ -176,12 +177,92 @@ def matrix_plan(*, mh, mw, pe, simd, in_bits=None, thresholds=None, weight_ones=
         style = ("constant" if nf == 1 else
                  "distributed" if memory != "block" else "block" if width <= 32 else "auto")
         memories.append(MemoryPlan("thresholds", "thresholds", width, nf, style, rom=True))
-    for n in range(pe):
-        style = "constant" if nf * sf == 1 and weight_memory != "spram" else weight_memory
-        memories.append(MemoryPlan(f"weights{n}", "weights", simd, nf * sf, style,
-                                   rom=style != "spram"))
+    # All PEs' weights in one memory, a word of pe * simd bits per (group, beat): small
+    # layers then share a block RAM instead of taking one per PE; in SPRAM, its 16-bit
+    # columns are SPRAMs side by side.
+    style = "constant" if nf * sf == 1 and weight_memory != "spram" else weight_memory
+    memories.append(MemoryPlan("weights", "weights", pe * simd, nf * sf, style,
+                               rom=style != "spram"))
     return MatrixPlan(mh=mh, mw=mw, pe=pe, simd=simd, elem_width=elem_width,
                       result_width=result_width, nf=nf, sf=sf, cycles=nf * sf, levels=levels,
                       depth=depth, fifo_depth=fifo_depth, buffer_depth=buffer_depth,
                       acc_bounds=acc_bounds, acc_lo=acc_lo, acc_hi=acc_hi,
                       threshold_width=threshold_width, memories=tuple(memories))
+
+
+@dataclass(frozen=True)
+class WindowPlan:
+    """The sizing of a :class:`~bnnhw.gateware.window.WindowGenerator`; see :func:`window_plan`.
+
+    Rows of the input live in a ring of ``slots`` line buffers; a word is ``simd`` values of
+    ``bits`` bits; a pixel is ``words`` words; the address of (slot, column, word) is those
+    three fields side by side (``word_bits``, ``column_bits``, slot), so that it needs no
+    multiplier.
+    """
+    height: int
+    width: int
+    channels: int
+    kh: int
+    kw: int
+    simd: int
+    bits: int
+    out_height: int
+    out_width: int
+    words: int               # words per pixel: channels / simd
+    slots: int               # rows the ring holds: 2 * kh, so that the next frame's first
+                             # rows arrive while the last windows of a frame are read
+    word_bits: int
+    column_bits: int
+    reads: int               # beats emitted per frame: out_height * out_width * kh * kw * words
+    writes: int              # beats taken per frame: height * width * words
+    depth: int               # pipeline cycles from a read to its beat in the output FIFO
+    fifo_depth: int
+    memories: tuple
+
+
+def window_plan(*, height, width, channels, kh, kw, simd, bits, memory="block"):
+    """Plan a sliding-window generator over ``height x width`` pixels of ``channels`` values
+    (``bits`` bits each), ``kh x kw`` windows, ``simd`` values per beat (``simd`` divides
+    ``channels``)."""
+    words = channels // simd
+    word_bits, column_bits = (words - 1).bit_length(), (width - 1).bit_length()
+    slots = 2 * kh
+    # Only weights go to SPRAM; a layer whose weights are there keeps its lines in block RAM.
+    ring = MemoryPlan("lines", "buffer", simd * bits, slots << (word_bits + column_bits),
+                      "block" if memory == "spram" else memory, rom=False)
+    oh, ow = height - kh + 1, width - kw + 1
+    return WindowPlan(height=height, width=width, channels=channels, kh=kh, kw=kw, simd=simd,
+                      bits=bits, out_height=oh, out_width=ow, words=words, slots=slots,
+                      word_bits=word_bits, column_bits=column_bits,
+                      reads=oh * ow * kh * kw * words, writes=height * width * words, depth=2,
+                      fifo_depth=4, memories=(ring,))
+
+
+@dataclass(frozen=True)
+class PoolPlan:
+    """The sizing of a :class:`~bnnhw.gateware.pool.MaxPool`; see :func:`pool_plan`."""
+    height: int
+    width: int
+    channels: int
+    size: int
+    simd: int
+    bits: int
+    out_height: int
+    out_width: int
+    words: int               # words per pixel: channels / simd
+    reads: int               # beats taken per frame: height * width * words
+    writes: int              # beats emitted per frame: out_height * out_width * words
+    memories: tuple
+
+
+def pool_plan(*, height, width, channels, size, simd, bits):
+    """Plan a max-pool unit over ``height x width`` pixels of ``channels`` values, windows of
+    ``size x size`` with stride ``size`` (rows and columns beyond a whole window are dropped),
+    ``simd`` values per beat."""
+    words = channels // simd
+    oh, ow = height // size, width // size
+    partial = MemoryPlan("partial", "buffer", simd * bits, ow * words, "distributed", rom=False)
+    return PoolPlan(height=height, width=width, channels=channels, size=size, simd=simd,
+                    bits=bits, out_height=oh, out_width=ow, words=words,
+                    reads=height * width * words, writes=oh * ow * words,
+                    memories=(partial,) if ow * words > 1 else ())

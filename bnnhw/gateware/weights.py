@@ -1,9 +1,10 @@
 """Weight memories: their word order, and the image that fills the ones loaded at run time.
 
-**Word order.** Processing element ``n`` of a matrix layer folded by ``(pe, simd)`` reads word
-``g * (MW / simd) + k`` = bits ``k * simd .. (k + 1) * simd - 1`` of the weight row of neuron
-``g * pe + n`` (bit ``i`` of the word is feature ``k * simd + i``, as everywhere in bnnhw).
-:func:`pe_words` gives these words; the engine's ROMs and the image are made from it.
+**Word order.** A matrix layer folded by ``(pe, simd)`` keeps all its PEs' weights in one
+memory of ``pe * simd``-bit words: word ``g * (MW / simd) + k`` holds, at bits
+``n * simd .. (n + 1) * simd - 1``, bits ``k * simd .. (k + 1) * simd - 1`` of the weight row of
+neuron ``g * pe + n`` (bit ``i`` of a PE's part is feature ``k * simd + i``, as everywhere in
+bnnhw). :func:`weight_words` gives these words; the engine's ROM and the image are made from it.
 
 **The weight image** fills the memories that have no contents in the bitstream (SPRAM on an
 iCE40 UltraPlus, :mod:`bnnhw.gateware.plan`). It is a pure function of the network, its
@@ -47,7 +48,7 @@ from ..bits import words as pack_words
 from .plan import SPRAM_DEPTH, SPRAM_WIDTH
 
 __all__ = ["MAGIC", "VERSION", "HEADER_BYTES", "IMAGE_OFFSET", "LoadStatus", "Block",
-           "pe_words", "image_blocks", "image_header", "weight_image", "check_image",
+           "weight_words", "image_blocks", "image_header", "weight_image", "check_image",
            "ImageError", "WeightLoader", "write_signature"]
 
 MAGIC = b"BNNW"
@@ -68,11 +69,13 @@ class ImageError(ValueError):
     """Bytes that are not the weight image of this network and folding."""
 
 
-def pe_words(weights, pe, simd, n):
-    """The words of processing element ``n``'s weight memory (see the module docstring)."""
+def weight_words(weights, pe, simd):
+    """The words of the weight memory of ``weights`` (``(neurons, fan-in)`` 0/1) folded by
+    ``pe`` and ``simd`` (see the module docstring)."""
     weights = np.asarray(weights, dtype=np.uint8)
-    return [word for g in range(weights.shape[0] // pe)
-            for word in pack_words(weights[g * pe + n], simd)]
+    rows = [pack_words(row, simd) for row in weights]
+    return [sum(rows[g * pe + n][k] << (n * simd) for n in range(pe))
+            for g in range(weights.shape[0] // pe) for k in range(weights.shape[1] // simd)]
 
 
 @dataclass(frozen=True)

@@ -6,12 +6,16 @@ adding a kind is one file in this package and one line here (or a call to :func:
 """
 
 from .base import Checker, Figures, Layer
+from .conv import ConvLayer
 from .dense import DenseLayer
 from .first import FirstLayer
+from .first_conv import FirstConvLayer
+from .maxpool import MaxPoolLayer
 from .output import OutputLayer
 
 __all__ = ["KINDS", "register", "get_kind", "Layer", "Figures", "Checker",
-           "FirstLayer", "DenseLayer", "OutputLayer"]
+           "FirstLayer", "DenseLayer", "OutputLayer", "FirstConvLayer", "ConvLayer",
+           "MaxPoolLayer"]
 
 KINDS = {}
 
@@ -32,5 +36,5 @@ def get_kind(name):
     return KINDS.get(name)
 
 
-for _kind in (FirstLayer, DenseLayer, OutputLayer):
+for _kind in (FirstLayer, DenseLayer, OutputLayer, FirstConvLayer, ConvLayer, MaxPoolLayer):
     register(_kind)

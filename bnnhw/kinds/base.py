@@ -108,6 +108,17 @@ class Figures:
     out_count: int
     memories: tuple = ()
     logic: dict = dataclasses.field(default_factory=dict)
+    stream: object = None    # (first_in, last_in) -> (first_out, last_out): see timeline()
+
+    def timeline(self, first_in, last_in):
+        """When the stage's first and last output beats of a frame leave, in an otherwise idle
+        network, given when its first and last input beats arrive. By default a stage needs
+        its whole input first: the last output ``latency`` cycles after the last input, the
+        first ``cycles`` earlier. A streaming stage (a convolution) gives ``stream``."""
+        if self.stream is not None:
+            return self.stream(first_in, last_in)
+        last = last_in + self.latency
+        return max(first_in, last - self.cycles), last
 
     @property
     def memory_bits(self):

@@ -67,11 +67,10 @@ class MatrixLayer(Layer):
                        memories=plan.memories, logic=logic)
 
     def memory_words(self, fold, name):
-        from ..gateware.weights import pe_words
-        if not name.startswith("weights") or not name[7:].isdigit() or int(name[7:]) >= fold.pe:
-            raise ValueError(f"a {self.KIND} layer folded by {fold} has no memory {name!r} "
-                             f"with words to load")
-        return pe_words(self.weights, fold.pe, fold.simd, int(name[7:]))
+        from ..gateware.weights import weight_words
+        if name != "weights":
+            raise ValueError(f"a {self.KIND} layer has no memory {name!r} with words to load")
+        return weight_words(self.weights, fold.pe, fold.simd)
 
     def matrix_engine(self, fold, memory):
         from ..gateware.engine import MatrixEngine
