@@ -4,9 +4,14 @@ Uses ``examples/mnist_sfc.npz`` if present, else a random 784-256-256-256-10 net
 gateware's default folding; runs the fast path (:mod:`bnnhw.sim.fast`) and compares every
 result with the golden model. Target (issue 5): under 60 s on 2 cores, 0 mismatches.
 
+With ``--board icebreaker`` it simulates the design `bnnhw build icebreaker` builds: its folding
+and memories (on a UP5K, SFC's weights are in SPRAM, simulated with Yosys's SB_SPRAM256KA model),
+the weight image read first from the harness's SPI flash model. Issue 12's target: 0
+mismatches, cycles/frame measured = model.
+
 Run: ``python bench/sim_mnist.py [--network FILE] [--stall P] [--count N] [--target CYCLES |
---pe N,... --simd N,...]``. Skips (exit 0,
-with a message) if ``../shared/datasets/mnist`` is absent; exits 1 on any mismatch.
+--pe N,... --simd N,...] [--board B]``. Skips (exit 0, with a message) if
+``../shared/datasets/mnist`` is absent; exits 1 on any mismatch.
 """
 
 import argparse
@@ -40,6 +45,8 @@ def main(argv=None):
                         help="folding: neurons in parallel per layer (- for a pool)")
     parser.add_argument("--simd", metavar="N,...", type=_ints,
                         help="folding: inputs per cycle per layer")
+    parser.add_argument("--board", metavar="BOARD",
+                        help="simulate what `bnnhw build BOARD` builds (folding, memories)")
     parser.add_argument("--build-dir", metavar="DIR", type=Path,
                         help="Verilator build cache (default: ~/.cache/bnnhw/verilator)")
     args = parser.parse_args(argv)
@@ -67,11 +74,17 @@ def main(argv=None):
         name = "random 784-256-256-256-10"
     x, y, data = datasets.frames_for(net, args.dataset, count=args.count, network=name)
     expected = golden.run(net, x)
-    folding = folding_from_options(net, pe=args.pe, simd=args.simd, target=args.target)
-    top = NetworkTop(net, folding)
+    if args.board is not None:
+        from bnnhw.boards.board import get_board
+        from bnnhw.boards.commands import board_options
+        folding, memory = board_options(net, get_board(args.board), args)
+        top = NetworkTop(net, folding, memory=memory)
+    else:
+        folding = folding_from_options(net, pe=args.pe, simd=args.simd, target=args.target)
+        top = NetworkTop(net, folding)
     print(f"sim_mnist: {len(x):,} {data.name} test images through {name}, folding "
-          f"{format_folding(top.folding)}, {100 * args.stall:.0f}% stalls",
-          flush=True)
+          f"{format_folding(top.folding)}, memory {' '.join(top.memory)}, "
+          f"{100 * args.stall:.0f}% stalls", flush=True)
     generate = time.perf_counter()
     report = simulate_top(top, x, expected.classes, expected.scores, engine="fast",
                           stall=args.stall, cache_dir=args.build_dir,

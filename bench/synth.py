@@ -127,7 +127,7 @@ def build(family, net, folding, in_simd, memory, out, seeds):
     stat = text[text.rindex("Printing statistics"):]
     luts = sum(int(n) for n in re.findall(rf"^\s*(\d+)\s+(?:\S+\s+)?{lut_cell}\s*$", stat, re.M))
     luts += sum(int(n) for n in re.findall(rf"^\s*{lut_cell}\s+(\d+)\s*$", stat, re.M))
-    figures = {"memory": top.memory, "yosys LUT4": luts,
+    figures = {"memory": " ".join(sorted(set(top.memory))), "yosys LUT4": luts,
                "synth s": round(time.monotonic() - start)}
     fmax = []
     for seed in seeds:

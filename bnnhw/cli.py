@@ -150,12 +150,26 @@ def _add_folding_arguments(p, default="layers balanced for a UP5K's block RAM ba
                        help="cycles per frame the default folding aims for")
     group.add_argument("--folding", metavar="FILE", type=Path,
                        help="a folding file, as bnnhw build and flow write (folding.json)")
+    group.add_argument("--memory", metavar="STYLE,...", type=_word_list,
+                       help="weight memories: block, distributed or spram (an iCE40 "
+                            "UltraPlus's, loaded from flash at run time), one for all layers "
+                            "or one per layer")
+
+
+def _word_list(text):
+    return [part.strip() for part in text.split(",")]
 
 
 def _folding(args, net):
     """The folding the folding options ask for, checked against ``net``."""
     from .folding import folding_from_args
     return folding_from_args(net, args)
+
+
+def _memory(args, net, default="block"):
+    """The memory styles ``--memory`` asks for, one per layer, checked against ``net``."""
+    from .folding import memory_from_options
+    return memory_from_options(net, args.memory, default=default)
 
 
 def run_verilog(args):
@@ -166,13 +180,16 @@ def run_verilog(args):
                          f"digits and _, not starting with a digit, not a keyword)")
     net = artifact.load(args.network)
     folding = _folding(args, net)
+    memory = _memory(args, net)
     output_path(args.output, "Verilog")
     try:
-        top = generate_verilog(net, folding, args.output, name=args.name)
+        top = generate_verilog(net, folding, args.output, name=args.name, memory=memory)
     except OSError as error:
         raise BnnhwError(f"{args.output}: cannot write ({error.strerror})") from None
-    from .gateware.ports import VERILOG_PORTS
-    print(f"{args.output}: module {args.name}, ports {', '.join(VERILOG_PORTS)}")
+    print(f"{args.output}: module {args.name}, ports {', '.join(top.ports.verilog_ports)}")
+    if top.ports.image:
+        print(f"weights in SPRAM: it loads a weight image of {len(top.image()):,} bytes from "
+              f"flash offset 0x{top.image_offset:X} (`bnnhw build` writes it)")
     print()
     print(top.performance.table())
     return 0
@@ -274,12 +291,16 @@ def main(argv=None):
     _add_folding_arguments(p, default=board_default)
     p.set_defaults(run=run_build)
 
-    p = commands.add_parser("program", help="load a bitstream onto a board")
+    p = commands.add_parser("program", help="load a bitstream (and its weight image) onto a "
+                                            "board")
     p.add_argument("board", metavar="BOARD", choices=sorted(BOARDS),
                    help=f"one of: {', '.join(sorted(BOARDS))}")
     p.add_argument("bitstream", metavar="BITSTREAM", type=Path,
                    help="file written by `bnnhw build`")
-    p.add_argument("--dry-run", action="store_true", help="print the command, do not run it")
+    p.add_argument("--image", metavar="FILE", type=Path,
+                   help="weight image to write to the board's flash (default: the one `bnnhw "
+                        "build` wrote next to BITSTREAM, if any)")
+    p.add_argument("--dry-run", action="store_true", help="print the commands, do not run them")
     p.set_defaults(run=run_program)
 
     p = commands.add_parser("run", help="classify images on a board over a serial port")
@@ -350,6 +371,9 @@ def main(argv=None):
                         "file)")
     p.add_argument("--in-simd", metavar="N", type=int,
                    help="pixels per input beat (default: the first layer's simd)")
+    p.add_argument("--board", metavar="BOARD", choices=sorted(BOARDS),
+                   help="simulate what `bnnhw build BOARD` builds: its default folding and "
+                        "memories (weights in SPRAM are loaded from a flash model first)")
     _add_folding_arguments(p)
     _add_json_argument(p)
     p.set_defaults(run=run_sim)

@@ -38,7 +38,8 @@ def _simulate(net, top, verilog_path, x, stall, out):
     model = top.performance
     return simulate(verilog_path, top.ports, x, expected.classes, expected.scores,
                     model=(model.initiation_interval, model.latency), engine="fast",
-                    stall=stall, cache_dir=out / "verilator", log=_say)
+                    stall=stall, cache_dir=out / "verilator", log=_say,
+                    image=top.image() if top.ports.image else None, offset=top.image_offset)
 
 
 def run_flow(args):
@@ -72,14 +73,17 @@ def run_flow(args):
     from .gateware.top import generate_verilog
     # The folding simulated is the folding built: the board's fastest that fits, by default.
     board = None
+    memory = "block"
     if args.board != "none":
         from .boards.board import get_board
-        from .boards.build import fitting_folding
         board = get_board(args.board)
-    folding = folding_from_args(net, args, default=(
-        (lambda: default_folding(net)) if board is None else (lambda: fitting_folding(net, board))))
+    if board is None:
+        folding = folding_from_args(net, args, default=lambda: default_folding(net))
+    else:
+        from .boards.commands import board_options
+        folding, memory = board_options(net, board, args)
     verilog_path = out / "bnn_top.v"
-    top = generate_verilog(net, folding, verilog_path)
+    top = generate_verilog(net, folding, verilog_path, memory=memory)
     performance = top.performance
     save_folding(out / "folding.json", net, folding,
                  cycles_per_frame=performance.initiation_interval)
@@ -108,7 +112,8 @@ def run_flow(args):
     if board is not None:
         from .boards.build import build, format_result
         _say(f"building for the {board.title}")
-        built = build(board, net, folding, out / f"build-{board.name}", log=_say)
+        built = build(board, net, folding, out / f"build-{board.name}", memory=memory,
+                      log=_say)
         print(format_result(built))
         rows.append((board.name, f"{built.bitstream}, Fmax {built.fmax_mhz:.1f} MHz "
                                   f"(clock {built.clock_mhz:g} MHz)"))

@@ -33,8 +33,8 @@ from .errors import FoldingError
 
 __all__ = [
     "FoldingError", "LayerFolding", "divisors", "check_folding", "default_folding",
-    "parse_folding", "folding_from_options", "folding_from_args", "format_folding",
-    "save_folding", "load_folding", "FOLDING_FORMAT",
+    "parse_folding", "folding_from_options", "folding_from_args", "memory_from_options",
+    "format_folding", "save_folding", "load_folding", "FOLDING_FORMAT",
 ]
 
 FOLDING_FORMAT, FOLDING_VERSION = "bnnhw-folding", 1
@@ -187,6 +187,20 @@ def folding_from_options(net, *, pe=None, simd=None, target=None, file=None, def
             return check_folding(net, default())
         return check_folding(net, default_folding(net, target=target))
     return parse_folding(net, pe=pe, simd=simd)
+
+
+def memory_from_options(net, memory=None, *, default="block"):
+    """The memory styles a ``--memory`` option asks for (a list of one style, or one per
+    layer; None for ``default``), as a tuple with one per layer."""
+    from .gateware.plan import check_memories
+    if memory is None:
+        memory = default
+    elif len(memory) == 1:
+        memory = memory[0]
+    try:
+        return check_memories(memory, len(net.layers))
+    except ValueError as error:
+        raise FoldingError(f"--memory: {error}") from None
 
 
 def save_folding(path, net, folding, *, cycles_per_frame=None):

@@ -87,9 +87,13 @@ class Performance:
 
 def performance(net, folding, in_simd=None, *, memory="block"):
     """The :class:`Performance` of ``net`` folded by ``folding`` with ``in_simd`` input values
-    per beat (by default what the first layer takes per beat)."""
+    per beat (by default what the first layer takes per beat); ``memory`` is one memory style
+    or one per layer."""
+    from .gateware.plan import check_memories
     folding = check_folding(net, folding)
-    layers = tuple(layer.figures(fold, memory) for layer, fold in zip(net.layers, folding))
+    memory = check_memories(memory, len(net.layers))
+    layers = tuple(layer.figures(fold, style)
+                   for layer, fold, style in zip(net.layers, folding, memory))
     if in_simd is None:
         in_simd = layers[0].in_count
     return Performance(input_beats=net.input.size // in_simd, layers=layers)

@@ -19,7 +19,7 @@ from amaranth.sim import Simulator
 from . import artifact
 from .bits import words
 
-__all__ = ["stream_put", "stream_get", "simulate", "put_frames", "run_frames", "unpack_bits",
+__all__ = ["stream_put", "stream_get", "FlashModel", "simulate", "put_frames", "run_frames", "unpack_bits",
            "unpack_results", "result_times", "interval_and_latency", "random_network",
            "random_inputs", "random_cnn", "instantiated_memories", "stage_interval"]
 
@@ -45,6 +45,55 @@ async def stream_get(ctx, stream, *, rng=None, p=0.3):
     payload, = await ctx.tick().sample(stream.payload).until(stream.valid)
     ctx.set(stream.ready, 0)
     return payload
+
+
+class FlashModel:
+    """An SPI NOR flash for Amaranth's simulator: the commands bnnhw's flash reader uses.
+
+    ``contents`` maps addresses to bytes (``{offset: data}``; elsewhere the flash reads
+    ``0xFF``, as erased). SPI mode 0: it samples ``copi`` as ``sck`` rises and changes
+    ``cipo`` after ``sck`` falls. ``0xAB`` releases it from deep power-down (in which it starts
+    when ``asleep``: it then ignores everything else); ``0x03`` and a 24-bit address read from
+    there on for as long as ``cs`` stays high. :meth:`run` is the testbench; ``reads`` counts
+    the bytes read.
+    """
+
+    def __init__(self, pins, contents, *, asleep=False):
+        self.pins, self.asleep, self.reads = pins, asleep, 0
+        self.memory = {}
+        for offset, data in contents.items():
+            for k, byte in enumerate(bytes(data)):
+                self.memory[offset + k] = byte
+
+    async def run(self, ctx):
+        pins = self.pins
+        bits = value = sent = 0
+        command = address = None
+        sck = 0
+        while True:
+            await ctx.tick()
+            if not ctx.get(pins.cs):
+                bits = value = sent = 0
+                command = address = None
+                sck = ctx.get(pins.sck)
+                continue
+            now = ctx.get(pins.sck)
+            if now and not sck and address is None:           # rising edge: a bit in
+                value = (value << 1) | ctx.get(pins.copi)
+                bits += 1
+                if bits == 8:
+                    command = value
+                    if command == 0xAB:
+                        self.asleep = False
+                elif bits == 32 and command == 0x03 and not self.asleep:
+                    address = value & 0xFFFFFF
+            elif not now and sck and address is not None:     # falling edge: a bit out
+                byte = self.memory.get((address + sent // 8) & 0xFFFFFF, 0xFF)
+                ctx.set(pins.cipo, (byte >> (7 - sent % 8)) & 1)
+                if sent % 8 == 7:
+                    self.reads += 1
+                sent += 1
+            sck = now
 
 
 def simulate(dut, *testbenches):

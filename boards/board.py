@@ -42,9 +42,12 @@ class Board:
     logic: tuple                      # (nextpnr resource, count): LUT4-based cells
     block_ram: tuple                  # (nextpnr resource, count, bits each, widest port)
     resources: dict = field(default_factory=dict)
+    spram: tuple = ()                 # (nextpnr resource, count) of 16 x 16384 SPRAMs, if any
     synth_opts: str = ""              # more options for Yosys's synth_ice40 / synth_ecp5
     bitstream: str = "bin"            # extension of the file to program
     program: tuple = ()               # programmer command, "{bitstream}" replaced
+    program_image: tuple = ()         # command writing a file at a flash offset, "{image}"
+                                      # and "{offset}" replaced
     program_package: str = ""         # what to install when the programmer is missing
 
     @property
@@ -88,4 +91,17 @@ class BoardTop(Elaboratable):
         for n in range(min(self.board.leds, len(shell.leds))):
             m.submodules[f"led{n}"] = led = io.Buffer("o", platform.request("led", n, dir="-"))
             m.d.comb += led.o.eq(shell.leds[n])
+        if "flash" in shell.signature.members:
+            # The configuration flash, read once the FPGA runs (the weight image). Write
+            # protect and hold stay inactive (their pins high: the resource inverts them).
+            pins = platform.request("spi_flash_1x", 0, dir="-")
+            for name, direction in (("cs", "o"), ("clk", "o"), ("copi", "o"), ("cipo", "i"),
+                                    ("wp", "o"), ("hold", "o")):
+                m.submodules[f"flash_{name}"] = io.Buffer(direction, getattr(pins, name))
+            flash = shell.flash
+            m.d.comb += [m.submodules.flash_cs.o.eq(flash.cs),
+                         m.submodules.flash_clk.o.eq(flash.sck),
+                         m.submodules.flash_copi.o.eq(flash.copi),
+                         flash.cipo.eq(m.submodules.flash_cipo.i),
+                         m.submodules.flash_wp.o.eq(0), m.submodules.flash_hold.o.eq(0)]
         return m

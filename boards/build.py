@@ -17,7 +17,8 @@ from .rates import bounds
 from .toolchain import ToolchainError, default_cache_dir, run_plan, toolchain_env
 from ..errors import BnnhwError
 
-__all__ = ["FitError", "Estimate", "estimate", "check_fit", "fitting_folding", "BuildResult",
+__all__ = ["FitError", "Estimate", "estimate", "layer_cost", "check_fit", "board_memory",
+           "board_design", "fitting_design", "fitting_folding", "LOGIC_BUDGET", "BuildResult",
            "uart_divisor", "check_baud", "clock_setting", "build", "read_summary",
            "format_result"]
 
@@ -28,12 +29,19 @@ class FitError(BnnhwError):
 
 # Logic cells (iCE40 LCs, or ECP5 LUT4s) per XNOR-popcount input bit, per multi-bit add/subtract
 # input bit of the first layer, per layer stage (counters, handshakes, compare) and for the
-# UART shell; LUT ROMs cost a LUT per 8 bits; buffers in flip-flops a LUT per 2 bits (their
-# multiplexer). A ROM left to Yosys goes where it is cheaper, weighing a block RAM as 64
-# LUTs and a bit of LUT ROM as 1/16 of a LUT, as its memory_libmap pass weighs them. Fitted to bnnhw's builds of the
-# digits network (64-128-128-10, 5-bit pixels): on a UP5K folded (1,8) (1,16) (1,2) with the
-# shell 1,772 LCs (model 1,907), folded (1,32) (1,64) (1,4) in a bare wrapper 2,669 (model
-# 2,405); on an ECP5-85F folded (2,64) (4,64) (5,4) with the shell 5,373 LUT4s (model 5,909).
+# UART shell; LUT ROMs cost a LUT per 8 bits; buffers in flip-flops two cells per bit on an
+# iCE40 (the flip-flop, loaded straight from the stream with no LUT to share its cell, and its
+# part of the read multiplexer; an ECP5 slice has flip-flops beside its LUTs: half a LUT4),
+# and so does the shell's frame buffer up to four words (Yosys keeps it in flip-flops). A ROM left to Yosys goes where it is cheaper, weighing a block RAM
+# as 64 LUTs and a bit of LUT ROM as 1/16 of a LUT, as its memory_libmap pass weighs them.
+# Fitted to bnnhw's builds of the digits network (64-128-128-10, 5-bit pixels) and of SFC
+# (784-256-256-256-10); the errors of the estimate on each are in bench/RESULTS.md. On a UP5K,
+# with the shell: digits folded (1,8) (1,16) (1,2) 1,653 LCs (model 1,779), (1,32) (1,64)
+# (1,8) 4,576 (model 4,673; 1,792 cells for its 896 bits of buffer flip-flops, 640 for a
+# frame buffer of two words), (4,16) (8,16) (1,16) 4,266 (model 4,269), (2,16) (2,32) (1,8)
+# 3,140 (model 2,981); SFC (2,16) (1,16) (1,16) (1,1), weights in SPRAM, 3,301 (model 3,239,
+# the image loader and flash reader about 450); on an ECP5-85F digits (2,64) (4,64) (5,4)
+# 5,300 LUT4s (model 5,749). Block RAMs: the model's count on all six.
 # ECP5 adders count about 1.7 times the LUT4s of iCE40 ones (a CCU2C carry cell holds two):
 # folded (16,64) (32,64) (5,32), the digits network took 30,126 LUT4s (model 30,521).
 _LUTS_PER_BIT = 3
@@ -43,12 +51,28 @@ _LUTS_SHELL = 500
 _BRAM_COST = 64
 
 
+_LUTS_PER_REGISTER_BIT = {"ice40": 2, "ecp5": 0.5}     # ECP5 slices have flip-flops beside
+# Each PE beyond the first: its accumulator, result and pipeline flip-flops, which take cells
+# of their own on an iCE40 (on an ECP5 they sit beside the LUTs the per-bit costs count).
+_LUTS_PER_PE = {"ice40": 50, "ecp5": 0}
+# What the weight image costs when some layer's weights are in SPRAM: the flash reader and
+# the loader (header compare, CRC-32, block counters), the SPRAMs' address multiplexers.
+_LUTS_LOADER = 450
+# The share of the FPGA's logic a default folding may use (the rest is the estimate's margin,
+# -5% to +9% on the builds above, and room for the router: at 81% of a UP5K the digits design
+# still closed, but at 47 MHz instead of 55-68), and of its block RAM (counted exactly from
+# the plans, as Yosys maps them).
+LOGIC_BUDGET = 0.7
+RAM_BUDGET = 1.0
+
+
 @dataclass(frozen=True)
 class Estimate:
-    """Resources a folded network is expected to need: logic cells and block RAMs."""
+    """Resources a folded network is expected to need: logic cells, block RAMs and SPRAMs."""
     logic: int
     block_rams: int
-    per_layer: tuple   # (logic, block RAMs) per layer
+    per_layer: tuple   # (logic, block RAMs, SPRAMs) per layer
+    sprams: int = 0
 
 
 def _blocks(width, depth, bits, widest):
@@ -64,53 +88,85 @@ def _blocks(width, depth, bits, widest):
     return min(options)
 
 
+def layer_cost(figures, board):
+    """``(logic, block RAMs, SPRAMs)`` of a layer's stage, from its figures."""
+    _, _, bits, widest = board.block_ram
+    logic = (figures.logic.get("stages", 1) * _LUTS_PER_LAYER
+             + (figures.fold.get("pe", 1) - 1) * _LUTS_PER_PE[board.family]
+             + figures.logic.get("xnor", 0) * _LUTS_PER_BIT
+             + figures.logic.get("adder_bits", 0) * _LUTS_PER_ADDER_BIT[board.family])
+    rams = sprams = 0
+    for memory in figures.memories:
+        need = _blocks(memory.width, memory.depth, bits, widest)
+        if memory.style == "spram":
+            sprams += memory.spram_blocks
+        elif memory.style == "block" or (memory.style == "auto"
+                                         and need * _BRAM_COST < memory.bits / 16):
+            rams += need
+        elif memory.style in ("auto", "distributed"):
+            logic += memory.bits / 8
+        elif memory.style == "registers":
+            logic += memory.bits * _LUTS_PER_REGISTER_BIT[board.family]
+    return round(logic), rams, sprams
 
-def estimate(net, folding, board, *, in_simd=None):
-    """Estimate the logic and block RAMs of ``net`` folded by ``folding`` on ``board``.
+
+def estimate(net, folding, board, *, in_simd=None, memory="block"):
+    """Estimate the logic, block RAMs and SPRAMs of ``net`` folded by ``folding`` on ``board``,
+    with ``memory`` (one style, or one per layer).
 
     Reads each layer's :class:`~bnnhw.kinds.base.Figures`, the plan its stage is built by:
     every memory it instantiates, in the style the gateware asks Yosys for, and the size of its
-    datapath; adds the shell and its frame buffer.
+    datapath; adds the shell and its frame buffer, and the weight image's loader if any.
     """
     from ..perf import performance
-    _, _, bits, widest = board.block_ram
-    blocks = lambda width, depth: _blocks(width, depth, bits, widest)
-    model = performance(net, folding, in_simd)
-    per_layer = []
-    for figures in model.layers:
-        logic = (figures.logic.get("stages", 1) * _LUTS_PER_LAYER
-                 + figures.logic.get("xnor", 0) * _LUTS_PER_BIT
-                 + figures.logic.get("adder_bits", 0) * _LUTS_PER_ADDER_BIT[board.family])
-        rams = 0
-        for memory in figures.memories:
-            need = blocks(memory.width, memory.depth)
-            if memory.style == "block" or (memory.style == "auto"
-                                           and need * _BRAM_COST < memory.bits / 16):
-                rams += need
-            elif memory.style in ("auto", "distributed"):
-                logic += memory.bits / 8
-            elif memory.style == "registers":
-                logic += memory.bits / 2
-        per_layer.append((round(logic), rams))
+    model = performance(net, folding, in_simd, memory=memory)
+    per_layer = tuple(layer_cost(figures, board) for figures in model.layers)
     in_simd = model.layers[0].in_count if in_simd is None else in_simd
-    depth = net.input_size // in_simd          # one word: the shell keeps it in flip-flops
-    shell_rams = blocks(in_simd * net.input_bits, depth) if depth > 1 else 0
-    return Estimate(logic=sum(l for l, _ in per_layer) + _LUTS_SHELL,
-                    block_rams=sum(b for _, b in per_layer) + shell_rams,
-                    per_layer=tuple(per_layer))
+    return _total(net, per_layer, in_simd, board)
 
 
-def check_fit(net, folding, board, *, margin=1.25):
+def _total(net, per_layer, in_simd, board):
+    """The :class:`Estimate` of layers costing ``per_layer``, with the shell (its frame buffer
+    of ``in_simd`` values per word) and the weight image's loader if any layer has SPRAMs."""
+    _, _, bits, widest = board.block_ram
+    # The shell's frame buffer: flip-flops up to four words (as Yosys maps it), else RAM.
+    depth, width = net.input_size // in_simd, in_simd * net.input_bits
+    shell_rams = _blocks(width, depth, bits, widest) if depth > 4 else 0
+    shell_logic = _LUTS_SHELL + (depth * width * _LUTS_PER_REGISTER_BIT[board.family]
+                                 if depth <= 4 else 0)
+    sprams = sum(s for _, _, s in per_layer)
+    return Estimate(logic=sum(l for l, _, _ in per_layer) + round(shell_logic)
+                    + (_LUTS_LOADER if sprams else 0),
+                    block_rams=sum(b for _, b, _ in per_layer) + shell_rams,
+                    per_layer=tuple(per_layer), sprams=sprams)
+
+
+def _spram_count(board):
+    return board.spram[1] if board.spram else 0
+
+
+def _fits(need, board, logic_budget, ram_budget=RAM_BUDGET):
+    return (need.logic <= board.logic[1] * logic_budget
+            and need.block_rams <= board.block_ram[1] * ram_budget
+            and need.sprams <= _spram_count(board))
+
+
+def check_fit(net, folding, board, *, memory="block", margin=1.25):
     """Refuse, before place and route, a folding whose estimate exceeds the FPGA."""
-    need = estimate(net, folding, board)
+    need = estimate(net, folding, board, memory=memory)
     logic_name, logic_have = board.logic
     ram_name, ram_have, ram_bits, _ = board.block_ram
     if need.block_rams > ram_have:
         worst = max(range(len(need.per_layer)), key=lambda n: need.per_layer[n][1])
+        spram = (" or weights in SPRAM" if board.spram else "")
         raise FitError(f"{board.title}: block RAM: the folding needs about {need.block_rams} "
                        f"blocks of {ram_bits // 1024} Kbit (layers[{worst}] alone "
                        f"{need.per_layer[worst][1]}), the FPGA has {ram_have}; use a smaller "
-                       f"--pe/--simd or a larger board")
+                       f"--pe/--simd{spram} or a larger board")
+    if need.sprams > _spram_count(board):
+        raise FitError(f"{board.title}: SPRAM: the folding needs {need.sprams} SPRAMs of 16 "
+                       f"bits (one per 16 bits of each PE's weight word), the FPGA has "
+                       f"{_spram_count(board)}; use a smaller --pe/--simd")
     if need.logic > logic_have * margin:
         worst = max(range(len(need.per_layer)), key=lambda n: need.per_layer[n][0])
         raise FitError(f"{board.title}: logic: the folding needs about {need.logic:,} LUT4s "
@@ -119,25 +175,114 @@ def check_fit(net, folding, board, *, margin=1.25):
     return need
 
 
-def fitting_folding(net, board, *, budget=0.6):
-    """The fastest default folding whose estimate fits ``budget`` of the board's logic and
-    block RAM (the rest is margin for the estimate, and room for the router).
+def _styles(layer, fold, board):
+    """The memory styles a layer folded by ``fold`` may use on ``board``."""
+    styles = ["block"]
+    if board.spram:
+        try:
+            layer.figures(fold, "spram")
+        except ValueError:                     # too deep for an SPRAM
+            pass
+        else:
+            styles.append("spram")
+    return styles
 
-    Tries :func:`~bnnhw.folding.default_folding` for growing cycle targets (each layer's
-    possible cycle counts) and keeps the first that fits; raises :class:`FitError` if even
-    the most folded network does not.
+
+def board_memory(net, folding, board, *, logic_budget=1.0):
+    """The memory style of each layer of ``net`` folded by ``folding`` on ``board``: block RAM
+    where it fits, SPRAM (loaded from the weight image) for the fewest layers that make the
+    rest fit; all block RAM if nothing fits (the fit check then says why)."""
+    from itertools import product
+    from ..folding import check_folding
+    folding = check_folding(net, folding)
+    options = [_styles(layer, fold, board) for layer, fold in zip(net.layers, folding)]
+    best = None
+    for memory in product(*options):
+        need = estimate(net, folding, board, memory=memory)
+        if not _fits(need, board, logic_budget):
+            continue
+        key = (memory.count("spram"), need.block_rams, need.sprams)
+        if best is None or key < best[0]:
+            best = key, memory
+    return best[1] if best else ("block",) * len(net.layers)
+
+
+def board_design(net, board, target):
+    """A folding of ``net`` into ``target`` cycles per frame for ``board``, and its memory
+    styles: ``(folding, memory)``.
+
+    Each layer keeps, for each memory style it may use, the few folds meeting the target (or
+    its fastest) that cost the board least: logic (twice), block RAMs and SPRAMs, each as a
+    share of what the FPGA has. So a layer's weight words match its memories' width (16-bit block RAM
+    and SPRAM ports) instead of merely having the fewest PEs. Of their combinations, the one
+    that fits the board with the fewest layers in SPRAM, then the least cost, wins (the
+    SPRAMs are few: a layer's cheapest fold alone may leave none for the others).
     """
-    from ..folding import cycle_targets, default_folding
+    from itertools import product
+    logic_have, ram_have, spram_have = board.logic[1], board.block_ram[1], _spram_count(board)
+
+    def share(cost):
+        # Logic counts twice: its estimate is the rougher one, and a fuller FPGA routes
+        # slower (block RAMs are counted exactly).
+        logic, rams, sprams = cost
+        return (2 * logic / logic_have + rams / ram_have
+                + (sprams / spram_have if spram_have else 0))
+
+    # How many folds per layer and style: the combinations grow as their power.
+    keep = 3 if len(net.layers) <= 5 else 1
+    choices = []
+    for layer in net.layers:
+        candidates = [(layer.figures(fold).cycles, fold) for fold in layer.fold_candidates()]
+        fits = [fold for cycles, fold in candidates if cycles <= target]
+        if not fits:
+            fastest = min(cycles for cycles, _ in candidates)
+            fits = [fold for cycles, fold in candidates if cycles == fastest]
+        per_style = {}
+        for fold in fits:
+            for style in _styles(layer, fold, board):
+                figures = layer.figures(fold, style)
+                cost = layer_cost(figures, board)
+                per_style.setdefault(style, []).append(
+                    ((share(cost), layer.fold_preference(fold)), style, fold, cost,
+                     figures.in_count))
+        choices.append([option for options in per_style.values()
+                        for option in sorted(options, key=lambda o: o[0])[:keep]])
+    best = None
+    for combination in product(*choices):
+        need = _total(net, [cost for _, _, _, cost, _ in combination], combination[0][4],
+                      board)
+        memory = tuple(style for _, style, _, _, _ in combination)
+        key = (not _fits(need, board, LOGIC_BUDGET), memory.count("spram"),
+               share((need.logic, need.block_rams, need.sprams)))
+        if best is None or key < best[0]:
+            best = key, tuple(fold for _, _, fold, _, _ in combination), memory
+    return best[1], best[2]
+
+
+def fitting_design(net, board, *, budget=None):
+    """The fastest folding whose estimate fits the board (``budget`` of its logic,
+    :data:`LOGIC_BUDGET` by default; its block RAMs and SPRAMs), and its memory styles:
+    ``(folding, memory)``.
+
+    Tries :func:`board_design` for growing cycle targets (each layer's possible cycle counts)
+    and keeps the first that fits; raises :class:`FitError` if even the most folded network
+    does not.
+    """
+    from ..folding import cycle_targets
+    budget = LOGIC_BUDGET if budget is None else budget
     targets = cycle_targets(net)
-    logic_have = board.logic[1]
     for target in targets:
-        folding = default_folding(net, target=target)
-        need = estimate(net, folding, board)
-        if need.logic <= logic_have * budget and need.block_rams <= board.block_ram[1] * budget:
-            return folding
-    folding = default_folding(net, target=targets[-1])
-    check_fit(net, folding, board)          # the most folded network: fits, or says why not
-    return folding
+        folding, memory = board_design(net, board, target)
+        if _fits(estimate(net, folding, board, memory=memory), board, budget):
+            return folding, memory
+    folding, memory = board_design(net, board, targets[-1])
+    check_fit(net, folding, board, memory=memory)   # the most folded network: say why not
+    return folding, memory
+
+
+def fitting_folding(net, board, *, budget=None):
+    """The folding of :func:`fitting_design`."""
+    return fitting_design(net, board, budget=budget)[0]
 
 
 @dataclass(frozen=True)
@@ -204,40 +349,58 @@ def clock_setting(board, mhz, baud):
     return pll_setting(board.family, oscillator, mhz, accept=suits)
 
 
-def build(board, net, folding, build_dir, *, clock_mhz=None, baud=115200, scores=True,
-          cache_dir=None, log=print, attempts=4):
+# How far below the Fmax reached a failed run's successor aims.
+STEP_DOWN = 0.03
+
+
+def build(board, net, folding, build_dir, *, memory=None, clock_mhz=None, baud=115200,
+          scores=True, cache_dir=None, log=print, attempts=4):
     """Build a bitstream of ``net`` with ``folding`` for ``board`` in ``build_dir``.
+
+    ``memory``: the memory style of each layer (by default :func:`board_memory`'s). With
+    weights in SPRAM, the weight image goes next to the bitstream (``weights.bin``, to be
+    written at :data:`bnnhw.gateware.weights.IMAGE_OFFSET` of the board's flash).
 
     The design runs at ``clock_mhz`` (the fastest clock the board's PLL makes at or below it),
     or, by default, at the fastest clock that meets timing: a first place and route at the
-    board's ``max_clock_mhz`` tells the Fmax, the next runs at the fastest clock below it, and
-    so on, stepping down, for at most ``attempts`` runs. Returns the last run's
-    :class:`BuildResult`.
+    board's ``max_clock_mhz`` tells the Fmax, the next runs at the fastest clock 3% below it
+    (:data:`STEP_DOWN`), and so on, stepping down, for at most ``attempts`` runs. Returns the
+    last run's :class:`BuildResult`.
     """
-    from ..folding import save_folding
-    from ..folding import format_folding
+    from ..folding import format_folding, save_folding
     from ..gateware.top import NetworkTop
+    from ..gateware.weights import IMAGE_OFFSET, weight_image
     from ..perf import performance
     from .shell import Shell
 
     setting = clock_setting(board, board.max_clock_mhz if clock_mhz is None else clock_mhz,
                             baud)
-    need = check_fit(net, folding, board)
+    if memory is None:
+        memory = board_memory(net, folding, board)
+    need = check_fit(net, folding, board, memory=memory)
     build_dir = Path(build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
     name = "bnnhw"
-    model = performance(net, folding)
+    model = performance(net, folding, memory=memory)
     interval = model.initiation_interval
-    log(f"folding (pe, simd) {format_folding(folding)}: {interval} cycles/frame; "
-        f"estimate {need.logic:,} LUT4s, {need.block_rams} block RAMs")
+    log(f"folding (pe, simd) {format_folding(folding)}, memory {' '.join(memory)}: "
+        f"{interval} cycles/frame; estimate {need.logic:,} LUT4s, {need.block_rams} block RAMs"
+        + (f", {need.sprams} SPRAMs" if need.sprams else ""))
+    image = weight_image(net, folding, memory)
+    image_path = build_dir / "weights.bin"
+    image_path.unlink(missing_ok=True)
+    if image:
+        image_path.write_bytes(image)
+        log(f"weight image {image_path} ({len(image):,} bytes), for flash offset "
+            f"0x{IMAGE_OFFSET:X}")
     env = toolchain_env(cache_dir or default_cache_dir(), board.tools, log=log)
     tried = []
     start = time.perf_counter()
     while True:
         hz = board.clock_hz if setting is None else setting.output_hz
         divisor = check_baud(baud, hz, board)
-        design = BoardTop(board, Shell(NetworkTop(net, folding), divisor=divisor,
-                                       scores=scores), clock=setting)
+        design = BoardTop(board, Shell(NetworkTop(net, folding, memory=memory),
+                                       divisor=divisor, scores=scores), clock=setting)
         platform = board.platform()
         plan = platform.prepare(design, name=name,
                                 # Report a failed timing rather than stop: the report says
@@ -260,8 +423,10 @@ def build(board, net, folding, build_dir, *, clock_mhz=None, baud=115200, scores
             + ("met" if min(fmax) >= hz / 1e6 else "failed"))
         done = (min(fmax) >= hz / 1e6 or clock_mhz is not None or len(tried) >= attempts)
         if not done:
-            # Step down: the fastest clock below both this one and the Fmax it reached.
-            limit = min(min(fmax), hz / 1e6 - 1e-6)
+            # Step down: the fastest clock 3% below both this one and the Fmax it reached
+            # (placement moves the Fmax by a few percent from one run to the next, so asking
+            # for exactly the Fmax reached often fails by a hair).
+            limit = min(min(fmax), hz / 1e6) * (1 - STEP_DOWN)
             try:
                 setting = clock_setting(board, limit, baud)
             except BnnhwError:
@@ -274,17 +439,21 @@ def build(board, net, folding, build_dir, *, clock_mhz=None, baud=115200, scores
                                  divisor=divisor,
                                  bounds=bounds(net.input_size, net.classes, baud=baud,
                                                scores=scores, clock_hz=hz, cycles=interval))
-            _write_summary(build_dir / "build.json", result, net, folding, baud, scores)
+            _write_summary(build_dir / "build.json", result, net, folding, baud, scores,
+                           memory=memory, image=image_path.name if image else None)
             save_folding(build_dir / "folding.json", net, folding, cycles_per_frame=interval)
             return result
 
 
-def _write_summary(path, result, net, folding, baud, scores):
+def _write_summary(path, result, net, folding, baud, scores, *, memory, image):
     """Write what `bnnhw run` and `bnnhw program` need to know of a build, as JSON."""
     from ..folding import format_folding
+    from ..gateware.weights import IMAGE_OFFSET
     summary = {
         "board": result.board.name, "bitstream": result.bitstream.name,
-        "folding": format_folding(folding), "clock_mhz": result.clock_mhz,
+        "image": image, "image_offset": IMAGE_OFFSET if image else None,
+        "folding": format_folding(folding), "memory": list(memory),
+        "clock_mhz": result.clock_mhz,
         "fmax_mhz": result.fmax_mhz, "timing_met": result.timing_met, "baud": baud,
         "divisor": result.divisor, "scores": scores, "cycles_per_frame": result.bounds.cycles,
         "n_pixels": net.input_size, "classes": net.classes,

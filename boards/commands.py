@@ -11,7 +11,7 @@ from .. import artifact, datasets
 from ..errors import BnnhwError
 from .board import get_board
 
-__all__ = ["run_build", "run_program", "run_run"]
+__all__ = ["board_options", "run_build", "run_program", "run_run"]
 
 
 def _progress(done, total, *, every=1):
@@ -20,16 +20,38 @@ def _progress(done, total, *, every=1):
         print(f"\r  {done}/{total} images", end=end, file=sys.stderr, flush=True)
 
 
+def board_options(net, board, args):
+    """The folding and memory styles parsed command-line ``args`` ask for on ``board``: a
+    folding given (``--pe``/``--simd``, ``--folding``) with the memories that fit it, the
+    board's design for ``--target`` cycles, else the fastest that fits
+    (:func:`~bnnhw.boards.build.fitting_design`); ``--memory`` overrides the memories."""
+    from ..folding import folding_from_args, memory_from_options
+    from .build import board_design, board_memory, fitting_design
+    given = [name for name in ("pe", "simd", "folding") if getattr(args, name, None) is not None]
+    target = getattr(args, "target", None)
+    if given:
+        folding = folding_from_args(net, args)
+        memory = board_memory(net, folding, board)
+    elif target is not None:
+        folding_from_args(net, args)                 # checks the target
+        folding, memory = board_design(net, board, target)
+    else:
+        folding, memory = fitting_design(net, board)
+    if getattr(args, "memory", None) is not None:
+        memory = memory_from_options(net, args.memory)
+    return folding, memory
+
+
 def run_build(args):
     """``bnnhw build BOARD NETWORK``: bitstream, utilisation, Fmax; exit 2 if timing fails."""
-    from ..folding import folding_from_args
-    from .build import build, fitting_folding, format_result
+    from .build import build, format_result
     board = get_board(args.board)
     net = artifact.load(args.network)
-    folding = folding_from_args(net, args, default=lambda: fitting_folding(net, board))
+    folding, memory = board_options(net, board, args)
     build_dir = args.build_dir or Path("build") / f"{args.network.stem}-{board.name}"
-    result = build(board, net, folding, build_dir, clock_mhz=args.clock, baud=args.baud,
-                   scores=not args.no_scores, log=lambda text: print(text, file=sys.stderr))
+    result = build(board, net, folding, build_dir, memory=memory, clock_mhz=args.clock,
+                   baud=args.baud, scores=not args.no_scores,
+                   log=lambda text: print(text, file=sys.stderr))
     print(format_result(result))
     if not result.timing_met:
         print(f"bnnhw: error: timing not met: {result.fmax_mhz:.1f} MHz achieved, "
@@ -41,7 +63,8 @@ def run_build(args):
 def run_program(args):
     """``bnnhw program BOARD BITSTREAM [--dry-run]``."""
     from .program import program
-    return program(get_board(args.board), args.bitstream, dry_run=args.dry_run)
+    return program(get_board(args.board), args.bitstream, image=args.image,
+                   dry_run=args.dry_run)
 
 
 def run_run(args):

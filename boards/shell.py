@@ -71,7 +71,7 @@ class FrameParser(wiring.Component):
     range) and acted on a cycle later, so that every decision starts at flip-flops. ``i.ready``
     is high except from the cycle after the last checksum byte until the frame is released
     (three cycles, then ``n_pixels / in_simd`` beats if the network does not stall; one byte
-    more can wait in the register meanwhile); the frame is released one beat per cycle.
+    more can wait in the register meanwhile); the frame is released one beat per two cycles.
 
     Parameters
     ----------
@@ -167,7 +167,7 @@ class FrameParser(wiring.Component):
         end_pixels = st["pixels"] & got & lane[-1] & last
         status_bad = self.i_status != protocol.Status.OK
         refused = st["decide"] & (~crc_ok | bad_pixel | status_bad)
-        released = st["release"] & self.o_pixels.ready & last
+        released = self.o_pixels.valid & self.o_pixels.ready & last
         wait = ~got & ~expired               # a state inside a frame with no byte to use
         m.d.sync += [
             st["hunt"].eq((st["hunt"] & ~begin) | timed_out | length_bad | refused | released),
@@ -199,7 +199,7 @@ class FrameParser(wiring.Component):
             m.d.sync += lane.eq(lane.rotate_left(1))
             with m.If(out_of_range):
                 m.d.sync += bad_pixel.eq(1)
-        with m.If((st["pixels"] & got & lane[-1]) | (st["release"] & self.o_pixels.ready)):
+        with m.If((st["pixels"] & got & lane[-1]) | (self.o_pixels.valid & self.o_pixels.ready)):
             m.d.sync += [word.eq(Mux(last, 0, word_next)),
                          word_next.eq(Mux(last, 1, word_next + 1)),
                          last.eq(Mux(last, n_words == 1, word_next == n_words - 1))]
@@ -221,10 +221,15 @@ class FrameParser(wiring.Component):
         # The pixel being written goes to every lane; the write enable picks its lane.
         m.d.comb += [write.addr.eq(word),
                      write.data.eq(byte[:self.in_bits].replicate(self.in_simd))]
-        # The read port shows the word of the current beat, and the next one after a transfer.
-        advance = self.o_pixels.valid & self.o_pixels.ready
-        m.d.comb += [self.o_pixels.valid.eq(st["release"]),
-                     read.addr.eq(Mux(advance & ~last, word_next, word)),
+        # The read port reads the word of the current beat from a register (not from the
+        # network's `ready` through a multiplexer, a slow path into the block RAM's address):
+        # after a transfer, the next word shows a cycle later (`fresh`), so a beat per two
+        # cycles.
+        fresh = Signal()
+        transfer = self.o_pixels.valid & self.o_pixels.ready
+        m.d.sync += fresh.eq(st["decide"] | ~transfer)
+        m.d.comb += [self.o_pixels.valid.eq(st["release"] & fresh),
+                     read.addr.eq(word),
                      self.o_pixels.payload.data.eq(read.data),
                      self.o_pixels.payload.last.eq(last)]
         return m
@@ -291,7 +296,7 @@ class ReplyWriter(wiring.Component):
                 body += [wide[:8], wide[8:]]
         body = [Value.cast(byte).as_unsigned() for byte in body]
         body = [Cat(byte, Const(0, 8 - len(byte))) if len(byte) < 8 else byte for byte in body]
-        groups = [Signal(8, name=f"group{g}") for g in range((len(body) + 7) // 8)]
+        groups = [Signal(8, name=f"group{g}") for g in range((len(body) + 3) // 4)]
         position = Signal(max(3, (len(body) - 1).bit_length()))
         final = Signal()                     # `position` is at the reply's last body byte
         transfer = self.o.valid & self.o.ready
@@ -329,15 +334,15 @@ class ReplyWriter(wiring.Component):
             m.d.sync += [position.eq(position + 1),
                          final.eq(position == Mux(is_error, 1, len(body) - 2))]
 
-        # The byte at `position`, picked in two steps of at most eight ways (one multiplexer
-        # over the whole body was six LUT levels on an iCE40): first within each group of eight
-        # bytes, then among the groups.
+        # The byte at `position`, picked in two steps (one multiplexer over the whole body was
+        # six LUT levels on an iCE40): first within each group of four bytes (the scores come
+        # from afar: two LUT levels), then among the groups, from these registers.
         with m.If(st["next"]):
             for group, register in enumerate(groups):
-                part = body[8 * group:8 * group + 8]
-                m.d.sync += register.eq(Cat(*part).word_select(position[:3], 8)
+                part = body[4 * group:4 * group + 4]
+                m.d.sync += register.eq(Cat(*part).word_select(position[:2], 8)
                                         if len(part) > 1 else part[0])
-        picked = Cat(*groups).word_select(position[3:], 8) if len(groups) > 1 else groups[0]
+        picked = Cat(*groups).word_select(position[2:], 8) if len(groups) > 1 else groups[0]
 
         # The output register is loaded only in states that wait for nothing, so that its
         # enable does not come through `o.ready`.
@@ -357,7 +362,10 @@ class Shell(wiring.Component):
 
     Requests on ``rx`` are answered on ``tx`` as :mod:`bnnhw.boards.protocol` says; ``leds``
     holds the class of the last frame the network answered (binary, 0 after reset). One request
-    at a time: bytes sent while a frame is handed to the network may be lost.
+    at a time: bytes sent while a frame is handed to the network may be lost. A network that
+    loads its weights from the board's flash (``ports.image``) gets the pins through the
+    shell's ``flash``; until its image is checked, requests are answered ``LOADING`` (or
+    ``BAD_IMAGE``).
 
     Parameters
     ----------
@@ -407,8 +415,11 @@ class Shell(wiring.Component):
                 raise ValueError(f"net.{name} must be {member!r}, not {members.get(name)!r}")
         self.net, self.ports = net, ports
         self.divisor, self.timeout, self.scores = divisor, timeout, bool(scores)
-        super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1),
-                          "leds": Out(ports.cls_width)})
+        members = {"rx": In(1, init=1), "tx": Out(1, init=1), "leds": Out(ports.cls_width)}
+        if ports.image:
+            from ..gateware.flash import FLASH_SIGNATURE
+            members["flash"] = Out(FLASH_SIGNATURE)
+        super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
@@ -431,4 +442,16 @@ class Shell(wiring.Component):
 
         with m.If(net.o.valid & net.o.ready):
             m.d.sync += self.leds.eq(net.o.payload.cls)
+
+        if ports.image:
+            # The network reads its weights from the board's flash; until they are checked,
+            # good frames are answered with the load's status.
+            from ..gateware.weights import LoadStatus
+            wiring.connect(m, net.flash, wiring.flipped(self.flash))
+            status = Signal(STATUS_SHAPE, init=protocol.Status.LOADING)
+            m.d.sync += status.eq(Mux(net.status == LoadStatus.READY, protocol.Status.OK,
+                                      Mux(net.status == LoadStatus.BAD,
+                                          protocol.Status.BAD_IMAGE,
+                                          protocol.Status.LOADING)))
+            m.d.comb += parser.i_status.eq(status)
         return m

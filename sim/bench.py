@@ -63,6 +63,8 @@ class Report:
     model_interval: object = None
     model_latency: object = None
     notes: list = field(default_factory=list)
+    load_status: object = None     # a top that loads its weights: its LoadStatus at the end
+    load_cycles: int = 0           # ... and the cycles the load took
 
     @property
     def ok(self):
@@ -77,6 +79,9 @@ def simulate_top(top, x, expected_classes, expected_scores, **options):
     with tempfile.TemporaryDirectory(prefix="bnnhw-top-") as folder:
         path = Path(folder) / "bnn_top.v"
         path.write_text(verilog_text(top))
+        if Ports.of(top).image:
+            options.setdefault("image", top.image())
+            options.setdefault("offset", top.image_offset)
         return simulate(path, Ports.of(top), x, expected_classes, expected_scores,
                         model=model_figures(top), **options)
 
@@ -91,7 +96,7 @@ def model_figures(top):
 
 def simulate(verilog, ports, x, expected_classes, expected_scores, *, model=(None, None),
              engine="cocotb", stall=0.0, seed=1, timing=32, waves=None, cache_dir=None,
-             idle=100_000, log=None):
+             idle=100_000, log=None, image=None, offset=0):
     """Simulate the Verilog file ``verilog`` (top module ``bnn_top`` with the ports ``ports``,
     a :class:`~bnnhw.gateware.ports.Ports`) on frames ``x``; return a Report.
 
@@ -100,11 +105,18 @@ def simulate(verilog, ports, x, expected_classes, expected_scores, *, model=(Non
     ``(cycles per frame, latency)`` to report beside the measured ones. ``stall`` in
     ``0 <= stall < 1`` is the probability of an input gap and of output backpressure per
     cycle; the first ``timing`` frames also run once with no stalls, to measure cycles per
-    frame and latency. ``waves`` names a waveform file (``.fst`` or ``.vcd``). Raises
+    frame and latency. ``waves`` names a waveform file (``.fst`` or ``.vcd``). A top that
+    loads its weights from an SPI flash (``ports.image``) runs on the fast engine, with a
+    flash model holding ``image`` (bytes) at ``offset``; the run includes the load. Raises
     :class:`SimulatorError` if Verilator is missing, a build fails or the file is unreadable.
     """
     if engine not in ENGINES:
         raise SimulatorError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    if ports.image and engine != "fast":
+        raise SimulatorError("a top that loads its weights from flash runs on the fast engine "
+                             "(its flash model is in the C++ harness), not on cocotb")
+    if ports.image and image is None:
+        raise SimulatorError("a top that loads its weights from flash needs the image")
     if not 0 <= stall < 1:
         raise SimulatorError(f"stall must be a probability with 0 <= P < 1, not {stall!r}")
     if waves is not None:
@@ -120,10 +132,13 @@ def simulate(verilog, ports, x, expected_classes, expected_scores, *, model=(Non
     start = time.perf_counter()
     if engine == "fast":
         from . import fast
-        executable, rebuilt = fast.build_harness(text, waves=waves, cache_dir=cache_dir, log=log)
+        executable, rebuilt = fast.build_harness(text, flash=ports.image, waves=waves,
+                                                 cache_dir=cache_dir, log=log)
         build_seconds = time.perf_counter() - start
         trace, sim_seconds = fast.run_harness(executable, beats, ports, timing=timing,
-                                              stall=stall, seed=seed, idle=idle, waves=waves)
+                                              stall=stall, seed=seed, idle=idle, waves=waves,
+                                              image=image if ports.image else None,
+                                              offset=offset)
         notes = []
     else:
         from . import test_network_verilator as bench
@@ -149,7 +164,9 @@ def simulate(verilog, ports, x, expected_classes, expected_scores, *, model=(Non
                   timing=_frames.timing(trace) if trace.completed else None,
                   cycles=trace.cycles, completed=trace.completed, sim_seconds=sim_seconds,
                   build_seconds=build_seconds, rebuilt=rebuilt, model_interval=model_interval,
-                  model_latency=model_latency, notes=notes)
+                  model_latency=model_latency, notes=notes,
+                  load_status=trace.status if ports.image else None,
+                  load_cycles=trace.load_cycles)
 
 
 def _accuracy(classes, labels):
@@ -160,8 +177,13 @@ def _accuracy(classes, labels):
 def report_rows(report, labels=None, golden_classes=None):
     """``(name, value)`` rows summarising ``report`` for a table."""
     t = report.timing
-    rows = [("engine", report.engine),
-            ("frames", f"{report.frames}" + ("" if report.completed else " (did not finish)")),
+    rows = [("engine", report.engine)]
+    if report.load_status is not None:
+        from ..gateware.weights import LoadStatus
+        rows.append(("weight image", f"{LoadStatus(report.load_status).name.lower()} after "
+                                     f"{report.load_cycles:,} cycles (read from the flash "
+                                     f"model)"))
+    rows += [("frames", f"{report.frames}" + ("" if report.completed else " (did not finish)")),
             ("stalls", f"{100 * report.stall:.0f}% both sides"),
             ("mismatches", f"{len(report.mismatches)}"
              + (f" (+{len(report.timing_mismatches)} in the timing run)"
@@ -194,7 +216,7 @@ def run_command(args):
     """``bnnhw sim``: write a network's Verilog, simulate that file on a dataset, print a
     table; 1 on any mismatch."""
     from .. import artifact, datasets, golden
-    from ..folding import folding_from_args
+    from ..folding import folding_from_args, memory_from_options
     from ..gateware.top import generate_verilog
     from ..paths import output_dir, output_path
 
@@ -210,7 +232,13 @@ def run_command(args):
     net = artifact.load(args.network)
     x, y, data = datasets.frames_for(net, args.dataset, split=args.split, count=args.count,
                                      network=str(args.network))
-    folding = folding_from_args(net, args)
+    if args.board is not None:
+        from ..boards.board import get_board
+        from ..boards.commands import board_options
+        folding, memory = board_options(net, get_board(args.board), args)
+    else:
+        folding = folding_from_args(net, args)
+        memory = memory_from_options(net, args.memory)
     expected = golden.run(net, x)
     engine = args.engine
     if engine == "auto":
@@ -220,12 +248,16 @@ def run_command(args):
                                  file=sys.stderr if quiet else sys.stdout))
     with tempfile.TemporaryDirectory(prefix="bnnhw-sim-") as folder:
         path = args.verilog if args.verilog is not None else Path(folder) / "bnn_top.v"
-        top = generate_verilog(net, folding, path, in_simd=args.in_simd)
+        top = generate_verilog(net, folding, path, in_simd=args.in_simd, memory=memory)
         model = top.performance
+        if top.ports.image:
+            engine = "fast"                     # the flash model is the C++ harness's
         log(f"{len(x)} frames of {data.name} ({args.split}) through {args.network} "
             f"({path}), {engine} engine, {100 * args.stall:.0f}% stalls")
         report = simulate(path, top.ports, x, expected.classes, expected.scores,
                           model=(model.initiation_interval, model.latency), engine=engine,
+                          image=top.image() if top.ports.image else None,
+                          offset=top.image_offset,
                           stall=args.stall, seed=args.seed, waves=args.waves,
                           cache_dir=args.build_dir, log=log)
     if quiet:

@@ -29,18 +29,23 @@ def _trace_args(waves):
     return ["--trace-fst"] if str(waves).endswith(".fst") else ["--trace"]
 
 
-def build_harness(verilog, *, waves=None, cache_dir=None, jobs=2, log=None):
+def build_harness(verilog, *, flash=False, waves=None, cache_dir=None, jobs=2, log=None):
     """Build (or find in the cache) the harness around ``verilog``; return ``(exe, rebuilt)``.
 
-    ``waves`` is the waveform file to be written later (``.fst`` selects FST, anything else
-    VCD), or ``None`` for a model without tracing.
+    ``flash``: the top loads its weights from an SPI flash (the harness then has a flash
+    model). ``waves`` is the waveform file to be written later (``.fst`` selects FST, anything
+    else VCD), or ``None`` for a model without tracing. Vendor primitives are simulated with
+    Yosys's models (:func:`~bnnhw.sim.verilator.vendor_models`).
     """
     source = HARNESS.read_text()
+    models = verilator.vendor_models(verilog)
     args = [*verilator.LINT_ARGS, *_trace_args(waves), "--x-assign", "fast", "--x-initial", "fast"]
+    if flash:
+        args += ["-CFLAGS", "-DBNNHW_FLASH"]
     options = {"args": args, "opt": "O2/O0/O1"}
 
     def build(directory, log_path):
-        (directory / "bnn_top.v").write_text(verilog)
+        (directory / "bnn_top.v").write_text(verilog + "".join(models))
         (directory / "harness.cpp").write_text(source)
         command = ["verilator", "--cc", "--exe", "--build", "-j", str(jobs),
                    "--top-module", "bnn_top", "--prefix", "Vtop", "-Mdir", str(directory / "obj"),
@@ -55,18 +60,20 @@ def build_harness(verilog, *, waves=None, cache_dir=None, jobs=2, log=None):
                                  what="Verilator build of the fast-path harness")
         shutil.rmtree(directory / "obj")   # the executable is all the cache keeps
 
-    directory, rebuilt = verilator.cached_build("harness", [verilog, source], options, build,
-                                                cache_dir=cache_dir, log=log)
+    directory, rebuilt = verilator.cached_build("harness", [verilog, source, *models], options,
+                                                build, cache_dir=cache_dir, log=log)
     return directory / "harness", rebuilt
 
 
 def run_harness(executable, beats, ports, *, timing, stall=0.0, seed=1, idle=100_000,
-                waves=None):
+                waves=None, image=None, offset=0):
     """Stream ``beats`` (from :func:`~bnnhw.sim.frames.encode_frames`) through the harness.
 
     Returns ``(trace, seconds)``: the :class:`~bnnhw.sim.frames.Trace` and the wall time of
     the simulation itself. ``timing`` frames (at most the number of frames) run first without
     stalls; ``stall`` is the probability of an input gap and of output backpressure per cycle.
+    ``image`` (bytes) is what the flash model holds at ``offset``, for a harness built with
+    ``flash``.
     """
     frames = len(beats)
     timing = min(timing, frames)
@@ -78,6 +85,9 @@ def run_harness(executable, beats, ports, *, timing, stall=0.0, seed=1, idle=100
                    str(round(stall * 1_000_000)), str(seed), str(idle)]
         if waves is not None:
             command.append(str(Path(waves).resolve()))
+        if image is not None:
+            (tmp / "flash.bin").write_bytes(bytes(image))
+            command += ["--flash", str(tmp / "flash.bin"), str(offset)]
         start = time.perf_counter()
         result = subprocess.run(command, capture_output=True, text=True)
         seconds = time.perf_counter() - start
@@ -86,10 +96,11 @@ def run_harness(executable, beats, ports, *, timing, stall=0.0, seed=1, idle=100
                                  f"{(result.stderr or result.stdout).strip()}")
         raw = (tmp / "out.bin").read_bytes()
     total = timing + frames
-    header = np.frombuffer(raw, "<u8", 4)
-    cycles_at = np.frombuffer(raw, "<u8", 3 * total, offset=32).reshape(3, total).astype(np.int64)
-    payloads = np.frombuffer(raw, "<u4", total * ports.out_words, offset=32 + 24 * total)
+    header = np.frombuffer(raw, "<u8", 6)
+    cycles_at = np.frombuffer(raw, "<u8", 3 * total, offset=48).reshape(3, total).astype(np.int64)
+    payloads = np.frombuffer(raw, "<u4", total * ports.out_words, offset=48 + 24 * total)
     trace = Trace(timing=timing, first=cycles_at[0], last=cycles_at[1], done=cycles_at[2],
                   payloads=payloads.reshape(total, ports.out_words), cycles=int(header[2]),
-                  completed=bool(header[3]), results=int(header[1]))
+                  completed=bool(header[3]), results=int(header[1]), status=int(header[4]),
+                  load_cycles=int(header[5]))
     return trace, seconds

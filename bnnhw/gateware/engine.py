@@ -5,15 +5,16 @@ from :func:`bnnhw.gateware.plan.matrix_plan`, the same plan the kinds report as 
 """
 
 import numpy as np
-from amaranth import Array, Cat, Const, Module, Mux, Shape, Signal
+from amaranth import Cat, Const, Module, Mux, Shape, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ..bits import words as pack_words
 from .fifo import CreditFIFO
 from .plan import matrix_plan
 from .ports import beat_layout
+from .spram import SPRAMBank
+from .weights import weight_words, write_signature
 
 __all__ = ["MatrixEngine", "shape_of"]
 
@@ -68,10 +69,16 @@ class MatrixEngine(wiring.Component):
             # A term is w ? x : ~x = w ? x : -x - 1: a XOR instead of a negation. The -1 per
             # zero weight is moved into that neuron's threshold.
             self.thresholds = np.asarray(thresholds, dtype=np.int64) - (self.mw - weight_ones)
-        super().__init__({
+        # Weights in run-time memories (SPRAM) are written through `load`, from the weight
+        # image (:mod:`.weights`), one 16-bit column (block) at a time, in plan order.
+        self.blocks = sum(memory.spram_blocks for memory in plan.memories if memory.loaded)
+        members = {
             "i": In(stream.Signature(beat_layout(simd * self.elem_width))),
             "o": Out(stream.Signature(beat_layout(pe * self.result_width))),
-        })
+        }
+        if self.blocks:
+            members["load"] = In(write_signature(self.blocks))
+        super().__init__(members)
 
     # The Yosys attribute that asks for each memory style of a plan ("auto": Yosys chooses).
     _ROM_ATTRS = {"block": {"rom_style": "block"}, "distributed": {"rom_style": "logic"},
@@ -90,10 +97,22 @@ class MatrixEngine(wiring.Component):
         shape = plan.width
         if plan.style == "constant":
             return Const(words[0], shape)
+        if plan.style == "spram":
+            # Loaded at run time (`words` are the image's): while loading, the address comes
+            # from the loader. Its read data is registered inside, then once more here.
+            bank = m.submodules[name] = SPRAMBank(width=shape, depth=plan.depth)
+            before = self.plan.memories[:self.plan.memories.index(plan)]
+            first = sum(p.spram_blocks for p in before if p.loaded)
+            m.d.comb += [bank.addr.eq(Mux(self.load.active, self.load.addr, addr)),
+                         bank.wdata.eq(self.load.data),
+                         bank.we.eq(self.load.en[first:first + bank.columns])]
+            data = Signal(shape, name=f"{name}_data")
+            m.d.sync += data.eq(bank.rdata)
+            return data
         mem = m.submodules[name] = Memory(shape=shape, depth=plan.depth, init=words,
                                           attrs=self._ROM_ATTRS[plan.style])
         port = mem.read_port()
-        if self.memory == "block":
+        if self.memory != "distributed":            # block RAM (beside SPRAM weights too)
             data = Signal(shape, name=f"{name}_data")
             m.d.comb += port.addr.eq(addr)
             m.d.sync += data.eq(port.data)
@@ -275,12 +294,9 @@ class MatrixEngine(wiring.Component):
                          for n in range(pe)) for g in range(nf)]
             negated = self._rom(m, "thresholds", words, tags[self.levels].group)
         # All PEs' weights in one memory, PE n's simd bits at [n * simd, (n + 1) * simd) of
-        # the word of (group, beat). Yosys would build small ROMs from LUTs; block RAM is what
-        # an iCE40 has spare.
-        rows = [pack_words(row, simd) for row in self.weights]
-        words = [sum(rows[g * pe + n][k] << (n * simd) for n in range(pe))
-                 for g in range(nf) for k in range(sf)]
-        weights = self._rom(m, "weights", words, waddr)
+        # the word of (group, beat) (:func:`.weights.weight_words`). Yosys would build small
+        # ROMs from LUTs; block RAM is what an iCE40 has spare.
+        weights = self._rom(m, "weights", weight_words(self.weights, pe, simd), waddr)
         for n in range(pe):
             w = weights.word_select(n, simd) if pe > 1 else weights
             total = self._tree(m, self._terms(x, w))

@@ -34,7 +34,8 @@ class Pipeline(wiring.Component):
     Parameters
     ----------
     stages : sequence of wiring.Component
-        Each with an ``i`` and an ``o`` stream, the payloads of neighbours matching.
+        Each with an ``i`` and an ``o`` stream, the payloads of neighbours matching; at most
+        one with a ``load`` port, which the pipeline then has too.
     """
 
     def __init__(self, stages):
@@ -46,8 +47,16 @@ class Pipeline(wiring.Component):
             if out.signature != inp.signature.flip():
                 raise ValueError(f"stage {n} emits {out.signature!r}, but stage {n + 1} takes "
                                  f"{inp.signature!r}")
-        super().__init__({"i": self.stages[0].signature.members["i"],
-                          "o": self.stages[-1].signature.members["o"]})
+        members = {"i": self.stages[0].signature.members["i"],
+                   "o": self.stages[-1].signature.members["o"]}
+        # A stage's `load` port (its weights loaded at run time) is the pipeline's.
+        loading = [stage for stage in self.stages if "load" in stage.signature.members]
+        if len(loading) > 1:
+            raise ValueError("at most one stage of a pipeline may have a load port")
+        if loading:
+            members["load"] = loading[0].signature.members["load"]
+        self._loading = loading[0] if loading else None
+        super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
@@ -57,6 +66,8 @@ class Pipeline(wiring.Component):
             wiring.connect(m, source, stage.i)
             source = stage.o
         wiring.connect(m, source, wiring.flipped(self.o))
+        if self._loading is not None:
+            wiring.connect(m, wiring.flipped(self.load), self._loading.load)
         return m
 
 

@@ -10,21 +10,40 @@ re-deriving it (tests elaborate the components and compare).
 import math
 from dataclasses import dataclass
 
-__all__ = ["MEMORIES", "MemoryPlan", "MatrixPlan", "matrix_plan", "WindowPlan", "window_plan",
-           "PoolPlan", "pool_plan", "tree_levels", "range_width", "signed_width",
-           "check_memory"]
+from ..errors import FoldingError
 
-# What a layer's memories may be asked to be built from: block RAM (what an iCE40 has spare)
-# or distributed LUT RAM / LUT ROM (faster on an ECP5).
-MEMORIES = ("block", "distributed")
+__all__ = ["MEMORIES", "SPRAM_WIDTH", "SPRAM_DEPTH", "MemoryPlan", "MatrixPlan", "matrix_plan",
+           "WindowPlan", "window_plan", "PoolPlan", "pool_plan", "tree_levels", "range_width",
+           "signed_width", "check_memory", "check_memories"]
+
+# What a layer's memories may be asked to be built from: block RAM (what an iCE40 has spare),
+# distributed LUT RAM / LUT ROM (faster on an ECP5), or, for weights, the single-port RAM of an
+# iCE40 UltraPlus (SPRAM), which has no initial contents: its weights are loaded at run time
+# from a weight image (:mod:`bnnhw.gateware.weights`).
+MEMORIES = ("block", "distributed", "spram")
+
+# One SB_SPRAM256KA: 16,384 words of 16 bits.
+SPRAM_WIDTH, SPRAM_DEPTH = 16, 16384
 
 
 def check_memory(memory):
-    """Check a memory style: ``"block"`` or ``"distributed"`` RAM for weights and buffers."""
+    """Check a memory style: ``"block"``, ``"distributed"`` or ``"spram"``."""
     if memory not in MEMORIES:
         raise ValueError(f"memory must be one of {', '.join(map(repr, MEMORIES))}, "
                          f"not {memory!r}")
     return memory
+
+
+def check_memories(memory, layers):
+    """A memory style per layer: ``memory`` is one style for all ``layers`` layers or a
+    sequence of one per layer; return a tuple of them."""
+    if isinstance(memory, str):
+        return (check_memory(memory),) * layers
+    memory = tuple(memory)
+    if len(memory) != layers:
+        raise ValueError(f"memory has {len(memory)} entries, but the network has {layers} "
+                         f"layers")
+    return tuple(check_memory(style) for style in memory)
 
 
 def tree_levels(n):
@@ -51,8 +70,10 @@ class MemoryPlan:
 
     ``style`` is what it is built from: ``"block"`` RAM, ``"distributed"`` LUT RAM or ROM,
     ``"auto"`` (a ROM whose placement is left to Yosys), ``"registers"`` (flip-flops and a
-    multiplexer) or ``"constant"`` (a single word, folded into the logic). ``rom`` says whether
-    its contents are fixed at elaboration (weights, thresholds) or written at run time.
+    multiplexer), ``"constant"`` (a single word, folded into the logic) or ``"spram"`` (iCE40
+    UltraPlus single-port RAM, ``spram_blocks`` of them side by side). ``rom`` says whether its
+    contents are fixed at elaboration (weights, thresholds) or written at run time (buffers,
+    and weights in SPRAM, which the weight image fills: :attr:`loaded`).
     """
     name: str
     role: str            # "weights", "thresholds" or "buffer"
@@ -67,8 +88,18 @@ class MemoryPlan:
 
     @property
     def instantiated(self):
-        """Whether it is an Amaranth ``Memory`` in the design (not registers or a constant)."""
-        return self.style in ("block", "distributed", "auto")
+        """Whether it is a memory in the design (not registers or a constant)."""
+        return self.style in ("block", "distributed", "auto", "spram")
+
+    @property
+    def loaded(self):
+        """Whether its contents come from the weight image at run time."""
+        return self.style == "spram"
+
+    @property
+    def spram_blocks(self):
+        """SPRAMs side by side holding it (0 unless its style is ``"spram"``)."""
+        return -(-self.width // SPRAM_WIDTH) if self.style == "spram" else 0
 
 
 @dataclass(frozen=True)
@@ -133,6 +164,11 @@ def matrix_plan(*, mh, mw, pe, simd, in_bits=None, thresholds=None, weight_ones=
     fifo_depth = max(3, math.ceil((depth + 5) / sf) + 2)
     buffer_depth = 2 << (sf - 1).bit_length()
     memories = []
+    # Weights in SPRAM; buffers and thresholds in block RAM beside them.
+    weight_memory, memory = memory, "block" if memory == "spram" else memory
+    if weight_memory == "spram" and nf * sf > SPRAM_DEPTH:
+        raise FoldingError(f"an SPRAM holds {SPRAM_DEPTH} words; {nf * sf} words of weights "
+                           f"per PE do not fit (use a larger pe or simd)")
     buffer_style = ("registers" if buffer_depth < 8 and memory == "block" else memory)
     memories.append(MemoryPlan("inbuf", "buffer", simd * elem_width, buffer_depth, buffer_style,
                                rom=False))
@@ -142,9 +178,11 @@ def matrix_plan(*, mh, mw, pe, simd, in_bits=None, thresholds=None, weight_ones=
                  "distributed" if memory != "block" else "block" if width <= 32 else "auto")
         memories.append(MemoryPlan("thresholds", "thresholds", width, nf, style, rom=True))
     # All PEs' weights in one memory, a word of pe * simd bits per (group, beat): small
-    # layers then share a block RAM instead of taking one per PE.
-    style = "constant" if nf * sf == 1 else memory
-    memories.append(MemoryPlan("weights", "weights", pe * simd, nf * sf, style, rom=True))
+    # layers then share a block RAM instead of taking one per PE; in SPRAM, its 16-bit
+    # columns are SPRAMs side by side.
+    style = "constant" if nf * sf == 1 and weight_memory != "spram" else weight_memory
+    memories.append(MemoryPlan("weights", "weights", pe * simd, nf * sf, style,
+                               rom=style != "spram"))
     return MatrixPlan(mh=mh, mw=mw, pe=pe, simd=simd, elem_width=elem_width,
                       result_width=result_width, nf=nf, sf=sf, cycles=nf * sf, levels=levels,
                       depth=depth, fifo_depth=fifo_depth, buffer_depth=buffer_depth,
@@ -189,8 +227,9 @@ def window_plan(*, height, width, channels, kh, kw, simd, bits, memory="block"):
     words = channels // simd
     word_bits, column_bits = (words - 1).bit_length(), (width - 1).bit_length()
     slots = 2 * kh
+    # Only weights go to SPRAM; a layer whose weights are there keeps its lines in block RAM.
     ring = MemoryPlan("lines", "buffer", simd * bits, slots << (word_bits + column_bits),
-                      memory, rom=False)
+                      "block" if memory == "spram" else memory, rom=False)
     oh, ow = height - kh + 1, width - kw + 1
     return WindowPlan(height=height, width=width, channels=channels, kh=kh, kw=kw, simd=simd,
                       bits=bits, out_height=oh, out_width=ow, words=words, slots=slots,

@@ -14,8 +14,15 @@ of the scores, ties to the lowest class) and ``scores`` (``classes`` signed ``sc
 integers, class 0 first), equal to ``bnnhw.golden.run(...).classes`` and ``.scores``. Frames
 leave in the order they came.
 
+A top whose weights are loaded at run time (``image``: some layer's weights are in SPRAM,
+:mod:`bnnhw.gateware.weights`) also has ``flash`` (the pins of the SPI flash holding the weight
+image, :data:`bnnhw.gateware.flash.FLASH_SIGNATURE`) and ``status`` (a
+:class:`~bnnhw.gateware.weights.LoadStatus`); ``i`` takes no beat before ``status`` is
+``READY``.
+
 In Verilog (``amaranth.back.verilog.convert(top, name=...)``), the ports are ``clk``, ``rst``,
-``i__payload``, ``i__valid``, ``i__ready``, ``o__payload``, ``o__valid``, ``o__ready``, struct
+``i__payload``, ``i__valid``, ``i__ready``, ``o__payload``, ``o__valid``, ``o__ready`` (and with
+an image ``flash__sck``, ``flash__cs``, ``flash__copi``, ``flash__cipo``, ``status``), struct
 fields packed LSB first: ``i__payload = data | last << (in_bits * in_simd)``,
 ``o__payload = cls | scores[0] << cls_width | scores[1] << (cls_width + score_width) ...``.
 """
@@ -24,10 +31,11 @@ from dataclasses import dataclass
 
 from .plan import signed_width
 
-__all__ = ["Ports", "cls_width", "beat_layout", "result_layout", "VERILOG_PORTS"]
+__all__ = ["Ports", "cls_width", "beat_layout", "result_layout", "VERILOG_PORTS", "IMAGE_PORTS"]
 
 VERILOG_PORTS = ("clk", "rst", "i__payload", "i__valid", "i__ready", "o__payload", "o__valid",
                  "o__ready")
+IMAGE_PORTS = ("flash__sck", "flash__cs", "flash__copi", "flash__cipo", "status")
 
 
 def cls_width(classes):
@@ -59,12 +67,19 @@ class Ports:
     n_pixels: int         # input values per frame
     classes: int
     score_width: int      # bits of a signed score
+    image: bool = False   # weights loaded at run time from a flash: `flash` and `status` too
 
     @classmethod
-    def for_network(cls, net, in_simd):
+    def for_network(cls, net, in_simd, *, image=False):
         """The ports of a top for ``net`` taking ``in_simd`` values per beat."""
         return cls(in_bits=net.input.bits, in_simd=in_simd, n_pixels=net.input.size,
-                   classes=net.classes, score_width=signed_width(*net.score_bounds))
+                   classes=net.classes, score_width=signed_width(*net.score_bounds),
+                   image=bool(image))
+
+    @property
+    def verilog_ports(self):
+        """The names of the top's Verilog ports."""
+        return VERILOG_PORTS + (IMAGE_PORTS if self.image else ())
 
     @classmethod
     def of(cls, top):
@@ -114,5 +129,11 @@ class Ports:
         """The top's ``wiring.Signature``: ``i`` in, ``o`` out."""
         from amaranth.lib import stream, wiring
         from amaranth.lib.wiring import In, Out
-        return wiring.Signature({"i": In(stream.Signature(self.input_layout())),
-                                 "o": Out(stream.Signature(self.result_layout()))})
+        members = {"i": In(stream.Signature(self.input_layout())),
+                   "o": Out(stream.Signature(self.result_layout()))}
+        if self.image:
+            from .flash import FLASH_SIGNATURE
+            from .weights import LoadStatus
+            members["flash"] = Out(FLASH_SIGNATURE)
+            members["status"] = Out(2, init=LoadStatus.LOADING)
+        return wiring.Signature(members)

@@ -2,18 +2,20 @@
 
 from pathlib import Path
 
-from amaranth import Module
+from amaranth import Module, Signal
 from amaranth.back import verilog
-from amaranth.lib import wiring
+from amaranth.lib import stream, wiring
 
 from ..errors import FoldingError
 from ..folding import check_folding, default_folding, divisors
 from ..perf import performance
+from .flash import SPIFlashReader
 from .glue import WidthConverter
-from .plan import check_memory
+from .plan import check_memories
 from .ports import Ports
+from .weights import IMAGE_OFFSET, LoadStatus, WeightLoader, image_blocks, weight_image
 
-__all__ = ["NetworkTop", "generate_verilog", "verilog_text"]
+__all__ = ["NetworkTop", "VerilogTarget", "generate_verilog", "verilog_text"]
 
 
 class NetworkTop(wiring.Component):
@@ -42,9 +44,16 @@ class NetworkTop(wiring.Component):
         per beat.
     target : int, optional
         Cycles per frame for the default folding (ignored when ``folding`` is given).
-    memory : str
-        ``"block"`` (default: block RAM, for an iCE40) or ``"distributed"`` (LUT RAM, faster
-        on an ECP5) for weights and input buffers.
+    memory : str or sequence of str
+        ``"block"`` (default: block RAM, for an iCE40), ``"distributed"`` (LUT RAM, faster
+        on an ECP5) or ``"spram"`` (weights in an iCE40 UltraPlus's SPRAM, loaded at run
+        time), for all layers or one per layer.
+    image_offset : int
+        Where the weight image starts in the SPI flash, for a network with weights in SPRAM
+        (default: :data:`bnnhw.gateware.weights.IMAGE_OFFSET`).
+    flash_half : int
+        Clock cycles per half period of the flash's clock (see
+        :class:`~bnnhw.gateware.flash.SPIFlashReader`).
 
     Attributes
     ----------
@@ -64,17 +73,25 @@ class NetworkTop(wiring.Component):
         the value and the allowed values.
     """
 
-    def __init__(self, net, folding=None, *, in_simd=None, target=None, memory="block"):
+    def __init__(self, net, folding=None, *, in_simd=None, target=None, memory="block",
+                 image_offset=IMAGE_OFFSET, flash_half=2):
         from ..artifact import Network
         if not isinstance(net, Network):
             raise TypeError(f"net must be a Network, not {net!r}")
         if folding is None:
             folding = default_folding(net, target=target)
         self.folding = check_folding(net, folding)
-        self.memory = check_memory(memory)
+        try:
+            self.memory = check_memories(memory, len(net.layers))
+        except ValueError as error:
+            raise FoldingError(str(error)) from None
         self.net = net
-        self.figures = tuple(layer.figures(fold, memory)
-                             for layer, fold in zip(net.layers, self.folding))
+        self.figures = tuple(layer.figures(fold, style)
+                             for layer, fold, style in zip(net.layers, self.folding,
+                                                           self.memory))
+        # Weights loaded at run time: the image the design expects, and where it reads it.
+        self.blocks = image_blocks(net, self.folding, self.memory)
+        self.image_offset, self.flash_half = image_offset, flash_half
         size = net.input.size
         if in_simd is None:
             in_simd = self.figures[0].in_count
@@ -83,18 +100,40 @@ class NetworkTop(wiring.Component):
         if in_simd <= 0 or size % in_simd:
             raise FoldingError(f"in_simd {in_simd} does not divide the {size} pixels; "
                                f"allowed: {', '.join(map(str, divisors(size)))}")
-        self.ports = Ports.for_network(net, in_simd)
+        self.ports = Ports.for_network(net, in_simd, image=bool(self.blocks))
         self.in_bits, self.in_simd, self.n_pixels = net.input.bits, in_simd, size
         self.classes, self.score_width = self.ports.classes, self.ports.score_width
         self.cls_width = self.ports.cls_width
-        self.performance = performance(net, self.folding, in_simd, memory=memory)
+        self.performance = performance(net, self.folding, in_simd, memory=self.memory)
         super().__init__(dict(self.ports.signature().members))
+
+    def image(self):
+        """The weight image this design loads (bytes; empty if it loads none)."""
+        return weight_image(self.net, self.folding, self.memory)
 
     def elaborate(self, platform):
         m = Module()
         # Each stage ends in a small FIFO and double-buffers its input, so neighbouring
         # stages work on successive frames at once.
         source, width, count = wiring.flipped(self.i), self.in_bits, self.in_simd
+        loader = None
+        if self.blocks:
+            # Weights in run-time memories: read the image from flash, write it into them,
+            # and let frames in only once it is checked.
+            length = len(self.image())
+            m.submodules.reader = reader = SPIFlashReader(offset=self.image_offset,
+                                                          length=length, half=self.flash_half)
+            m.submodules.loader = loader = WeightLoader(self.blocks)
+            wiring.connect(m, reader.o, loader.i)
+            wiring.connect(m, reader.flash, wiring.flipped(self.flash))
+            m.d.comb += self.status.eq(loader.status)
+            ready = Signal()                # a flip-flop: it gates the input's `ready`
+            m.d.sync += ready.eq(loader.status == LoadStatus.READY)
+            gate = stream.Signature(self.i.payload.shape()).create()
+            m.d.comb += [gate.payload.eq(self.i.payload), gate.valid.eq(self.i.valid & ready),
+                         self.i.ready.eq(gate.ready & ready)]
+            source = gate
+        first_block = 0
         for n, (layer, fold, figures) in enumerate(zip(self.net.layers, self.folding,
                                                        self.figures)):
             if count != figures.in_count:
@@ -103,17 +142,31 @@ class NetworkTop(wiring.Component):
                 m.submodules[f"convert{n}"] = converter
                 wiring.connect(m, source, converter.i)
                 source = converter.o
-            stage = m.submodules[f"layer{n}"] = layer.engine(fold, self.memory)
+            stage = m.submodules[f"layer{n}"] = layer.engine(fold, self.memory[n])
             wiring.connect(m, source, stage.i)
+            if "load" in stage.signature.members:
+                blocks = len(stage.load.en)
+                m.d.comb += [stage.load.addr.eq(loader.write.addr),
+                             stage.load.data.eq(loader.write.data),
+                             stage.load.active.eq(loader.write.active),
+                             stage.load.en.eq(loader.write.en[first_block:
+                                                              first_block + blocks])]
+                first_block += blocks
             source, count = stage.o, figures.out_count
             width = figures.output.bits if figures.output is not None else None
         wiring.connect(m, source, wiring.flipped(self.o))
         return m
 
 
+class VerilogTarget:
+    """The platform bnnhw's Verilog is elaborated for: no board, but vendor primitives (the
+    iCE40 UltraPlus SPRAM) as instances of their Verilog modules, which Yosys maps and the
+    Verilator benches simulate with Yosys's models (:mod:`bnnhw.sim.verilator`)."""
+
+
 def verilog_text(top, *, name="bnn_top"):
     """Verilog of ``top`` (a ``NetworkTop`` or any component with its ports) as a string."""
-    return verilog.convert(top, name=name, emit_src=False)
+    return verilog.convert(top, name=name, emit_src=False, platform=VerilogTarget())
 
 
 def generate_verilog(net, folding, path, *, in_simd=None, memory="block", name="bnn_top"):

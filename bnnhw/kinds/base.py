@@ -275,10 +275,18 @@ class Layer:
         """The :class:`Figures` of this layer folded by ``fold`` (checked)."""
         raise NotImplementedError
 
+    def memory_words(self, fold, name):
+        """The contents of the memory ``name`` of this layer's figures (folded by ``fold``),
+        word by word in address order: what a weight image loads into a memory whose style
+        has no contents in the bitstream (:mod:`bnnhw.gateware.weights`)."""
+        raise NotImplementedError
+
     def engine(self, fold, memory="block"):
         """The gateware stage of this layer, folded by ``fold``: an Amaranth component with
         streams ``i`` (beats of ``in_count`` input values) and ``o`` (beats of ``out_count``
-        output values, or result beats), bit-exact with :meth:`golden`."""
+        output values, or result beats), bit-exact with :meth:`golden`. If its figures have
+        memories loaded at run time, it also has a ``load`` port
+        (:func:`bnnhw.gateware.weights.write_signature` of their 16-bit columns, in order)."""
         raise NotImplementedError
 
 

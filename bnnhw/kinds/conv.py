@@ -155,6 +155,12 @@ class ConvLayer(Layer):
         return dict(weights=self.matrix, thresholds=self.thresholds, pe=fold.pe,
                     simd=fold.simd, memory=memory)
 
+    def memory_words(self, fold, name):
+        from ..gateware.weights import weight_words
+        if name != "weights":
+            raise ValueError(f"a {self.KIND} layer has no memory {name!r} with words to load")
+        return weight_words(self.matrix, fold.pe, fold.simd)
+
     def windows_per_frame(self):
         _, h, w = self.input.shape
         kh, kw = self.kernel

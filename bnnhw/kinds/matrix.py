@@ -66,6 +66,12 @@ class MatrixLayer(Layer):
                        out_count=fold.pe if out_count is None else out_count,
                        memories=plan.memories, logic=logic)
 
+    def memory_words(self, fold, name):
+        from ..gateware.weights import weight_words
+        if name != "weights":
+            raise ValueError(f"a {self.KIND} layer has no memory {name!r} with words to load")
+        return weight_words(self.weights, fold.pe, fold.simd)
+
     def matrix_engine(self, fold, memory):
         from ..gateware.engine import MatrixEngine
         return MatrixEngine(**self.engine_options(fold, memory))
