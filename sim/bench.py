@@ -150,6 +150,9 @@ def simulate(verilog, ports, x, expected_classes, expected_scores, *, model=(Non
                                               seed=seed, idle=idle, waves=waves)
         sim_seconds = time.perf_counter() - start
         notes = re.findall(r"mismatch: (frame \d+: [^\n]*)", log_text)
+    if waves is not None:
+        from .waves import write_save_file
+        write_save_file(waves, verilog)
     classes, scores = decode_results(trace.payloads, ports)
     a = trace.timing
     got = trace.results
@@ -275,7 +278,7 @@ def run_command(args):
     for mismatch in (report.timing_mismatches + report.mismatches)[:10]:
         print(f"mismatch: {mismatch}")
     if args.waves is not None:
-        print(f"waveforms: {args.waves}")
+        print(f"waveforms: {args.waves} (GTKWave: {Path(args.waves).with_suffix('.gtkw')})")
     if not report.completed:
         print("error: the design stopped producing results before the last frame")
     return 0 if report.ok else 1

@@ -159,3 +159,23 @@ def test_cached_build_takes_a_relative_cache_folder(tmp_path, monkeypatch):
     final, _ = verilator.cached_build("test", ["module a;"], {}, build, cache_dir="runs/cache")
     assert final.is_absolute() and seen[0].is_absolute()
     assert final.parent == tmp_path / "runs" / "cache" and (final / "model").is_file()
+
+
+def test_save_file_groups_the_stages(tmp_path):
+    from bnnhw.sim.waves import write_save_file
+    vcd = tmp_path / "w.vcd"
+    vcd.write_text("$timescale 1ps $end\n$scope module TOP $end\n$var wire 1 ! clk $end\n"
+                   "$scope module bnn_top $end\n$var wire 1 ! clk $end\n"
+                   "$var wire 1 # i__valid $end\n$var wire 1 $ i__ready $end\n"
+                   "$var wire 9 % i__payload $end\n$var wire 8 & i__payload.data $end\n"
+                   "$var wire 1 ' o__valid $end\n$scope module layer1 $end\n"
+                   "$var wire 1 ( i__valid $end\n$var wire 1 ) issue $end\n$upscope $end\n"
+                   "$scope module convert1 $end\n$var wire 1 * o__ready $end\n$upscope $end\n"
+                   "$scope module layer0 $end\n$scope module stage0 $end\n"
+                   "$var wire 1 + o__valid $end\n$upscope $end\n$upscope $end\n"
+                   "$upscope $end\n$upscope $end\n$enddefinitions $end\n#0\n")
+    text = write_save_file(vcd).read_text()
+    groups = [line[1:] for line in text.splitlines() if line.startswith("-")][::2]
+    assert groups == ["network input", "network output", "layer0.stage0", "convert1", "layer1"]
+    assert "TOP.bnn_top.i__payload.data" in text and "TOP.bnn_top.i__payload\n" not in text
+    assert "TOP.bnn_top.layer1.issue" in text and f'[dumpfile] "{vcd}"' in text
