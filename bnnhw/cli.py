@@ -289,6 +289,7 @@ def main(argv=None):
     p.add_argument("--no-scores", action="store_true",
                    help="reply with the class only, not the class scores")
     _add_folding_arguments(p, default=board_default)
+    _add_json_argument(p)
     p.set_defaults(run=run_build)
 
     p = commands.add_parser("program", help="load a bitstream (and its weight image) onto a "
@@ -306,8 +307,11 @@ def main(argv=None):
     p = commands.add_parser("run", help="classify images on a board over a serial port")
     p.add_argument("network", metavar="NETWORK", type=Path,
                    help="the network file the board's bitstream was built from")
-    p.add_argument("--port", metavar="PORT", required=True,
-                   help="serial port, e.g. /dev/ttyUSB1 (iCEBreaker: the second FTDI port)")
+    p.add_argument("--port", metavar="PORT",
+                   help="serial port, e.g. /dev/ttyUSB1 (default: the one port of a plugged-in "
+                        "board, found by its USB ids)")
+    p.add_argument("--board", metavar="BOARD", choices=sorted(BOARDS),
+                   help="look for this board's port only (default: any bnnhw knows)")
     _add_dataset_arguments(p, split=False, count=100)
     p.add_argument("--baud", metavar="RATE", type=int, default=115200,
                    help="UART baud rate the bitstream was built for (default: %(default)s)")
@@ -316,6 +320,7 @@ def main(argv=None):
     p.add_argument("--build-dir", metavar="DIR", type=Path,
                    help="the folder `bnnhw build` wrote: its clock and cycles per frame give "
                         "the gateware's bound beside the link's")
+    _add_json_argument(p)
     p.set_defaults(run=run_host)
 
     p = commands.add_parser("flow", help="the main job: train, check, simulate, build")

@@ -16,6 +16,7 @@ import numpy as np
 from . import artifact, datasets, golden
 from .errors import BnnhwError
 from .paths import output_dir
+from .progress import Progress
 
 __all__ = ["run_flow"]
 
@@ -39,7 +40,8 @@ def _simulate(net, top, verilog_path, x, stall, out):
     return simulate(verilog_path, top.ports, x, expected.classes, expected.scores,
                     model=(model.initiation_interval, model.latency), engine="fast",
                     stall=stall, cache_dir=out / "verilator", log=_say,
-                    image=top.image() if top.ports.image else None, offset=top.image_offset)
+                    image=top.image() if top.ports.image else None, offset=top.image_offset,
+                    progress=Progress("bnnhw flow: frames in Verilator"))
 
 
 def run_flow(args):

@@ -20,6 +20,16 @@ where it does not apply). Numbers are plain JSON numbers; accuracies are fractio
     ``expected_class``, ``got_class``), ``hardware_accuracy``, ``golden_accuracy``,
     ``cycles_per_frame`` (``measured``, ``model``, ``steady``, ``with_stalls``), ``latency``
     (``measured``, ``model``), ``simulation_seconds``, ``cycles_per_second``, ``performance``.
+``build``
+    ``board``, ``bitstream``, ``clock_mhz``, ``fmax_mhz``, ``timing_met``, ``utilization``
+    (nextpnr resource -> {``used``, ``available``}), ``folding`` (per layer its
+    parameters), ``cycles_per_frame``, ``frames_per_second`` (the gateware's bound at the
+    clock), ``link_frames_per_second`` (the UART's bound), ``seconds``.
+``run``
+    ``network``, ``port``, ``images``, ``seconds``, ``images_per_second`` (end to end),
+    ``board_accuracy``, ``golden_accuracy``, ``mismatches`` (a count),
+    ``first_mismatches`` (up to 10: ``image``, ``golden_class``, ``board_class``),
+    ``retries`` (error status -> count), ``bound_by`` (what limits the rate).
 ``flow``
     ``output`` (its folder), ``network``, ``dataset``, ``golden_accuracy``, ``test_frames``,
     ``self_check`` (null, or the training self-check), ``training`` (null, or ``epochs``:
@@ -65,6 +75,11 @@ KEYS = {
             "mismatches", "first_mismatches", "hardware_accuracy", "golden_accuracy",
             "cycles_per_frame", "latency", "simulation_seconds", "cycles_per_second",
             "performance"),
+    "build": ("board", "bitstream", "clock_mhz", "fmax_mhz", "timing_met", "utilization",
+              "folding", "cycles_per_frame", "frames_per_second", "link_frames_per_second",
+              "seconds"),
+    "run": ("network", "port", "images", "seconds", "images_per_second", "board_accuracy",
+            "golden_accuracy", "mismatches", "first_mismatches", "retries", "bound_by"),
     "flow": ("output", "network", "dataset", "golden_accuracy", "test_frames", "self_check",
              "training", "folding", "performance", "verilog", "simulation", "build",
              "seconds", "ok", "samples"),

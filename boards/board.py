@@ -49,6 +49,7 @@ class Board:
     program_image: tuple = ()         # command writing a file at a flash offset, "{image}"
                                       # and "{offset}" replaced
     program_package: str = ""         # what to install when the programmer is missing
+    usb: tuple = ()                   # (vendor id, product id, interface) of the UART's port
 
     @property
     def tools(self):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .board import BoardError, BoardTop
 from .rates import bounds
+from ..progress import Status
 from .toolchain import ToolchainError, default_cache_dir, run_plan, toolchain_env
 from ..errors import BnnhwError
 
@@ -411,7 +412,11 @@ def build(board, net, folding, build_dir, *, memory=None, clock_mhz=None, baud=1
         log(f"place and route at {hz / 1e6:g} MHz"
             + ("" if setting is None else f" (PLL {setting.describe()})")
             + f", {hz / interval:,.0f} frames/s; Yosys and nextpnr in {build_dir}")
-        report = run_plan(plan, build_dir, env, name=name)
+        status = Status("  build")
+        try:
+            report = run_plan(plan, build_dir, env, name=name, status=status)
+        finally:
+            status.done()
         bitstream = build_dir / f"{name}.{board.bitstream}"
         if not bitstream.is_file():
             raise ToolchainError(f"{bitstream}: the packer wrote no bitstream")

@@ -9,15 +9,10 @@ from pathlib import Path
 
 from .. import artifact, datasets
 from ..errors import BnnhwError
+from ..progress import Progress
 from .board import get_board
 
 __all__ = ["board_options", "run_build", "run_program", "run_run"]
-
-
-def _progress(done, total, *, every=1):
-    if done == total or done % every == 0:
-        end = "\n" if done == total else ""
-        print(f"\r  {done}/{total} images", end=end, file=sys.stderr, flush=True)
 
 
 def board_options(net, board, args):
@@ -52,7 +47,19 @@ def run_build(args):
     result = build(board, net, folding, build_dir, memory=memory, clock_mhz=args.clock,
                    baud=args.baud, scores=not args.no_scores,
                    log=lambda text: print(text, file=sys.stderr))
-    print(format_result(result))
+    if getattr(args, "json", False):
+        from ..report import document, dumps
+        b = result.bounds
+        print(dumps(document(
+            "build", board=board.name, bitstream=str(result.bitstream),
+            clock_mhz=result.clock_mhz, fmax_mhz=result.fmax_mhz, timing_met=result.timing_met,
+            utilization={name: {"used": used, "available": available}
+                         for name, (used, available) in result.utilization.items()},
+            folding=[fold.as_dict() for fold in folding], cycles_per_frame=b.cycles,
+            frames_per_second=b.gateware_fps, link_frames_per_second=b.link_fps,
+            seconds=result.seconds)))
+    else:
+        print(format_result(result))
     if not result.timing_met:
         print(f"bnnhw: error: timing not met: {result.fmax_mhz:.1f} MHz achieved, "
               f"{result.clock_mhz:g} MHz needed", file=sys.stderr)
@@ -94,17 +101,34 @@ def run_run(args):
     limits = bounds(net.input_size, net.classes, baud=args.baud, scores=scores,
                     clock_hz=clock_hz, cycles=cycles)
     x, y, _ = datasets.frames_for(net, args.dataset, count=args.count, network=args.network)
+    device = args.port
+    if device is None:
+        from . import BOARDS
+        from .ports import find_port
+        names = [args.board] if getattr(args, "board", None) else sorted(BOARDS)
+        device = find_port([get_board(name) for name in names])
+        print(f"port         {device}", file=sys.stderr)
     try:
-        port = serial.serial_for_url(args.port, baudrate=args.baud, timeout=0.05)
+        port = serial.serial_for_url(device, baudrate=args.baud, timeout=0.05)
     except serial.SerialException as error:
-        raise BnnhwError(f"cannot open serial port {args.port}: {error}") from None
+        raise BnnhwError(f"cannot open serial port {device}: {error}") from None
     with port:
         client = Client(port, n_pixels=net.input_size, in_bits=net.input_bits,
                         classes=net.classes, timeout=args.timeout)
-        summary = run_images(client, net, x, y,
-                             progress=lambda d, t: _progress(d, t, every=max(1, t // 50)))
+        summary = run_images(client, net, x, y, progress=Progress("bnnhw run: images"))
     n = max(summary.images, 1)
     rate = summary.images / max(summary.seconds, 1e-9)
+    if getattr(args, "json", False):
+        from ..report import document, dumps
+        print(dumps(document(
+            "run", network=str(args.network), port=device, images=summary.images,
+            seconds=summary.seconds, images_per_second=rate,
+            board_accuracy=summary.correct / n, golden_accuracy=summary.golden_correct / n,
+            mismatches=len(summary.mismatches),
+            first_mismatches=[{"image": i, "golden_class": e, "board_class": g}
+                              for i, e, g in summary.mismatches[:10]],
+            retries=dict(summary.errors), bound_by=limits.verdict(rate))))
+        return 1 if summary.mismatches else 0
     print(f"images       {summary.images} in {summary.seconds:.2f} s ({rate:,.1f} images/s, "
           f"end to end)")
     for line in limits.lines():

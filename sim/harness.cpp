@@ -231,6 +231,12 @@ int main(int argc, char **argv) {
         if (out_fire) {
             get(top->O_PAYLOAD, &results[out_frame * out_words]);
             done[out_frame++] = cycle;
+            // Progress for the caller: a line per percent of the frames (and the last).
+            if (out_frame * 100 / total != (out_frame - 1) * 100 / total || out_frame == total) {
+                fprintf(stderr, "progress %llu %llu\n", (unsigned long long)out_frame,
+                        (unsigned long long)total);
+                fflush(stderr);
+            }
         }
         half_cycle(1);
 #ifdef BNNHW_FLASH

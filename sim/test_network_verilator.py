@@ -67,6 +67,8 @@ if cocotb is not None:
         payloads = [[int.from_bytes(beat.tobytes(), "little") for beat in frame]
                     for frame in beats]
         rng = random.Random(int(job["seed"]))
+        progress_path = os.environ.get("BNNHW_PROGRESS")
+        step = max(1, total // 100)
 
         i_payload, i_valid, i_ready = dut.i__payload, dut.i__valid, dut.i__ready
         o_payload, o_valid, o_ready = dut.o__payload, dut.o__valid, dut.o__ready
@@ -106,6 +108,11 @@ if cocotb is not None:
                     failures.append(failure)
                 done[out_frame] = cycle
                 out_frame += 1
+                if progress_path and (out_frame % step == 0 or out_frame == total):
+                    temporary = progress_path + ".tmp"
+                    with open(temporary, "w") as file:
+                        file.write(f"{out_frame} {total}")
+                    os.replace(temporary, progress_path)
             await edge
             if in_fire:
                 if in_beat == 0:
@@ -129,6 +136,38 @@ if cocotb is not None:
         assert out_frame == total, (f"no transfer for {idle_limit} cycles after {out_frame} of "
                                     f"{total} results: the design hangs")
         assert not failures, f"{len(failures)} mismatches, first: {failures[0]}"
+
+
+class _Watcher:
+    """Hands the frames-done count the bench writes to its progress file to ``progress``."""
+
+    def __init__(self, path, progress):
+        import threading
+        self.path, self.progress = path, progress
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self.stop.wait(0.5):
+            self._report()
+        self._report()
+
+    def _report(self):
+        try:
+            done, total = map(int, self.path.read_text().split())
+        except (OSError, ValueError):
+            return
+        self.progress(done, total)
+
+    def __enter__(self):
+        if self.progress is not None:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.progress is not None:
+            self.stop.set()
+            self.thread.join()
 
 
 @contextlib.contextmanager
@@ -184,7 +223,7 @@ def build_cocotb(verilog, *, waves=None, cache_dir=None, log=None):
 
 
 def run_cocotb(build_dir, beats, ports, expected_classes, expected_scores, *, timing,
-               stall=0.0, seed=1, idle=100_000, waves=None):
+               stall=0.0, seed=1, idle=100_000, waves=None, progress=None):
     """Run :func:`network_bench` on a model from :func:`build_cocotb`.
 
     Returns ``(trace, failed, log_text)``: the :class:`~bnnhw.sim.frames.Trace`, whether the
@@ -201,12 +240,14 @@ def run_cocotb(build_dir, beats, ports, expected_classes, expected_scores, *, ti
         env = verilator.toolchain_env()
         env.pop("PYTEST_CURRENT_TEST", None)    # we read the results file ourselves
         extra = {"BNNHW_JOB": str(tmp / "job.npz"), "BNNHW_RESULT": str(tmp / "result.npz"),
+                 "BNNHW_PROGRESS": str(tmp / "progress"),
                  "COCOTB_LOG_LEVEL": "WARNING"}
         test_args = []
         if waves is not None:
             test_args = ["--trace-file", str(Path(waves).resolve())]
         runner, failure = _runner(), None
-        with _environment(env):
+        watcher = _Watcher(tmp / "progress", progress)
+        with _environment(env), watcher:
             try:
                 results = runner.test(test_module=MODULE, hdl_toplevel=TOPLEVEL,
                                       hdl_toplevel_lang="verilog", build_dir=build_dir,

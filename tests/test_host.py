@@ -185,3 +185,57 @@ def test_bounds_name_the_slower_stage():
     assert mnist.bound == "link"
     assert bounds(784, 10, baud=12_000_000, clock_hz=12e6, cycles=50176).bound == "gateware"
     assert mnist.verdict(1400).startswith("the link (95% of its bound")
+
+
+class FakePort:
+    """What pyserial's list_ports gives for a port."""
+    def __init__(self, device, vid=None, pid=None, location=None, product=None):
+        self.device, self.vid, self.pid = device, vid, pid
+        self.location, self.product = location, product
+
+
+def test_find_port_by_usb_ids():
+    from bnnhw.boards.board import BoardError, get_board
+    from bnnhw.boards.ports import find_port
+    boards = [get_board("icebreaker"), get_board("ulx3s")]
+    ice = [FakePort("/dev/ttyUSB0", 0x0403, 0x6010, "1-1:1.0"),
+           FakePort("/dev/ttyUSB1", 0x0403, 0x6010, "1-1:1.1"), FakePort("/dev/ttyS0")]
+    assert find_port(boards, ice) == "/dev/ttyUSB1"
+    # Without locations, an FTDI's ports count as its interfaces in order.
+    assert find_port(boards, [FakePort("/dev/ttyUSB3", 0x0403, 0x6010),
+                              FakePort("/dev/ttyUSB2", 0x0403, 0x6010)]) == "/dev/ttyUSB3"
+    with pytest.raises(BoardError, match=r"^no serial port of a iCEBreaker \(iCE40UP5K\) "
+                                         r"\(0403:6010 interface 1\) or ULX3S .* found \(ports "
+                                         r"seen: /dev/ttyACM0 \(2e8a:000a, Pico\), /dev/ttyS0 "
+                                         r"\(not USB\)\); plug the board in or give --port$"):
+        find_port(boards, [FakePort("/dev/ttyS0"), FakePort("/dev/ttyACM0", 0x2E8A, 0x000A,
+                                                            product="Pico")])
+    with pytest.raises(BoardError, match=r"^several boards' serial ports found: "
+                                         r"/dev/ttyUSB1 .*, /dev/ttyUSB5 .*; give --port$"):
+        find_port(boards, ice + [FakePort("/dev/ttyUSB5", 0x0403, 0x6015, "2-1:1.0")])
+
+
+@pytest.mark.slow
+def test_run_command_finds_the_board_and_classifies_100_digits(monkeypatch, capsys):
+    """`bnnhw run` with no --port: a fake USB listing names the pty of the simulated board."""
+    import json
+    from pathlib import Path
+    from serial.tools import list_ports
+    from bnnhw import artifact, cli, datasets
+    example = Path(__file__).resolve().parents[1] / "examples" / "digits.npz"
+    net = artifact.load(example)
+
+    def run(device):
+        monkeypatch.setattr(list_ports, "comports", lambda: [
+            FakePort("/dev/ttyS0"), FakePort("/dev/ttyUSB0", 0x0403, 0x6010, "1-1:1.0"),
+            FakePort(device, 0x0403, 0x6010, "1-1:1.1", "iCEBreaker V1.0e")])
+        return device, cli.main(["run", str(example), "--count", "100", "--timeout", "20",
+                                 "--json"])
+
+    device, code = with_simulated_board(net, run)
+    doc = json.loads(capsys.readouterr().out)
+    x, y, _ = datasets.frames_for(net, "digits", count=100)
+    expected = golden.run(net, x)
+    assert code == 0 and doc["port"] == device and doc["images"] == 100
+    assert doc["mismatches"] == 0
+    assert doc["board_accuracy"] == doc["golden_accuracy"] == (expected.classes == y).mean()

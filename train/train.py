@@ -279,7 +279,8 @@ def train(config, dataset=None, *, log=None):
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             torch.set_rng_state(state["rng"])
-        bar = _progress(config, total, start)
+        steps = len(train_x) // config.batch_size
+        bar = _progress(config, total * steps, start * steps)
         try:
             for epoch in range(start, total):
                 if epoch == config.real_epochs and config.real_epochs:
@@ -288,7 +289,7 @@ def train(config, dataset=None, *, log=None):
                     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
                 began = time.monotonic()
                 record = _epoch(model, optimizer, config, epoch, train_x, train_y,
-                                dataset.shape)
+                                dataset.shape, bar)
                 record["test_accuracy"] = _evaluate(model, test_x, test_y)
                 record["seconds"] = time.monotonic() - began
                 history.append(record)
@@ -320,7 +321,7 @@ def _shifted(x, shape, limit, generator):
     return out.reshape(len(x), -1)
 
 
-def _epoch(model, optimizer, config, epoch, x, y, shape):
+def _epoch(model, optimizer, config, epoch, x, y, shape, bar=None):
     """Run one epoch of training; return its record (without the test accuracy)."""
     lr = _lr(config, epoch)
     for group in optimizer.param_groups:
@@ -345,6 +346,8 @@ def _epoch(model, optimizer, config, epoch, x, y, shape):
         loss_sum += float(loss.detach()) * len(index)
         correct += int((logits.detach().argmax(dim=1) == y[index]).sum())
         seen += len(index)
+        if bar is not None:             # progress within the epoch, a step at a time
+            bar.update(1)
     return {"epoch": epoch + 1, "binary": model.binary, "lr": lr,
             "loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1)}
 
@@ -353,7 +356,7 @@ def _progress(config, total, start):
     if not config.progress:
         return None
     from tqdm import tqdm                    # only when a bar is wanted
-    return tqdm(total=total, initial=start, desc="train", unit="epoch", file=sys.stderr,
+    return tqdm(total=total, initial=start, desc="train", unit="step", file=sys.stderr,
                 dynamic_ncols=True)
 
 
@@ -364,8 +367,8 @@ def _report(bar, log, record, total):
     if bar is not None:
         bar.set_postfix(refresh=False, loss=f"{record['loss']:.4f}",
                         train=f"{100 * record['train_accuracy']:.2f}%",
-                        test=f"{100 * record['test_accuracy']:.2f}%")
-        bar.update(1)
+                        test=f"{100 * record['test_accuracy']:.2f}%",
+                        epoch=f"{record['epoch']}/{total}")
     if log is not None:
         log(text)
 
