@@ -89,18 +89,22 @@ def run_harness(executable, beats, ports, *, timing, stall=0.0, seed=1, idle=100
             (tmp / "flash.bin").write_bytes(bytes(image))
             command += ["--flash", str(tmp / "flash.bin"), str(offset)]
         start = time.perf_counter()
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                   text=True)
         messages = []
-        for line in process.stderr:            # progress lines as the harness writes them
-            words = line.split()
-            if len(words) == 3 and words[0] == "progress":
-                if progress is not None:
-                    progress(int(words[1]), int(words[2]))
-            else:
-                messages.append(line)
-        output = process.stdout.read()
-        process.wait()
+        # stdout goes to a file so that a chatty harness cannot block on a full pipe while
+        # stderr (its progress lines) is being read; both are closed when the block ends.
+        with open(tmp / "stdout.txt", "w+") as stdout, \
+                subprocess.Popen(command, stdout=stdout, stderr=subprocess.PIPE,
+                                 text=True) as process:
+            for line in process.stderr:        # progress lines as the harness writes them
+                words = line.split()
+                if len(words) == 3 and words[0] == "progress":
+                    if progress is not None:
+                        progress(int(words[1]), int(words[2]))
+                else:
+                    messages.append(line)
+            process.wait()
+            stdout.seek(0)
+            output = stdout.read()
         seconds = time.perf_counter() - start
         if process.returncode != 0:
             raise SimulatorError(f"fast-path harness failed (exit {process.returncode}): "
