@@ -65,9 +65,9 @@ def _onnx_bits(values, tap):
 
 
 def run_executor(imported, u, progress=None):
-    """The executor's classes and tapped bits (stream order) for frames ``u``."""
+    """The executor's classes, float scores and tapped bits (stream order) for frames ``u``."""
     from qonnx.core.onnx_exec import execute_onnx
-    classes, taps = [], {tap.layer: [] for tap in imported.taps}
+    classes, scores, taps = [], [], {tap.layer: [] for tap in imported.taps}
     models = {}
     for start in range(0, len(u), _BATCH):
         chunk = u[start:start + _BATCH]
@@ -79,11 +79,13 @@ def run_executor(imported, u, progress=None):
         out = np.asarray(context[imported.output_name])
         classes.append(out.reshape(len(chunk)).astype(np.int64) if imported.classes_output
                        else np.argmax(out.reshape(len(chunk), -1), axis=1))
+        scores.append(np.asarray(context[imported.scores_name]).reshape(len(chunk), -1))
         for tap in imported.taps:
             taps[tap.layer].append(_onnx_bits(context[tap.name], tap))
         if progress is not None:
             progress(min(start + _BATCH, len(u)), len(u))
-    return np.concatenate(classes), {k: np.concatenate(v) for k, v in taps.items()}
+    return (np.concatenate(classes), np.concatenate(scores),
+            {k: np.concatenate(v) for k, v in taps.items()})
 
 
 def agree(imported, u, progress=None):
@@ -92,7 +94,7 @@ def agree(imported, u, progress=None):
     net = imported.network
     u = np.asarray(u)
     result = golden.run(net, u)
-    ex_classes, ex_bits = run_executor(imported, u, progress)
+    ex_classes, ex_scores, ex_bits = run_executor(imported, u, progress)
     agreeing = int((ex_classes == result.classes).sum())
     layer_bits = []
     for tap in imported.taps:
@@ -102,13 +104,14 @@ def agree(imported, u, progress=None):
                            "bits": int(want.size), "agreeing": int((got == want).sum())})
     differences = []
     for frame in np.flatnonzero(ex_classes != result.classes)[:10]:
-        differences.append(_explain(imported, int(frame), ex_classes, result, ex_bits))
+        differences.append(_explain(imported, int(frame), ex_classes, ex_scores, result,
+                                    ex_bits))
     return Agreement(frames=len(u), agreeing=agreeing, layer_bits=layer_bits,
                      differences=differences, executor_classes=ex_classes,
                      golden_classes=result.classes)
 
 
-def _explain(imported, frame, ex_classes, result, ex_bits):
+def _explain(imported, frame, ex_classes, ex_scores, result, ex_bits):
     """Why frame ``frame``'s classes differ: the first layer whose bits differ, its first
     differing value and how far its accumulator is from the threshold."""
     entry = {"frame": frame, "executor_class": int(ex_classes[frame]),
@@ -124,10 +127,18 @@ def _explain(imported, frame, ex_classes, result, ex_bits):
                                     f"golden bit {int(want[diff[0]])}; the float value before "
                                     f"the quantizer rounds across its boundary (a float tie)")
             return entry
-    scores = result.scores[frame]
-    best = np.flatnonzero(scores == scores.max())
-    entry["explanation"] = (f"every tapped layer agrees; integer scores of classes "
-                            f"{best.tolist()} tie at {int(scores.max())} (golden takes the "
-                            f"first) while the float scores differ, or the float scores round "
-                            f"to a tie the integers do not have")
+    ints, floats = result.scores[frame], ex_scores[frame]
+    a, b = int(result.classes[frame]), int(ex_classes[frame])
+    if ints[a] == ints[b]:
+        why = (f"the integer scores of classes {a} and {b} tie at {int(ints[a])} (the first "
+               f"wins), but the executor's float scores {float(floats[a]):.9g} and {float(floats[b]):.9g} "
+               f"differ by rounding (a float tie)")
+    elif floats[a] == floats[b]:
+        why = (f"the executor's float scores of classes {a} and {b} round to one value "
+               f"{float(floats[a]):.9g} (a float tie), the integers {int(ints[a])} and {int(ints[b])} "
+               f"differ")
+    else:
+        why = (f"integer scores {int(ints[a])} and {int(ints[b])}, float scores {float(floats[a]):.9g} "
+               f"and {float(floats[b]):.9g} order classes {a} and {b} differently")
+    entry["explanation"] = f"every tapped layer agrees; {why}"
     return entry

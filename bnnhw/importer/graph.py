@@ -66,6 +66,7 @@ class Imported:
     taps: list
     classes_output: bool    # the graph's output holds class indices (ArgMax, TopK)
     output_name: str
+    scores_name: str = ""    # the graph's float class scores
     float_ties: int = 0      # popcounts of one class that float scores round together
     notes: list = field(default_factory=list)
 
@@ -550,6 +551,7 @@ class _Walker:
         scales, offsets, flipped, ties = fit_scores(chain, base=state.base, slope=state.slope,
                                                     n=state.hi)
         self.float_ties = ties
+        self.scores_name = state.name
         self.add_layer(state.build[1](scales, offsets, flipped), None, None, None)
 
     def check_final(self, node):
@@ -675,4 +677,5 @@ def import_model(path, *, input_bits=8, divisor=None):
     return Imported(network=net, model=model, input_name=walker.input_name,
                     input_shape=walker.input_shape, divisor=divisor, taps=walker.taps,
                     classes_output=walker.classes_output, output_name=walker.output_name,
+                    scores_name=walker.scores_name,
                     float_ties=walker.float_ties, notes=walker.notes)
