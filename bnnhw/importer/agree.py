@@ -122,23 +122,24 @@ def _explain(imported, frame, ex_classes, ex_scores, result, ex_bits):
         diff = np.flatnonzero(got != want)
         if diff.size:
             entry["layer"], entry["value"] = tap.layer, int(diff[0])
-            entry["explanation"] = (f"layer {tap.layer} ({imported.network.layers[tap.layer].kind})"
-                                    f" value {int(diff[0])}: executor bit {int(got[diff[0]])}, "
-                                    f"golden bit {int(want[diff[0]])}; the float value before "
-                                    f"the quantizer rounds across its boundary (a float tie)")
+            kind = imported.network.layers[tap.layer].kind
+            entry["explanation"] = (f"layer {tap.layer} ({kind}) value {int(diff[0])}: executor "
+                                    f"bit {int(got[diff[0]])}, golden bit {int(want[diff[0]])}; "
+                                    f"the float value before the quantizer rounds across its "
+                                    f"boundary (a float tie)")
             return entry
     ints, floats = result.scores[frame], ex_scores[frame]
     a, b = int(result.classes[frame]), int(ex_classes[frame])
-    if ints[a] == ints[b]:
-        why = (f"the integer scores of classes {a} and {b} tie at {int(ints[a])} (the first "
-               f"wins), but the executor's float scores {float(floats[a]):.9g} and {float(floats[b]):.9g} "
-               f"differ by rounding (a float tie)")
-    elif floats[a] == floats[b]:
+    fa, fb, ia, ib = float(floats[a]), float(floats[b]), int(ints[a]), int(ints[b])
+    if ia == ib:
+        why = (f"the integer scores of classes {a} and {b} tie at {ia} (the first wins), but "
+               f"the executor's float scores {fa:.9g} and {fb:.9g} differ by rounding (a float "
+               f"tie)")
+    elif fa == fb:
         why = (f"the executor's float scores of classes {a} and {b} round to one value "
-               f"{float(floats[a]):.9g} (a float tie), the integers {int(ints[a])} and {int(ints[b])} "
-               f"differ")
+               f"{fa:.9g} (a float tie), the integers {ia} and {ib} differ")
     else:
-        why = (f"integer scores {int(ints[a])} and {int(ints[b])}, float scores {float(floats[a]):.9g} "
-               f"and {float(floats[b]):.9g} order classes {a} and {b} differently")
+        why = (f"integer scores {ia} and {ib}, float scores {fa:.9g} and {fb:.9g} order "
+               f"classes {a} and {b} differently")
     entry["explanation"] = f"every tapped layer agrees; {why}"
     return entry

@@ -94,9 +94,41 @@ def read_model(path):
             node.domain = "qonnx.custom_op.general"
     try:
         model = cleanup_model(ModelWrapper(proto))
+        _shape_outputs(model)
     except Exception as error:
         raise ImportRefused(f"{path}: qonnx cannot clean the graph up ({_line(error)})") from None
+    for node in model.graph.node:
+        for name in node.output:
+            if name and model.get_tensor_shape(name) is None:
+                raise ImportRefused(f"{path}: node {_name(node)} ({node.op_type}): shape "
+                                    f"inference gives its output no shape (a type or shape "
+                                    f"error in the graph, here or before)")
     return model
+
+
+def _shape_outputs(model):
+    """Give graph outputs saved without a shape the shape inference finds for them (the
+    executor and a change of batch size need it)."""
+    from onnx import TensorProto, helper
+    from qonnx.transformation.infer_shapes import InferShapes
+    graph = model.graph
+    missing = [o for o in graph.output if not o.type.tensor_type.shape.dim]
+    if not missing:
+        return
+    names = [o.name for o in missing]
+    for output in missing:
+        graph.output.remove(output)
+    model = model.transform(InferShapes())
+    for name in names:
+        shape = model.get_tensor_shape(name)
+        for info in list(graph.value_info):
+            if info.name == name:
+                graph.value_info.remove(info)
+        # ArgMax and TopK indices are int64; everything else float.
+        producer = model.find_producer(name)
+        elem = (TensorProto.INT64 if producer is not None and producer.op_type in _FINAL
+                else TensorProto.FLOAT)
+        graph.output.append(helper.make_tensor_value_info(name, elem, shape))
 
 
 def _line(error):
@@ -506,7 +538,8 @@ class _Walker:
             weights = np.where(flipped[:, None], 1 - bits, bits).astype(np.uint8)
             return OutputLayer(weights=weights, offsets=offsets, scales=scales)
 
-        return _Acc(name=node.output[0], source=node.output[0], shape=out_shape, build=(build, build_output),
+        return _Acc(name=node.output[0], source=node.output[0], shape=out_shape,
+                    build=(build, build_output),
                     base=base, slope=np.broadcast_to(slope, (o,)).astype(np.float64), lo=lo,
                     hi=hi, rank=rank, image=image, scores=scores)
 
