@@ -368,6 +368,14 @@ def _refusals(tmp_path):
                                      r"per channel \(C, 1\) or \(1, 1\)")
     g = start()
     g.add("MatMul", _signs(rng, (8, 4)))
+    g.add("MultiThreshold", np.zeros((4, 1), np.float32), domain=QONNX, out_dtype="BIPOLAR",
+          out_scale=2.0, out_bias=-1.0, data_layout="NHWC")
+    cases["channels last"] = (g.save(tmp_path / "nhwc.onnx"),
+                              r".*: node MultiThreshold_\d+ \(MultiThreshold\): data layout "
+                              r"NHWC; supported: channels first \(NC, NCHW\), as Brevitas "
+                              r"exports")
+    g = start()
+    g.add("MatMul", _signs(rng, (8, 4)))
     g.add("ArgMax", axis=1, keepdims=1, select_last_index=1)
     cases["argmax last"] = (g.save(tmp_path / "argmax.onnx"),
                             r".*: node ArgMax_\d+ \(ArgMax\): axis 1, select_last_index 1; "
@@ -417,7 +425,7 @@ def _refusals(tmp_path):
 
 REFUSALS = ["garbage", "absent", "relu", "2-bit activations", "float weights",
             "skip connection", "padding", "pool before threshold", "multi-bit thresholds",
-            "argmax last", "top 2", "no scores", "reshape", "two inputs", "per-pixel binarize",
+            "channels last", "argmax last", "top 2", "no scores", "reshape", "two inputs", "per-pixel binarize",
             "constant scores"]
 
 

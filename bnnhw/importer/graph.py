@@ -631,6 +631,10 @@ class _Walker:
             if t.ndim != 2 or t.shape[1] != 1:
                 self.refuse(node, f"thresholds of shape {t.shape}; supported: one threshold "
                                   f"per channel (C, 1) or (1, 1)")
+            layout = self.attr(node, "data_layout", "")
+            if layout and layout.find("C") != 1:
+                self.refuse(node, f"data layout {layout}; supported: channels first (NC, "
+                                  f"NCHW), as Brevitas exports")
         elif op == "BipolarQuant":
             scale = self.const(node, 1, "scale")
             if scale.size != 1 or not float(scale.reshape(-1)[0]) > 0:
