@@ -17,7 +17,8 @@ walk keeps one of three states for the tensor it has reached:
     of the graph (the output layer).
 
 Quantizers close layers: their integer thresholds come from the executor itself
-(:mod:`bnnhw.importer.chain`). Anything else is refused with one line naming the node, its op
+(:mod:`bnnhw.importer.chain`). The states and node checks are in :mod:`.nodes`, the linear
+nodes in :mod:`.linear`. Anything else is refused with one line naming the node, its op
 type and what is supported.
 """
 
@@ -28,9 +29,10 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__, artifact
-from ..kinds import (BinarizeLayer, ConvLayer, DenseLayer, FirstConvLayer, FirstLayer,
-                     MaxPoolLayer, OutputLayer)
-from .chain import Chain, ImportRefused, fit_scores, fit_thresholds
+from ..kinds import BinarizeLayer, MaxPoolLayer
+from .chain import ImportRefused, fit_scores, fit_thresholds
+from .linear import _Linear
+from .nodes import Tap, _Acc, _Bits, _Nodes, _Raw, _name
 
 __all__ = ["SUPPORTED", "Imported", "Tap", "read_model", "import_model"]
 
@@ -42,17 +44,6 @@ _QUANTIZERS = {"BipolarQuant", "Quant", "MultiThreshold"}
 _LINEAR = {"MatMul", "Gemm", "Conv"}
 _SHAPING = {"Reshape", "Flatten"}
 _FINAL = {"ArgMax", "TopK"}
-
-
-@dataclass(frozen=True)
-class Tap:
-    """Where layer ``layer``'s output bits are in the graph: tensor ``name``, bit 1 where it
-    equals ``high``; ``shape`` the ``(C, H, W)`` whose ONNX order (C, H, W) maps to bnnhw's
-    stream order."""
-    layer: int
-    name: str
-    high: float
-    shape: tuple
 
 
 @dataclass
@@ -69,10 +60,6 @@ class Imported:
     scores_name: str = ""    # the graph's float class scores
     float_ties: int = 0      # popcounts of one class that float scores round together
     notes: list = field(default_factory=list)
-
-
-def _name(node):
-    return node.name or (node.output[0] if node.output else node.op_type)
 
 
 def read_model(path):
@@ -136,51 +123,7 @@ def _line(error):
     return (text[0] if text else type(error).__name__)[:200]
 
 
-@dataclass
-class _Raw:
-    name: str
-    shape: tuple              # ONNX shape without the batch
-    image: tuple              # (C, H, W) of the input
-    values: object            # u (int array) -> float32 values the graph sees
-    pending: list = field(default_factory=list)
-    chain_input: str = ""
-
-
-@dataclass
-class _Bits:
-    name: str
-    shape: tuple
-    image: tuple
-    v0: float
-    v1: float
-
-
-@dataclass
-class _Acc:
-    name: str
-    shape: tuple
-    build: object             # (thresholds, flipped) -> layer, or (scales, offsets, flipped)
-    base: np.ndarray
-    slope: np.ndarray
-    lo: int
-    hi: int
-    rank: int
-    image: tuple              # (C, H, W) the output has in bnnhw
-    scores: bool              # an output layer is possible (binary input)
-    source: str = ""          # the linear node's output, where the chain starts
-    pending: list = field(default_factory=list)
-
-
-def _stream_perm(image):
-    """For a ``(C, H, W)`` tensor: the stream index of each value in ONNX (C, H, W) order."""
-    c, h, w = image
-    hh, ww, cc = np.meshgrid(np.arange(h), np.arange(w), np.arange(c), indexing="ij")
-    perm = np.empty((c, h, w), np.int64)
-    perm[cc, hh, ww] = (hh * w + ww) * c + cc
-    return perm.ravel()
-
-
-class _Walker:
+class _Walker(_Nodes, _Linear):
     def __init__(self, model, path, input_bits, divisor):
         self.model, self.path = model, path
         self.input_bits, self.divisor = input_bits, divisor
@@ -193,30 +136,6 @@ class _Walker:
         self.float_ties = 0
 
     # ---- refusals -------------------------------------------------------------------------
-
-    def refuse(self, node, message):
-        raise ImportRefused(f"{self.path}: node {_name(node)} ({node.op_type}): {message}")
-
-    def const(self, node, index, what):
-        name = node.input[index] if index < len(node.input) else ""
-        if not name or name not in self.constants:
-            self.refuse(node, f"its {what} (input {index}) is not a constant; supported: "
-                              f"constant weights and parameters")
-        return np.asarray(self.constants[name])
-
-    def attr(self, node, name, default=None):
-        from onnx import helper
-        for a in node.attribute:
-            if a.name == name:
-                value = helper.get_attribute_value(a)
-                return value.decode() if isinstance(value, bytes) else value
-        return default
-
-    def chain(self, nodes, tensor, rank):
-        return Chain(nodes=nodes, tensor=tensor, rank=rank, constants=self.constants,
-                     opsets=self.opsets, where=str(self.path))
-
-    # ---- the walk -------------------------------------------------------------------------
 
     def run(self):
         model, graph = self.model, self.model.graph
@@ -433,118 +352,6 @@ class _Walker:
 
     # ---- linear nodes ---------------------------------------------------------------------
 
-    def binary_weights(self, node, w, axis):
-        """Sign bits and magnitude of each output's weights: ``w`` with outputs along
-        ``axis`` must be ``+-m`` per output."""
-        w = np.moveaxis(np.asarray(w, np.float64), axis, 0).reshape(w.shape[axis], -1)
-        m = np.abs(w).max(axis=1)
-        bad = np.flatnonzero((m == 0) | (np.abs(w) != m[:, None]).any(axis=1))
-        if bad.size:
-            self.refuse(node, f"output {int(bad[0])}'s weights are not binary (values "
-                              f"{np.unique(w[bad[0]])[:4].tolist()}); supported: +-m per output, "
-                              f"as BipolarQuant or a 1-bit Quant makes them")
-        return (w > 0).astype(np.uint8), m
-
-    def linear(self, node, state, *, binary, raw_scale):
-        op = node.op_type
-        if node.input[0] != state.name:
-            self.refuse(node, "takes the data as its second operand; supported: data first, "
-                              "constant weights second")
-        bias = 0.0
-        if op == "Conv":
-            if len(state.shape) != 3:
-                self.refuse(node, f"convolves a tensor of shape {state.shape}; supported: "
-                                  f"(C, H, W)")
-            w = self.const(node, 1, "weights")
-            group = self.attr(node, "group", 1)
-            kernel = list(w.shape[2:])
-            strides = list(self.attr(node, "strides", [1, 1]))
-            pads = list(self.attr(node, "pads", [0, 0, 0, 0]))
-            dilations = list(self.attr(node, "dilations", [1, 1]))
-            if (w.ndim != 4 or group != 1 or strides != [1, 1] or any(pads)
-                    or dilations != [1, 1]
-                    or self.attr(node, "auto_pad", "NOTSET") not in ("NOTSET", "VALID")):
-                self.refuse(node, f"group {group}, strides {strides}, pads {pads}, dilations "
-                                  f"{dilations}; supported: 2-D convolution, stride 1, no "
-                                  f"padding, one group")
-            if len(node.input) > 2 and node.input[2]:
-                bias = self.const(node, 2, "bias").astype(np.float64)
-            c, h, wd = state.shape
-            o, ci, kh, kw = w.shape
-            if ci != c or kh > h or kw > wd:
-                self.refuse(node, f"weights of shape {w.shape} do not fit the input {state.shape}")
-            bits, m = self.binary_weights(node, w, 0)
-            bits = bits.reshape(o, ci, kh, kw).transpose(0, 2, 3, 1)      # (O, kh, kw, C)
-            fan_in = c * kh * kw
-            out_shape = (o, h - kh + 1, wd - kw + 1)
-            rank = 4
-            image = out_shape
-        else:
-            c, h, wd = state.image
-            if len(state.shape) != 1 and not (len(state.shape) == 3 and state.shape[1:] == (1, 1)):
-                self.refuse(node, f"multiplies a tensor of shape {state.shape}; supported: a "
-                                  f"flattened (1, N) input")
-            w = self.const(node, 1, "weights")
-            if op == "Gemm":
-                if self.attr(node, "transA", 0):
-                    self.refuse(node, "transA is set; supported: transA 0")
-                if self.attr(node, "transB", 0):
-                    w = w.T
-                alpha = float(self.attr(node, "alpha", 1.0))
-                w = w * alpha
-                if len(node.input) > 2 and node.input[2]:
-                    bias = (self.const(node, 2, "bias").astype(np.float64)
-                            * float(self.attr(node, "beta", 1.0)))
-            if w.ndim != 2 or w.shape[0] != c * h * wd:
-                self.refuse(node, f"weights of shape {w.shape} do not fit the {c * h * wd} "
-                                  f"input values")
-            sign, m = self.binary_weights(node, w, 1)
-            bits = np.empty_like(sign)
-            bits[:, _stream_perm(state.image)] = sign
-            o = bits.shape[0]
-            fan_in = bits.shape[1]
-            out_shape = (o,)
-            rank = 2
-            image = (o, 1, 1)
-        bias = np.broadcast_to(np.asarray(bias, np.float64).reshape(-1), (o,)) \
-            if np.size(bias) in (1, o) else None
-        if bias is None:
-            self.refuse(node, f"its bias does not have one value per output ({o})")
-        ones = bits.reshape(o, -1).sum(axis=1).astype(np.float64)
-        signs_sum = 2 * ones - fan_in                                     # sum of +-1 weights
-        if binary is None:
-            # Unsigned inputs x = u * scale: the value is m * scale * acc + bias.
-            bound = fan_in * ((1 << self.input_bits) - 1)
-            base, slope, lo, hi = bias.copy(), m * raw_scale, -bound, bound
-            kinds = (FirstLayer, dict(in_bits=self.input_bits)) if op != "Conv" else (
-                FirstConvLayer, dict(in_bits=self.input_bits))
-            scores = False
-        else:
-            v0, v1 = binary
-            mid, half = (v0 + v1) / 2, (v1 - v0) / 2
-            # x_i = mid + half s_i: the value is m (mid S + half (2 p - N)) + bias.
-            base = m * (mid * signs_sum - half * fan_in) + bias
-            slope, lo, hi = 2 * m * half, 0, fan_in
-            kinds = (DenseLayer, {}) if op != "Conv" else (ConvLayer, {})
-            scores = op != "Conv"
-        kind, extra = kinds
-
-        def build(thresholds, flipped):
-            flip = flipped.reshape((-1,) + (1,) * (bits.ndim - 1))
-            weights = np.where(flip, 1 - bits, bits).astype(np.uint8)
-            return kind(weights=weights, thresholds=thresholds, **extra)
-
-        def build_output(scales, offsets, flipped):
-            weights = np.where(flipped[:, None], 1 - bits, bits).astype(np.uint8)
-            return OutputLayer(weights=weights, offsets=offsets, scales=scales)
-
-        return _Acc(name=node.output[0], source=node.output[0], shape=out_shape,
-                    build=(build, build_output),
-                    base=base, slope=np.broadcast_to(slope, (o,)).astype(np.float64), lo=lo,
-                    hi=hi, rank=rank, image=image, scores=scores)
-
-    # ---- linear outputs -------------------------------------------------------------------
-
     def step_acc(self, node, state):
         op = node.op_type
         if op in _ELEMENTWISE:
@@ -613,70 +420,6 @@ class _Walker:
         self.classes_output = True
 
     # ---- helpers --------------------------------------------------------------------------
-
-    def check_quantizer(self, node, *, binary_only):
-        op = node.op_type
-        if op == "Quant":
-            bits = self.const(node, 3, "bit width")
-            if bits.size != 1 or (binary_only and float(bits.reshape(-1)[0]) != 1):
-                self.refuse(node, f"bit width {bits.reshape(-1).tolist()}; supported: 1-bit "
-                                  f"activations (and multi-bit only on the input)")
-            for index, what in ((1, "scale"), (2, "zero point")):
-                value = self.const(node, index, what)
-                if value.size != 1:
-                    self.refuse(node, f"its {what} has {value.size} values; supported: one "
-                                      f"per tensor")
-        elif op == "MultiThreshold":
-            t = self.const(node, 1, "thresholds")
-            if t.ndim != 2 or t.shape[1] != 1:
-                self.refuse(node, f"thresholds of shape {t.shape}; supported: one threshold "
-                                  f"per channel (C, 1) or (1, 1)")
-            layout = self.attr(node, "data_layout", "")
-            if layout and layout.find("C") != 1:
-                self.refuse(node, f"data layout {layout}; supported: channels first (NC, "
-                                  f"NCHW), as Brevitas exports")
-        elif op == "BipolarQuant":
-            scale = self.const(node, 1, "scale")
-            if scale.size != 1 or not float(scale.reshape(-1)[0]) > 0:
-                self.refuse(node, f"scale {scale.reshape(-1).tolist()[:4]}; supported: one "
-                                  f"positive scale per tensor")
-
-    def levels(self, node, rank, channels):
-        """The two output values of a 1-bit quantizer, or None for a multi-bit one."""
-        if node.op_type == "Quant" and float(self.const(node, 3, "bit width")
-                                             .reshape(-1)[0]) != 1:
-            return None
-        chain = self.chain([node], node.input[0], rank)
-        extreme = np.float32(3e38)
-        out = chain.run(np.array([[-extreme] * channels, [extreme] * channels], np.float64))
-        v0, v1 = np.unique(out[0]), np.unique(out[1])
-        if v0.size != 1 or v1.size != 1 or v0[0] == v1[0]:
-            self.refuse(node, f"its two output values differ between channels or coincide "
-                              f"({out[0][:3].tolist()}, {out[1][:3].tolist()}); supported: "
-                              f"two values per tensor")
-        return float(v0[0]), float(v1[0])
-
-    def reshaped(self, node, shape):
-        if node.op_type == "Flatten":
-            if self.attr(node, "axis", 1) != 1:
-                self.refuse(node, "axis is not 1; supported: Flatten with axis 1")
-            return (int(np.prod(shape)),)
-        target = self.const(node, 1, "shape").reshape(-1).tolist()
-        size = int(np.prod(shape))
-        if target and target[0] in (1, -1, 0) and len(target) == 2 and target[1] in (
-                -1, size):
-            return (size,)
-        if [1] + list(shape) == target or target == [-1] + list(shape):
-            return tuple(shape)
-        self.refuse(node, f"reshapes {tuple(shape)} to {target}; supported: flattening to "
-                          f"(1, N)")
-
-    def add_layer(self, layer, name, high, shape):
-        index = len(self.layers)
-        self.layers.append(layer)
-        if name is not None:
-            self.taps.append(Tap(index, name, high, shape))
-
 
 class _Identity:
     """A chain of no nodes: the values themselves."""
