@@ -116,7 +116,8 @@ def train(model, data, epochs, seed):
     with torch.no_grad():
         tx = torch.tensor(data.test_x, dtype=torch.float32).div_(255).reshape(-1, 1, 28, 28)
         predicted = torch.cat([model(tx[s:s + 1000]).argmax(1) for s in range(0, len(tx), 1000)])
-    return float((predicted.numpy() == data.test_y).mean())
+    predicted = predicted.numpy()
+    return float((predicted == data.test_y).mean()), predicted
 
 
 def export(model, path):
@@ -151,7 +152,7 @@ def main(argv=None):
         return 0
     import torch
     torch.set_num_threads(1)
-    from bnnhw import datasets
+    from bnnhw import artifact, datasets, golden
     data = datasets.load_idx_dir(MNIST)
     args.out.mkdir(parents=True, exist_ok=True)
     failed = False
@@ -159,13 +160,15 @@ def main(argv=None):
         print(f"{name}:", flush=True)
         start = time.perf_counter()
         model = build(name)
-        accuracy = train(model, data, args.epochs, args.seed)
+        accuracy, torch_classes = train(model, data, args.epochs, args.seed)
         trained = time.perf_counter() - start
         onnx_path, net_path = args.out / f"{name}.onnx", args.out / f"{name}.npz"
         export(model, onnx_path)
         start = time.perf_counter()
         imported = bnnhw("import", onnx_path, "-o", net_path, "--dataset", MNIST)
         import_seconds = time.perf_counter() - start
+        golden_classes = golden.run(artifact.load(net_path), data.test_x).classes
+        torch_agree = int((golden_classes == torch_classes).sum())
         sim_args = ["sim", net_path, "--dataset", MNIST]
         if args.sim_count:
             sim_args += ["--count", args.sim_count]
@@ -178,14 +181,16 @@ def main(argv=None):
               f"import: classes agree on {imported['agreeing']:,} of {imported['frames']:,} "
               f"({import_seconds:.0f} s), layer bits {layers}; float ties "
               f"{imported['float_ties']}")
-        print(f"  kinds: {' -> '.join(layer['kind'] for layer in imported['layers'])}")
+        print(f"  kinds: {' -> '.join(layer['kind'] for layer in imported['layers'])}; Brevitas "
+              f"(torch) vs golden: {torch_agree:,} of {len(torch_classes):,} classes agree")
         print(f"  bnnhw sim: {sim['mismatches']} mismatches in {sim['frames']:,} frames, "
               f"hardware {100 * sim['hardware_accuracy']:.2f}% / golden "
               f"{100 * sim['golden_accuracy']:.2f}%, {sim['cycles_per_frame']['measured']} "
               f"cycles/frame ({sim_seconds:.0f} s)", flush=True)
         for entry in imported["differences"]:
             print(f"  difference: {entry}")
-        failed |= imported["agreeing"] != imported["frames"] or sim["mismatches"] != 0
+        failed |= (imported["agreeing"] != imported["frames"] or sim["mismatches"] != 0
+                   or sim["frames"] != (args.sim_count or len(data.test_y)))
     return 1 if failed else 0
 
 
