@@ -444,3 +444,30 @@ def test_refuses_with_one_line_and_writes_nothing(tmp_path, capsys, case):
     assert captured.err == f"bnnhw: error: {error.value}\n"
     assert "\n" not in str(error.value)
     assert not out.exists() and not list(out.parent.glob("*.npz"))
+
+
+def test_hidden_thresholds_come_from_the_exact_sums(tmp_path):
+    # +-0.1 weights straight into BipolarQuant: in reals the sum is 0 at p = N / 2, so the
+    # integer threshold is N / 2 for every neuron; the executor's float32 sums of 0.1 round
+    # near 0 either way, and each such difference is explained at its neuron.
+    rng = np.random.default_rng(6)
+    g = Graph([1, 16])
+    g.add("Mul", np.float32(2.0))
+    g.add("Sub", np.float32(1.0))
+    g.bipolar()
+    g.add("MatMul", _signs(rng, (16, 12), 0.1))
+    g.bipolar()
+    g.add("MatMul", _signs(rng, (12, 3)))
+    imported = import_model(g.save(tmp_path / "exact.onnx"))
+    assert imported.network.layers[1].thresholds.tolist() == [8] * 12
+    u = np.random.default_rng(2).integers(0, 256, (300, 16))
+    result = agree(imported, u)
+    for entry in result.differences:
+        if entry["layer"] is not None:
+            assert entry["layer"] == 1
+            assert re.fullmatch(r"layer 1 \(dense\) value \d+: executor bit [01], golden bit "
+                                r"[01], on inputs that agree; the executor's float value "
+                                r"before the quantizer is \S+: the float sums of the layer's "
+                                r"scaled weights round it to the other side of the boundary "
+                                r"the exact integers are on \(a float tie\)",
+                                entry["explanation"]), entry

@@ -105,13 +105,33 @@ def agree(imported, u, progress=None):
     differences = []
     for frame in np.flatnonzero(ex_classes != result.classes)[:10]:
         differences.append(_explain(imported, int(frame), ex_classes, ex_scores, result,
-                                    ex_bits))
+                                    ex_bits, u))
     return Agreement(frames=len(u), agreeing=agreeing, layer_bits=layer_bits,
                      differences=differences, executor_classes=ex_classes,
                      golden_classes=result.classes)
 
 
-def _explain(imported, frame, ex_classes, ex_scores, result, ex_bits):
+def _before_quantizer(imported, tap, u, frame, value):
+    """The executor's float value before the quantizer that made bit ``value`` (stream order)
+    of ``tap`` in frame ``frame``, as words."""
+    from qonnx.core.onnx_exec import execute_onnx
+    from .nodes import _stream_perm
+    if not tap.pre:
+        return "the float computation differs from the integer one (a float tie)"
+    # The same batch as the comparison: the executor's float sums depend on it.
+    start = frame - frame % _BATCH
+    chunk = u[start:start + _BATCH]
+    context = execute_onnx(_executor_model(imported, len(chunk)),
+                           {imported.input_name: _onnx_input(imported, chunk)},
+                           return_full_exec_context=True)
+    index = int(np.flatnonzero(_stream_perm(tap.shape) == value)[0])
+    x = float(np.asarray(context[tap.pre]).reshape(len(chunk), -1)[frame - start, index])
+    return (f"the executor's float value before the quantizer is {x:.9g}: the float sums of "
+            f"the layer's scaled weights round it to the other side of the boundary the exact "
+            f"integers are on (a float tie)")
+
+
+def _explain(imported, frame, ex_classes, ex_scores, result, ex_bits, u):
     """Why frame ``frame``'s classes differ: the first layer whose bits differ, its first
     differing value and how far its accumulator is from the threshold."""
     entry = {"frame": frame, "executor_class": int(ex_classes[frame]),
@@ -123,10 +143,11 @@ def _explain(imported, frame, ex_classes, ex_scores, result, ex_bits):
         if diff.size:
             entry["layer"], entry["value"] = tap.layer, int(diff[0])
             kind = imported.network.layers[tap.layer].kind
-            entry["explanation"] = (f"layer {tap.layer} ({kind}) value {int(diff[0])}: executor "
-                                    f"bit {int(got[diff[0]])}, golden bit {int(want[diff[0]])}; "
-                                    f"the float value before the quantizer rounds across its "
-                                    f"boundary (a float tie)")
+            value = int(diff[0])
+            why = _before_quantizer(imported, tap, u, frame, value)
+            entry["explanation"] = (f"layer {tap.layer} ({kind}) value {value}: executor bit "
+                                    f"{int(got[value])}, golden bit {int(want[value])}, on "
+                                    f"inputs that agree; {why}")
             return entry
     ints, floats = result.scores[frame], ex_scores[frame]
     a, b = int(result.classes[frame]), int(ex_classes[frame])

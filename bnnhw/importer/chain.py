@@ -84,20 +84,27 @@ def _tensor(name, array):
     return numpy_helper.from_array(np.asarray(array), name)
 
 
-def fit_thresholds(chain, *, base, slope, lo, hi, high):
-    """Integer thresholds of a layer whose pre-activation is ``base + slope * a`` for integers
-    ``a`` in ``lo..hi`` (float64 arrays per channel), its bit ``chain(value) == high``.
+def _affine(affine, a):
+    """``scale * (base + slope * a) + bias`` per channel, in float64: the integer part first,
+    so that ``+-1`` activations give the exact sum ``m * (2 p - N)`` before one rounding."""
+    scale, base, slope, bias = affine
+    return scale * (base + slope * a) + bias
+
+
+def fit_thresholds(chain, *, affine, lo, hi, high):
+    """Integer thresholds of a layer whose pre-activation is ``scale * (base + slope * a) +
+    bias`` (``affine``, float64 arrays per channel) for integers ``a`` in ``lo..hi``, its bit
+    ``chain(value) == high``.
 
     Returns ``(thresholds, flipped)``: channel ``c``'s bit is ``a >= thresholds[c]``, or, when
     ``flipped[c]``, ``a' >= thresholds[c]`` with ``a' = lo + hi - a`` (the weight row inverted).
     A channel whose bit is the same for every ``a`` gets ``lo`` (always 1) or ``hi + 1``
     (never). Raises :class:`ImportRefused` if a channel's bit is not monotone in ``a``.
     """
-    base, slope = np.asarray(base, np.float64), np.asarray(slope, np.float64)
-    channels = len(base)
+    channels = len(affine[0])
 
     def bits(a):
-        return chain.run(base + slope * a) == high
+        return chain.run(_affine(affine, a)) == high
 
     ends = bits(np.stack([np.full(channels, lo), np.full(channels, hi)]).astype(np.float64))
     at_lo, at_hi = ends[0], ends[1]
@@ -142,9 +149,9 @@ def fit_thresholds(chain, *, base, slope, lo, hi, high):
     return thresholds, flipped
 
 
-def fit_scores(chain, *, base, slope, n, limit=1 << 40):
-    """Integer ``scales`` and ``offsets`` of class scores ``chain(base + slope * p)`` over
-    popcounts ``p`` in ``0..n``, as the output kind computes them:
+def fit_scores(chain, *, affine, n, limit=1 << 40):
+    """Integer ``scales`` and ``offsets`` of class scores ``chain(value)`` over popcounts ``p``
+    in ``0..n`` (``value`` as for :func:`fit_thresholds`), as the output kind computes them:
     ``scales[c] * (2 p' - n) + offsets[c]`` with ``p' = p``, or ``n - p`` where ``flipped``.
 
     Exact: over every pair of classes and popcounts, a float score greater than another maps
@@ -153,10 +160,9 @@ def fit_scores(chain, *, base, slope, n, limit=1 << 40):
     float_ties)``: ``float_ties`` counts popcounts of one class that the floats round to one
     value (they cannot change the argmax, as one class has one popcount per frame).
     """
-    base, slope = np.asarray(base, np.float64), np.asarray(slope, np.float64)
-    classes = len(base)
+    classes = len(affine[0])
     p = np.arange(n + 1, dtype=np.float64)
-    scores = chain.run(base[None, :] + slope[None, :] * p[:, None])      # (n + 1, classes)
+    scores = chain.run(_affine([np.asarray(v)[None, :] for v in affine], p[:, None]))
     flipped = scores[n] < scores[0]
     scores = np.where(flipped[None, :], scores[::-1], scores)              # now over p'
     span = scores[n] - scores[0]

@@ -12,7 +12,7 @@ walk keeps one of three states for the tensor it has reached:
     a binary tensor whose values are ``v0`` (bit 0) or ``v1`` (bit 1), ONNX shape ``(C, H,
     W)`` or flattened;
 ``Acc``
-    a linear node's output (MatMul, Gemm, Conv), ``base + slope * a`` per channel for an
+    a linear node's output (MatMul, Gemm, Conv), ``m (base + slope a) + bias`` per channel for an
     integer ``a``, with elementwise nodes waiting for a quantizer (a hidden layer) or the end
     of the graph (the output layer).
 
@@ -266,7 +266,7 @@ class _Walker(_Nodes, _Linear):
                                   f"channel {int(bad[0])}); supported: x >= t")
             thresholds = self.per_image_channel(node, thresholds, state)
             self.add_layer(BinarizeLayer(thresholds=thresholds), node.output[0], v1,
-                           state.image)
+                           state.image, node.input[0])
             return _Bits(name=node.output[0], shape=state.shape, image=state.image, v0=v0, v1=v1)
         # A multi-bit quantizer on the input must keep every value: x = u * q.
         q = out[1, 0] if len(u) > 1 else 1.0
@@ -317,7 +317,7 @@ class _Walker(_Nodes, _Linear):
                                       f"scales and offsets of binary activations")
             if op in _QUANTIZERS and self.taps and self.taps[-1].name == state.name:
                 last = self.taps[-1]
-                self.taps[-1] = Tap(last.layer, node.output[0], v1, last.shape)
+                self.taps[-1] = Tap(last.layer, node.output[0], v1, last.shape, last.pre)
             return _Bits(name=node.output[0], shape=state.shape, image=state.image, v0=v0, v1=v1)
         if op == "MaxPool":
             return self.maxpool(node, state)
@@ -364,10 +364,10 @@ class _Walker(_Nodes, _Linear):
             levels = self.levels(node, state.rank, channels)
             v0, v1 = levels
             chain = self.chain(state.pending + [node], state.source, state.rank)
-            thresholds, flipped = fit_thresholds(chain, base=state.base, slope=state.slope,
+            thresholds, flipped = fit_thresholds(chain, affine=state.affine,
                                                  lo=state.lo, hi=state.hi, high=v1)
             layer = state.build[0](thresholds, flipped)
-            self.add_layer(layer, node.output[0], v1, state.image)
+            self.add_layer(layer, node.output[0], v1, state.image, node.input[0])
             return _Bits(name=node.output[0], shape=state.shape, image=state.image, v0=v0, v1=v1)
         if op == "MaxPool":
             self.refuse(node, "pools before the quantizer (a pool of integers, not of bits); "
@@ -388,7 +388,7 @@ class _Walker(_Nodes, _Linear):
         chain = self.chain(state.pending or [], state.source, state.rank)
         if not state.pending:
             chain = _Identity(chain)
-        scales, offsets, flipped, ties = fit_scores(chain, base=state.base, slope=state.slope,
+        scales, offsets, flipped, ties = fit_scores(chain, affine=state.affine,
                                                     n=state.hi)
         self.float_ties = ties
         self.scores_name = state.name

@@ -94,7 +94,7 @@ class _Linear:
         if binary is None:
             # Unsigned inputs x = u * scale: the value is m * scale * acc + bias.
             bound = fan_in * ((1 << self.input_bits) - 1)
-            base, slope, lo, hi = bias.copy(), m * raw_scale, -bound, bound
+            base, slope, lo, hi = np.zeros(o), np.full(o, raw_scale), -bound, bound
             kinds = (FirstLayer, dict(in_bits=self.input_bits)) if op != "Conv" else (
                 FirstConvLayer, dict(in_bits=self.input_bits))
             scores = False
@@ -102,8 +102,8 @@ class _Linear:
             v0, v1 = binary
             mid, half = (v0 + v1) / 2, (v1 - v0) / 2
             # x_i = mid + half s_i: the value is m (mid S + half (2 p - N)) + bias.
-            base = m * (mid * signs_sum - half * fan_in) + bias
-            slope, lo, hi = 2 * m * half, 0, fan_in
+            base = mid * signs_sum - half * fan_in
+            slope, lo, hi = np.full(o, 2 * half), 0, fan_in
             kinds = (DenseLayer, {}) if op != "Conv" else (ConvLayer, {})
             scores = op != "Conv"
         kind, extra = kinds
@@ -119,7 +119,7 @@ class _Linear:
 
         return _Acc(name=node.output[0], source=node.output[0], shape=out_shape,
                     build=(build, build_output),
-                    base=base, slope=np.broadcast_to(slope, (o,)).astype(np.float64), lo=lo,
+                    affine=(m, base, slope, np.array(bias, np.float64)), lo=lo,
                     hi=hi, rank=rank, image=image, scores=scores)
 
     # ---- linear outputs -------------------------------------------------------------------

@@ -17,11 +17,12 @@ _QUANTIZERS = {"BipolarQuant", "Quant", "MultiThreshold"}
 class Tap:
     """Where layer ``layer``'s output bits are in the graph: tensor ``name``, bit 1 where it
     equals ``high``; ``shape`` the ``(C, H, W)`` whose ONNX order (C, H, W) maps to bnnhw's
-    stream order."""
+    stream order; ``pre`` the quantizer's input, if a quantizer made the bits."""
     layer: int
     name: str
     high: float
     shape: tuple
+    pre: str = ""
 
 
 def _name(node):
@@ -52,8 +53,7 @@ class _Acc:
     name: str
     shape: tuple
     build: object             # (thresholds, flipped) -> layer, or (scales, offsets, flipped)
-    base: np.ndarray
-    slope: np.ndarray
+    affine: tuple             # (scale, base, slope, bias): scale * (base + slope * a) + bias
     lo: int
     hi: int
     rank: int
@@ -155,8 +155,8 @@ class _Nodes:
         self.refuse(node, f"reshapes {tuple(shape)} to {target}; supported: flattening to "
                           f"(1, N)")
 
-    def add_layer(self, layer, name, high, shape):
+    def add_layer(self, layer, name, high, shape, pre=""):
         index = len(self.layers)
         self.layers.append(layer)
         if name is not None:
-            self.taps.append(Tap(index, name, high, shape))
+            self.taps.append(Tap(index, name, high, shape, pre))
