@@ -471,3 +471,17 @@ def test_hidden_thresholds_come_from_the_exact_sums(tmp_path):
                                 r"scaled weights round it to the other side of the boundary "
                                 r"the exact integers are on \(a float tie\)",
                                 entry["explanation"]), entry
+
+
+def test_command_without_the_import_extra_says_so(tmp_path, capsys, monkeypatch):
+    import importlib.util
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: None if name == "qonnx" else find_spec(name, *args))
+    path, _, _ = tfc_graph(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["import", str(path), "-o", str(tmp_path / "net.npz")])
+    assert exit_.value.code == 1
+    assert capsys.readouterr().err == ("bnnhw: error: bnnhw import needs the import extra "
+                                       "(qonnx is missing): pip install 'bnnhw[import]'\n")
+    assert not (tmp_path / "net.npz").exists()

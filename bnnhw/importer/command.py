@@ -47,14 +47,15 @@ def _frames(args, net):
 
 
 def run_command(args):
+    import importlib.util
     from .. import artifact, datasets
     from ..paths import output_path
-    try:
-        from . import agree as agreement
-        from .graph import import_model
-    except ModuleNotFoundError as error:
-        raise BnnhwError(f"bnnhw import needs the import extra ({error.name} is missing): "
-                         f"pip install 'bnnhw[import]'") from None
+    from . import agree as agreement
+    from .graph import import_model
+    for module in ("onnx", "onnxruntime", "qonnx"):
+        if importlib.util.find_spec(module) is None:
+            raise BnnhwError(f"bnnhw import needs the import extra ({module} is missing): "
+                             f"pip install 'bnnhw[import]'")
     start = time.perf_counter()
     output_path(args.output, "network")
     bits = args.input_bits
