@@ -23,7 +23,7 @@ type and what is supported.
 """
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +59,6 @@ class Imported:
     output_name: str
     scores_name: str = ""    # the graph's float class scores
     float_ties: int = 0      # popcounts of one class that float scores round together
-    notes: list = field(default_factory=list)
 
 
 def read_model(path):
@@ -132,10 +131,10 @@ class _Walker(_Nodes, _Linear):
                           for init in graph.initializer}
         self.opsets = {o.domain: o.version for o in model.model.opset_import}
         self.opsets.setdefault("qonnx.custom_op.general", 1)
-        self.layers, self.taps, self.notes = [], [], []
+        self.layers, self.taps = [], []
         self.float_ties = 0
 
-    # ---- refusals -------------------------------------------------------------------------
+    # ---- the walk -------------------------------------------------------------------------
 
     def run(self):
         model, graph = self.model, self.model.graph
@@ -350,7 +349,7 @@ class _Walker(_Nodes, _Linear):
         shape = (c, h // size, w // size)
         return _Bits(name=node.output[0], shape=shape, image=shape, v0=state.v0, v1=state.v1)
 
-    # ---- linear nodes ---------------------------------------------------------------------
+    # ---- linear outputs: quantizers close hidden layers, the end closes the output one ----
 
     def step_acc(self, node, state):
         op = node.op_type
@@ -419,7 +418,6 @@ class _Walker(_Nodes, _Linear):
                               f"{self.output_name}; supported: the class as the output")
         self.classes_output = True
 
-    # ---- helpers --------------------------------------------------------------------------
 
 class _Identity:
     """A chain of no nodes: the values themselves."""
@@ -458,4 +456,4 @@ def import_model(path, *, input_bits=8, divisor=None):
                     input_shape=walker.input_shape, divisor=divisor, taps=walker.taps,
                     classes_output=walker.classes_output, output_name=walker.output_name,
                     scores_name=walker.scores_name,
-                    float_ties=walker.float_ties, notes=walker.notes)
+                    float_ties=walker.float_ties)
