@@ -485,3 +485,21 @@ def test_command_without_the_import_extra_says_so(tmp_path, capsys, monkeypatch)
     assert capsys.readouterr().err == ("bnnhw: error: bnnhw import needs the import extra "
                                        "(qonnx is missing): pip install 'bnnhw[import]'\n")
     assert not (tmp_path / "net.npz").exists()
+
+
+def test_first_layer_on_pixels_imports(tmp_path):
+    # A MatMul straight on x = u / 255: a first layer, its thresholds found by bisection
+    # over -A..A (A = 64 * 255, beyond the exhaustive check) and checked at each threshold.
+    rng = np.random.default_rng(8)
+    g = Graph([1, 64])
+    w = _signs(rng, (64, 10))
+    g.add("MatMul", w)
+    gamma = _batchnorm(g, rng, 10)
+    g.bipolar()
+    g.add("MatMul", _signs(rng, (10, 4)))
+    imported = import_model(g.save(tmp_path / "first.onnx"))
+    first = imported.network.layers[0]
+    assert first.kind == "first" and first.in_bits == 8
+    assert first.thresholds[1] in (-64 * 255, 64 * 255 + 1)          # gamma 0: constant
+    assert (first.weights[0] == (w[:, 0] < 0)).all() and gamma[0] < 0  # flipped row
+    _agrees(imported, frames=300)
