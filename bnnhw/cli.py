@@ -228,6 +228,11 @@ def run_report(args):
     return 0
 
 
+def run_import(args):
+    from .importer.command import run_command
+    return run_command(args)
+
+
 def run_sim(args):
     from .sim.bench import run_command
     return run_command(args)
@@ -355,6 +360,12 @@ def main(argv=None):
     p.add_argument("--dataset", metavar="DATASET",
                    help="the dataset the flow ran on (default: digits, if it was)")
     p.set_defaults(run=run_report)
+
+    p = commands.add_parser("import", help="import a binarized QONNX / ONNX model (Brevitas, "
+                                           "FINN), check it against the QONNX executor")
+    from .importer.command import add_arguments as import_arguments
+    import_arguments(p)
+    p.set_defaults(run=run_import)
 
     p = commands.add_parser("sim", help="check the gateware in Verilator against the golden model")
     p.add_argument("network", metavar="NETWORK", type=Path, help="network file (.npz)")

@@ -40,6 +40,17 @@ where it does not apply). Numbers are plain JSON numbers; accuracies are fractio
     ``samples`` (the test images the report shows: ``indices``, their ``golden`` classes and
     ``hardware`` classes, null if not simulated).
 
+``import``
+    ``model`` (the ONNX file), ``network`` (the file written), ``layers`` (each: ``index``,
+    ``kind``, ``input``, ``output``), ``input_bits``, ``input_divisor`` (the model takes
+    ``pixel / input_divisor``), ``dataset`` (a name, or ``"random"``), ``split`` (null for
+    random frames), ``frames``, ``agreeing`` (frames whose classes the QONNX executor and the
+    golden model agree on), ``class_agreement`` (a fraction), ``layer_bits`` (per layer whose
+    bits the graph has: ``layer``, ``kind``, ``bits``, ``agreeing``), ``differences`` (up to
+    10: ``frame``, ``executor_class``, ``golden_class``, ``layer`` and ``value`` of the first
+    differing bit or null, ``explanation``), ``float_ties`` (popcounts of one class whose
+    float scores round together), ``seconds``.
+
 A ``performance`` object: ``initiation_interval`` (cycles/frame), ``latency``,
 ``memory_bits``, ``bottleneck``, ``layers`` (each: ``kind``, ``folding``, ``cycles``,
 ``depth``, ``memory_bits``).
@@ -80,6 +91,9 @@ KEYS = {
               "seconds"),
     "run": ("network", "port", "images", "seconds", "images_per_second", "board_accuracy",
             "golden_accuracy", "mismatches", "first_mismatches", "retries", "bound_by"),
+    "import": ("model", "network", "layers", "input_bits", "input_divisor", "dataset", "split",
+               "frames", "agreeing", "class_agreement", "layer_bits", "differences",
+               "float_ties", "seconds"),
     "flow": ("output", "network", "dataset", "golden_accuracy", "test_frames", "self_check",
              "training", "folding", "performance", "verilog", "simulation", "build",
              "seconds", "ok", "samples"),

@@ -16,8 +16,8 @@ from amaranth.lib.wiring import In, Out
 from bnnhw import artifact, golden, kinds, testing
 from bnnhw.gateware.ports import beat_layout
 from bnnhw.gateware.top import NetworkTop, generate_verilog
-from bnnhw.kinds import (ConvLayer, DenseLayer, FirstConvLayer, FirstLayer, Layer,
-                         MaxPoolLayer, OutputLayer)
+from bnnhw.kinds import (BinarizeLayer, ConvLayer, DenseLayer, FirstConvLayer, FirstLayer,
+                         Layer, MaxPoolLayer, OutputLayer)
 from bnnhw.kinds.base import Figures
 from bnnhw.tensor import Tensor
 
@@ -144,7 +144,10 @@ def _layers():
     pools = [MaxPoolLayer(size=size).bind(Tensor(channels, height, width))
              for size, channels, height, width in ((2, 6, 5, 4), (3, 4, 7, 6), (2, 12, 4, 4),
                                                    (1, 2, 3, 3), (3, 8, 6, 7), (2, 6, 3, 2))]
-    return [first, dense, output, conv, first_conv] + pools
+    binarize = [BinarizeLayer(thresholds=np.array(t)).bind(Tensor(*shape, bits, "unsigned"))
+                for t, shape, bits in (([0], (1, 3, 4), 8), ([3, 16, 0], (3, 2, 4), 4),
+                                       ([1, 2, 3, 4, 0, 4], (6, 2, 3), 2))]
+    return [first, dense, output, conv, first_conv] + pools + binarize
 
 
 def _memories(layer, fold):

@@ -6,6 +6,7 @@ adding a kind is one file in this package and one line here (or a call to :func:
 """
 
 from .base import Checker, Figures, Layer
+from .binarize import BinarizeLayer
 from .conv import ConvLayer
 from .dense import DenseLayer
 from .first import FirstLayer
@@ -15,7 +16,7 @@ from .output import OutputLayer
 
 __all__ = ["KINDS", "register", "get_kind", "Layer", "Figures", "Checker",
            "FirstLayer", "DenseLayer", "OutputLayer", "FirstConvLayer", "ConvLayer",
-           "MaxPoolLayer"]
+           "MaxPoolLayer", "BinarizeLayer"]
 
 KINDS = {}
 
@@ -36,5 +37,6 @@ def get_kind(name):
     return KINDS.get(name)
 
 
-for _kind in (FirstLayer, DenseLayer, OutputLayer, FirstConvLayer, ConvLayer, MaxPoolLayer):
+for _kind in (FirstLayer, DenseLayer, OutputLayer, FirstConvLayer, ConvLayer, MaxPoolLayer,
+              BinarizeLayer):
     register(_kind)
