@@ -21,7 +21,8 @@ from .bits import words
 
 __all__ = ["stream_put", "stream_get", "FlashModel", "simulate", "put_frames", "run_frames", "unpack_bits",
            "unpack_results", "result_times", "interval_and_latency", "random_network",
-           "random_inputs", "random_cnn", "instantiated_memories", "stage_interval"]
+           "random_inputs", "random_cnn", "instantiated_memories", "stage_interval",
+           "random_abc_network"]
 
 
 async def _idle(ctx, rng, p):
@@ -315,3 +316,47 @@ def random_cnn(rng, input_shape, layers, classes, *, input_bits=8, extreme=True,
     built.append(artifact.OutputLayer(weights=w, offsets=rng.integers(-3, 4, classes), scales=s))
     return artifact.network(input_shape=input_shape, input_bits=input_bits, layers=built,
                             provenance={"source": "bnnhw.testing.random_cnn"})
+
+
+def random_abc_network(rng, sizes, *, weight_bases, act_bases, input_bits=8, extreme=True,
+                       scales=False, coefficient_max=8):
+    """A random, valid multi-base (ABC-Net) :class:`~bnnhw.artifact.Network`: an ``abc``
+    layer on the unsigned input, ``abc`` hidden layers, an ``abc_output`` layer.
+
+    ``weight_bases`` and ``act_bases`` are one M (and N) for all layers or a sequence with one
+    per layer (``act_bases`` one per layer but the last). Coefficients are drawn from
+    ``1..coefficient_max``; thresholds spread around 0, with ``extreme`` some at both ends of
+    their range.
+    """
+    from .kinds.abc import MultiBaseLayer, z_bound
+    from .kinds.abc_output import MultiBaseOutputLayer
+    from .tensor import Tensor
+    layers = len(sizes) - 1
+    ms = [weight_bases] * layers if isinstance(weight_bases, int) else list(weight_bases)
+    ns = [act_bases] * (layers - 1) if isinstance(act_bases, int) else list(act_bases)
+    tensor = Tensor.vector(sizes[0], bits=input_bits, encoding="unsigned")
+    built = []
+    for n, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        m = ms[n]
+        k = 1 if tensor.encoding == "unsigned" else tensor.bits
+        w = rng.integers(0, 2, (m, fan_out, fan_in), dtype=np.uint8)
+        c = rng.integers(1, coefficient_max + 1, (m, k))
+        if n == layers - 1:
+            s = rng.integers(1, 4, fan_out) if scales else np.ones(fan_out, np.int64)
+            built.append(MultiBaseOutputLayer(weights=w, coefficients=c, scales=s,
+                                              offsets=rng.integers(-5, 6, fan_out)))
+            break
+        probe = MultiBaseLayer(weights=w, coefficients=c,
+                               thresholds=np.zeros((fan_out, 1), np.int64)).bind(tensor)
+        bound = z_bound(probe)
+        top = 1 if tensor.encoding == "bipolar" else (1 << input_bits) - 1
+        spread = max(1, int(np.sqrt(fan_in)) * top * int(c.sum()))
+        t = rng.integers(-spread, spread + 1, (fan_out, ns[n]))
+        if extreme and fan_out * ns[n] >= 3:
+            t.flat[rng.integers(t.size)] = -bound
+            t.flat[rng.integers(t.size)] = bound + 1
+        t = np.clip(t, -bound, bound + 1)
+        built.append(MultiBaseLayer(weights=w, coefficients=c, thresholds=t))
+        tensor = Tensor.vector(fan_out, bits=ns[n])
+    return artifact.network(input_shape=(sizes[0],), input_bits=input_bits, layers=built,
+                            provenance={"source": "bnnhw.testing.random_abc_network"})

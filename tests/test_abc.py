@@ -1,0 +1,211 @@
+"""Multi-base (ABC-Net) layers: the golden model against a naive loop, the single-base case,
+the network file's checks."""
+
+import numpy as np
+import pytest
+
+from bnnhw import artifact, golden, testing
+from bnnhw.kinds.abc import MultiBaseLayer, z_bound
+from bnnhw.kinds.abc_output import MultiBaseOutputLayer
+from bnnhw.tensor import Tensor
+
+
+def _naive_z(weights, coefficients, x, unsigned):
+    """z per neuron of one frame, by explicit loops over bases, neurons and inputs."""
+    bases, out, width = weights.shape
+    z = []
+    for j in range(out):
+        total = 0
+        for m in range(bases):
+            for n in range(coefficients.shape[1]):
+                d = 0
+                for i in range(width):
+                    w = 1 if weights[m, j, i] else -1
+                    v = int(x[i]) if unsigned else (1 if (int(x[i]) >> n) & 1 else -1)
+                    d += w * v
+                total += int(coefficients[m, n]) * d
+        z.append(total)
+    return z
+
+
+def _naive_network(layers, gammas, x):
+    """Scores of one frame through ``layers`` given in their unflipped form: a neuron with a
+    negative ``gammas[n][j]`` outputs bit k = (z <= t[j, k]) instead of (z >= t[j, k])."""
+    values, unsigned = list(x), True
+    for layer, gamma in zip(layers, gammas):
+        z = _naive_z(layer["weights"], layer["coefficients"], values, unsigned)
+        if "thresholds" not in layer:
+            return [int(s) * zc + int(o) for zc, s, o in zip(z, layer["scales"],
+                                                             layer["offsets"])]
+        values = []
+        for j, zj in enumerate(z):
+            bits = [(zj >= t) if gamma[j] > 0 else (zj <= t) for t in layer["thresholds"][j]]
+            values.append(sum(int(b) << k for k, b in enumerate(bits)))
+        unsigned = False
+    raise AssertionError("no output layer")
+
+
+def _random_unflipped(rng):
+    """A random multi-base network in torch's terms (some neurons with negative gamma), as
+    plain arrays, and its stored form (rows inverted, thresholds negated)."""
+    input_bits = int(rng.integers(1, 9))
+    depth = int(rng.integers(2, 4))
+    sizes = [int(rng.integers(1, 12)) * 2 + 1 for _ in range(depth)] + [int(rng.integers(2, 6))]
+    plain, gammas, stored = [], [], []
+    k = 1
+    for n, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        m = int(rng.integers(1, 5))
+        w = rng.integers(0, 2, (m, fan_out, fan_in), dtype=np.uint8)
+        c = rng.integers(1, 9, (m, k))
+        if n == len(sizes) - 2:
+            s, o = rng.integers(1, 4, fan_out), rng.integers(-9, 10, fan_out)
+            plain.append({"weights": w, "coefficients": c, "scales": s, "offsets": o})
+            gammas.append(np.ones(fan_out))
+            stored.append(MultiBaseOutputLayer(weights=w, coefficients=c, offsets=o, scales=s))
+            break
+        nb = int(rng.integers(1, 5))
+        tensor = (Tensor.vector(fan_in, input_bits, "unsigned") if n == 0
+                  else Tensor.vector(fan_in, k))
+        bound = z_bound(MultiBaseLayer(weights=w, coefficients=c,
+                                       thresholds=np.zeros((fan_out, 1), np.int64)), tensor)
+        t = rng.integers(-bound - 1, bound + 2, (fan_out, nb))
+        # Thresholds at the extremes: always, never, and the reachable ends.
+        for value in (-bound, bound + 1, bound, -bound + 1):
+            t.flat[rng.integers(t.size)] = value
+        gamma = rng.choice([-1.0, 1.0], fan_out)
+        # Negative gamma: z <= t; the stored form needs -t in -bound..bound + 1 too.
+        t[gamma < 0] = np.clip(t[gamma < 0], -bound - 1, bound)
+        t[gamma > 0] = np.clip(t[gamma > 0], -bound, bound + 1)
+        plain.append({"weights": w, "coefficients": c, "thresholds": t})
+        gammas.append(gamma)
+        flip = gamma < 0
+        w_stored = w.copy()
+        w_stored[:, flip, :] ^= 1
+        t_stored = np.where(flip[:, None], -t, t)
+        stored.append(MultiBaseLayer(weights=w_stored, coefficients=c, thresholds=t_stored))
+        k = nb
+    net = artifact.network(input_shape=(sizes[0],), input_bits=input_bits, layers=stored)
+    return net, plain, gammas
+
+
+def test_golden_equals_a_naive_loop_on_random_multi_base_networks():
+    rng = np.random.default_rng(11)
+    seen = set()
+    for _ in range(220):
+        net, plain, gammas = _random_unflipped(rng)
+        seen |= {(layer.bases, layer.input.bits) for layer in net.layers}
+        x = testing.random_inputs(rng, net, 6)
+        x[0] = 0
+        x[1] = net.input.limit - 1
+        result = golden.run(net, x)
+        for frame, scores in zip(x, result.scores):
+            assert scores.tolist() == _naive_network(plain, gammas, frame)
+    assert {(m, k) for m in range(1, 5) for k in range(1, 5)} <= seen
+
+
+def test_one_base_is_the_single_base_layers():
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        net = testing.random_network(rng, [int(rng.integers(1, 30)) for _ in range(3)] + [4],
+                                     input_bits=int(rng.integers(1, 9)), scales=True)
+        first, dense, output = net.layers
+        one = np.ones((1, 1), np.int64)
+        abc = [MultiBaseLayer(weights=first.weights[None], coefficients=one,
+                              thresholds=first.thresholds[:, None]),
+               # p >= T iff z = 2p - F >= 2T - F (T = F + 1, never, is z >= F + 1)
+               MultiBaseLayer(weights=dense.weights[None], coefficients=one,
+                              thresholds=np.minimum(2 * dense.thresholds - dense.fan_in,
+                                                    dense.fan_in + 1)[:, None]),
+               MultiBaseOutputLayer(weights=output.weights[None], coefficients=one,
+                                    offsets=output.offsets, scales=output.scales)]
+        multi = artifact.network(input_shape=net.input_shape, input_bits=net.input_bits,
+                                 layers=abc)
+        x = testing.random_inputs(rng, net, 50)
+        single, many = golden.run(net, x), golden.run(multi, x)
+        for a, b in zip(single.activations, many.activations):
+            assert np.array_equal(a, b)
+        assert np.array_equal(single.scores, many.scores)
+        assert np.array_equal(single.classes, many.classes)
+
+
+def test_chains_with_single_base_layers():
+    # A single-base dense layer feeds an abc layer (K = 1); an abc layer with N = 1 feeds an
+    # output layer.
+    rng = np.random.default_rng(2)
+    base = testing.random_network(rng, [9, 7, 5, 3], input_bits=3)
+    first, dense, output = base.layers
+    abc = MultiBaseLayer(weights=rng.integers(0, 2, (2, 5, 7), dtype=np.uint8),
+                         coefficients=np.array([[3], [1]]),
+                         thresholds=rng.integers(-8, 9, (5, 1)))
+    net = artifact.network(input_shape=(9,), input_bits=3, layers=[first, abc, output])
+    x = testing.random_inputs(rng, net, 30)
+    result = golden.run(net, x)
+    assert net.layers[1].output == Tensor.vector(5, bits=1)
+    assert np.array_equal(result.scores, output.golden(abc.bind(Tensor.vector(7))
+                                                       .golden(first.golden(x))))
+
+
+def _layer(**changes):
+    fields = dict(weights=np.ones((2, 4, 6), np.uint8), coefficients=np.ones((2, 2), np.int64),
+                  thresholds=np.zeros((4, 3), np.int64))
+    fields.update(changes)
+    return MultiBaseLayer(**fields)
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"weights": np.ones((4, 6), np.uint8)},
+     r"layers\[1\]\.weights: expected a 3-D \(weight bases, out, in\) array, not shape "
+     r"\(4, 6\)"),
+    ({"weights": np.ones((2, 4, 5), np.uint8)},
+     r"layers\[1\]\.weights: fan-in 5 does not match the 6 values of the tensor it takes "
+     r"\(6 2-base\)"),
+    ({"weights": np.full((2, 4, 6), 2, np.uint8)},
+     r"layers\[1\]\.weights: values other than 0 and 1"),
+    ({"coefficients": np.ones((2, 1), np.int64)},
+     r"layers\[1\]\.coefficients: shape \(2, 1\) does not match the expected \(2, 2\)"),
+    ({"coefficients": np.zeros((2, 2), np.int64)},
+     r"layers\[1\]\.coefficients: values outside 1\.\.65536"),
+    ({"thresholds": np.zeros((4,), np.int64)},
+     r"layers\[1\]\.thresholds: shape \(4,\) does not match the expected \(4, N\) with N "
+     r"output bases in 1\.\.16"),
+    ({"thresholds": np.full((4, 3), 26, np.int64)},
+     r"layers\[1\]\.thresholds: values outside -24\.\.25"),
+    ({"thresholds": np.full((4, 3), 0.5)},
+     r"layers\[1\]\.thresholds: dtype float64 is not an integer type "
+     r"\(NaN or fractional values cannot be thresholds\)"),
+])
+def test_rejects_bad_arrays(changes, message):
+    with pytest.raises(artifact.ArtifactError, match=f"^net.npz: {message}$"):
+        _layer(**changes).check(Tensor.vector(6, bits=2),
+                                artifact.Checker("net.npz", "layers[1]"))
+
+
+def test_thresholds_range_counts_coefficients_and_pixels():
+    layer = _layer(coefficients=np.array([[3], [2]]), thresholds=np.full((4, 3), -450))
+    tensor = Tensor.vector(6, bits=4, encoding="unsigned")
+    assert layer.check(tensor, artifact.Checker("x")) == Tensor.vector(4, bits=3)
+    bad = _layer(coefficients=np.array([[3], [2]]), thresholds=np.full((4, 3), -451))
+    with pytest.raises(artifact.ArtifactError,
+                       match=r"^x: layers\[0\]\.thresholds: values outside -450\.\.451$"):
+        bad.check(tensor, artifact.Checker("x", "layers[0]"))
+
+
+def test_output_layer_refuses_unsigned_inputs():
+    layer = MultiBaseOutputLayer(weights=np.ones((1, 2, 3), np.uint8),
+                                 coefficients=np.ones((1, 1), np.int64),
+                                 offsets=np.zeros(2, np.int64), scales=np.ones(2, np.int64))
+    with pytest.raises(artifact.ArtifactError,
+                       match=r"^x: layers\[0\]: an abc_output layer takes binary bases, "
+                             r"not 3 8-bit$"):
+        layer.check(Tensor.vector(3, 8, "unsigned"), artifact.Checker("x", "layers[0]"))
+
+
+def test_random_abc_networks_are_not_constant():
+    rng = np.random.default_rng(4)
+    net = testing.random_abc_network(rng, [21, 15, 9, 5], weight_bases=3, act_bases=2)
+    x = testing.random_inputs(rng, net, 200)
+    result = golden.run(net, x)
+    for values in result.activations:
+        assert len(np.unique(values)) == 4
+    assert len(np.unique(result.classes)) >= 3
+
