@@ -1,10 +1,12 @@
+# amaranth: UnusedElaboratable=no
 """Multi-base (ABC-Net) layers: the golden model against a naive loop, the single-base case,
-the network file's checks."""
+the network file's checks, the gateware against the golden model."""
 
 import numpy as np
 import pytest
 
 from bnnhw import artifact, golden, testing
+from bnnhw.gateware.top import NetworkTop
 from bnnhw.kinds.abc import MultiBaseLayer, z_bound
 from bnnhw.kinds.abc_output import MultiBaseOutputLayer
 from bnnhw.tensor import Tensor
@@ -209,3 +211,68 @@ def test_random_abc_networks_are_not_constant():
         assert len(np.unique(values)) == 4
     assert len(np.unique(result.classes)) >= 3
 
+
+
+# ---- gateware ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("sizes,input_bits,bases,act,folding,in_simd", [
+    ([12, 8, 6, 4], 4, 2, 2, [(2, 3), (3, 4), (2, 6)], 1),
+    ([9, 7, 5, 3], 3, 3, 3, [(1, 1), (1, 1), (1, 1)], 3),          # fully folded, primes
+    ([10, 6, 6, 3], 2, 4, [1, 4], [(6, 10), (6, 6), (3, 6)], 10),   # fully unfolded
+    ([15, 9, 5], 5, [1, 4], 4, [(3, 5), (5, 3)], 5),
+])
+@pytest.mark.parametrize("memory", ["block", "distributed"])
+def test_network_matches_golden_under_stalls(sizes, input_bits, bases, act, folding, in_simd,
+                                             memory):
+    rng = np.random.default_rng([len(sizes), input_bits, in_simd])
+    net = testing.random_abc_network(rng, sizes, weight_bases=bases, act_bases=act,
+                                     input_bits=input_bits, scales=True)
+    frames = testing.random_inputs(rng, net, 10)
+    top = NetworkTop(net, folding, in_simd=in_simd, memory=memory)
+    received = testing.run_frames(top, frames, count=in_simd, width=input_bits, stalls=True,
+                                  seed=len(sizes))
+    scores, classes = testing.unpack_results(received, top.classes)
+    expected = golden.run(net, frames)
+    assert np.array_equal(scores, expected.scores)
+    assert np.array_equal(classes, expected.classes)
+
+
+def test_one_layer_stage_matches_golden_under_stalls():
+    # A hidden abc stage alone: N-bit values out, beats of pe values, stalls on both sides.
+    rng = np.random.default_rng(17)
+    net = testing.random_abc_network(rng, [14, 6, 3], weight_bases=3, act_bases=3,
+                                     input_bits=2)
+    layer = net.layers[0]
+    stage = layer.engine((3, 7))
+    frames = testing.random_inputs(rng, net, 12)
+    received = testing.run_frames(stage, frames, count=7, width=2, beats=2, stalls=True,
+                                  seed=4)
+    got = np.array([[(int(beat.data) >> (3 * k)) & 7 for beat in beats for k in range(3)]
+                    for beats in received])
+    assert [[int(beat.last) for beat in beats] for beats in received] == [[0, 1]] * 12
+    assert np.array_equal(got, layer.golden(frames))
+
+
+@pytest.mark.parametrize("folding,in_simd", [
+    ([(4, 16), (4, 8), (2, 32)], 16),
+    ([(32, 64), (16, 32), (10, 32)], 64),
+])
+def test_initiation_interval_matches_the_model(folding, in_simd):
+    net = testing.random_abc_network(np.random.default_rng(5), [64, 32, 32, 10],
+                                     weight_bases=2, act_bases=3, input_bits=5)
+    top = NetworkTop(net, folding, in_simd=in_simd)
+    interval, latency = testing.interval_and_latency(top, 8)
+    model = top.performance
+    assert abs(interval - model.initiation_interval) <= 0.02 * model.initiation_interval
+    assert abs(latency - model.latency) <= 0.1 * model.latency
+
+
+def test_network_file_round_trip(tmp_path):
+    rng = np.random.default_rng(8)
+    net = testing.random_abc_network(rng, [11, 7, 5, 3], weight_bases=[2, 3, 1],
+                                     act_bases=[4, 2])
+    loaded = artifact.load(artifact.save(net, tmp_path / "abc.npz"))
+    assert [layer.kind for layer in loaded.layers] == ["abc", "abc", "abc_output"]
+    assert loaded.tensors[1] == Tensor.vector(7, bits=4)
+    x = testing.random_inputs(rng, net, 40)
+    assert np.array_equal(golden.run(loaded, x).scores, golden.run(net, x).scores)

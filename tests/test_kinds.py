@@ -17,7 +17,7 @@ from bnnhw import artifact, golden, kinds, testing
 from bnnhw.gateware.ports import beat_layout
 from bnnhw.gateware.top import NetworkTop, generate_verilog
 from bnnhw.kinds import (ConvLayer, DenseLayer, FirstConvLayer, FirstLayer, Layer,
-                         MaxPoolLayer, OutputLayer)
+                         MaxPoolLayer, MultiBaseLayer, MultiBaseOutputLayer, OutputLayer)
 from bnnhw.kinds.base import Figures
 from bnnhw.tensor import Tensor
 
@@ -144,7 +144,17 @@ def _layers():
     pools = [MaxPoolLayer(size=size).bind(Tensor(channels, height, width))
              for size, channels, height, width in ((2, 6, 5, 4), (3, 4, 7, 6), (2, 12, 4, 4),
                                                    (1, 2, 3, 3), (3, 8, 6, 7), (2, 6, 3, 2))]
-    return [first, dense, output, conv, first_conv] + pools
+    abc_first = MultiBaseLayer(
+        weights=rng.integers(0, 2, (2, 6, 12), dtype=np.uint8), coefficients=np.array([[3], [1]]),
+        thresholds=rng.integers(-90, 90, (6, 3))).bind(Tensor.vector(12, 3, "unsigned"))
+    abc = MultiBaseLayer(weights=rng.integers(0, 2, (3, 6, 12), dtype=np.uint8),
+                         coefficients=rng.integers(1, 5, (3, 2)),
+                         thresholds=rng.integers(-40, 40, (6, 2))).bind(Tensor.vector(12, 2))
+    abc_output = MultiBaseOutputLayer(
+        weights=rng.integers(0, 2, (2, 6, 12), dtype=np.uint8),
+        coefficients=rng.integers(1, 4, (2, 3)), offsets=rng.integers(-3, 4, 6),
+        scales=rng.integers(1, 3, 6)).bind(Tensor.vector(12, 3))
+    return [first, dense, output, conv, first_conv] + pools + [abc_first, abc, abc_output]
 
 
 def _memories(layer, fold):

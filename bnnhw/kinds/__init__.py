@@ -5,6 +5,8 @@ it (see :mod:`bnnhw.kinds.base`). :data:`KINDS` maps the names used in network f
 adding a kind is one file in this package and one line here (or a call to :func:`register`).
 """
 
+from .abc import MultiBaseLayer
+from .abc_output import MultiBaseOutputLayer
 from .base import Checker, Figures, Layer
 from .conv import ConvLayer
 from .dense import DenseLayer
@@ -15,7 +17,7 @@ from .output import OutputLayer
 
 __all__ = ["KINDS", "register", "get_kind", "Layer", "Figures", "Checker",
            "FirstLayer", "DenseLayer", "OutputLayer", "FirstConvLayer", "ConvLayer",
-           "MaxPoolLayer"]
+           "MaxPoolLayer", "MultiBaseLayer", "MultiBaseOutputLayer"]
 
 KINDS = {}
 
@@ -36,5 +38,6 @@ def get_kind(name):
     return KINDS.get(name)
 
 
-for _kind in (FirstLayer, DenseLayer, OutputLayer, FirstConvLayer, ConvLayer, MaxPoolLayer):
+for _kind in (FirstLayer, DenseLayer, OutputLayer, FirstConvLayer, ConvLayer, MaxPoolLayer,
+              MultiBaseLayer, MultiBaseOutputLayer):
     register(_kind)

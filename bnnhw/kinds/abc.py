@@ -35,16 +35,18 @@ With ``M = K = N = 1`` and ``c = 1`` this is the ``dense`` layer with ``z = 2p -
 activation in bipolar base form: W1A2 and W2A2 networks (FINN's) are special cases.
 """
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..bits import base_bits, bipolar_dot, pack_bits, packed_xnor_popcount
+from ..gateware.plan import multibase_plan, signed_width
 from ..tensor import Tensor
-from .base import Layer
+from .matrix import MatrixLayer
 
-__all__ = ["MultiBaseLayer", "check_bases", "preactivation", "preactivation_logic",
-           "COEFFICIENT_LIMIT", "MAX_BASES"]
+__all__ = ["MultiBaseLayer", "MultiBaseMatrix", "check_bases", "preactivation",
+           "preactivation_logic", "COEFFICIENT_LIMIT", "MAX_BASES"]
 
 # Largest coefficient c_mn (17 bits unsigned).
 COEFFICIENT_LIMIT = 1 << 16
@@ -130,14 +132,11 @@ def preactivation_logic(layer, values):
 
 
 @dataclass(frozen=True, eq=False)
-class MultiBaseLayer(Layer):
-    """Multi-base (ABC-Net) dense layer: M weight bases, K input bases, N output bases."""
-    KIND = "abc"
-    ARRAYS = {"weights": "bits", "coefficients": "int", "thresholds": "int"}
-
-    weights: np.ndarray        # (M, out, F) uint8, 1 = +1
-    coefficients: np.ndarray   # (M, K) int64, 1..2**16
-    thresholds: np.ndarray     # (out, N) int64
+class MultiBaseMatrix(MatrixLayer):
+    """What the multi-base kinds share: ``weights`` ``(M, out, F)`` and ``coefficients``
+    ``(M, K)``, folded by ``pe`` neurons and ``simd`` inputs per cycle onto a multi-base
+    :class:`~bnnhw.gateware.engine.MatrixEngine` (all M * K products of a beat in parallel).
+    Not a kind itself."""
 
     @property
     def bases(self):
@@ -151,6 +150,51 @@ class MultiBaseLayer(Layer):
     @property
     def fan_out(self):
         return self.weights.shape[1]
+
+    def multibase_plan(self, fold, memory, thresholds=None):
+        tensor = self.input
+        unsigned = tensor.encoding == "unsigned"
+        zeros = self.fan_in - self.weights.sum(axis=2) if unsigned else None
+        return multibase_plan(mh=self.fan_out, mw=self.fan_in, pe=fold.pe, simd=fold.simd,
+                              coefficients=self.coefficients,
+                              in_bits=tensor.bits if unsigned else None,
+                              thresholds=thresholds, weight_zeros=zeros, memory=memory)
+
+    def multibase_figures(self, fold, memory, **options):
+        figures = self.matrix_figures(fold, memory, **options)
+        plan = self.plan(fold, memory)
+        # Per cycle: pe * simd * M * K XNORs (or add/subtract terms of unsigned values), and
+        # the constant-coefficient sums of the M * K trees.
+        logic = ({"adder_bits": plan.terms * plan.elem_width}
+                 if self.input.encoding == "unsigned" else {"xnor": plan.terms})
+        if plan.products > 1:
+            logic["adder_bits"] = logic.get("adder_bits", 0) + (
+                fold.pe * plan.products * signed_width(*plan.acc_bounds))
+        logic["stages"] = 1
+        return dataclasses.replace(figures, logic=logic)
+
+    def memory_words(self, fold, name):
+        from ..gateware.weights import multibase_words
+        if name != "weights":
+            raise ValueError(f"a {self.KIND} layer has no memory {name!r} with words to load")
+        return multibase_words(self.weights, fold.pe, fold.simd)
+
+    def engine_options(self, fold, memory):
+        tensor = self.input
+        return dict(weights=self.weights, coefficients=self.coefficients, pe=fold.pe,
+                    simd=fold.simd, memory=memory,
+                    in_bits=tensor.bits if tensor.encoding == "unsigned" else None)
+
+
+@dataclass(frozen=True, eq=False)
+class MultiBaseLayer(MultiBaseMatrix):
+    """Multi-base (ABC-Net) dense layer: M weight bases, K input bases, N output bases."""
+    KIND = "abc"
+    ARRAYS = {"weights": "bits", "coefficients": "int", "thresholds": "int"}
+
+    weights: np.ndarray        # (M, out, F) uint8, 1 = +1
+    coefficients: np.ndarray   # (M, K) int64, 1..2**16
+    thresholds: np.ndarray     # (out, N) int64
 
     @property
     def out_bases(self):
@@ -184,9 +228,20 @@ class MultiBaseLayer(Layer):
                 for z, row in zip(preactivation_logic(self, values), self.thresholds)]
 
     def acc_bits(self):
-        from ..gateware.plan import signed_width
         bound = z_bound(self)
         return signed_width(-bound, bound)
+
+    def plan(self, fold, memory="block"):
+        return self.multibase_plan(fold, memory, thresholds=self.thresholds)
+
+    def figures(self, fold, memory="block"):
+        return self.multibase_figures(fold, memory, output=self.output)
+
+    def engine_options(self, fold, memory):
+        return dict(super().engine_options(fold, memory), thresholds=self.thresholds)
+
+    def engine(self, fold, memory="block"):
+        return self.matrix_engine(self.check_fold(fold), memory)
 
     def notes(self):
         bound = z_bound(self)

@@ -13,15 +13,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..gateware.plan import signed_width
 from ..tensor import Tensor
-from .abc import check_bases, preactivation, preactivation_logic
-from .base import Layer
+from .abc import MultiBaseMatrix, check_bases, preactivation, preactivation_logic
+from .output import ARGMAX_DEPTH
 
 __all__ = ["MultiBaseOutputLayer"]
 
 
 @dataclass(frozen=True, eq=False)
-class MultiBaseOutputLayer(Layer):
+class MultiBaseOutputLayer(MultiBaseMatrix):
     """Multi-base output layer: class scores from M x K XNOR-popcounts, then argmax."""
     KIND = "abc_output"
     ARRAYS = {"weights": "bits", "coefficients": "int", "offsets": "int", "scales": "int"}
@@ -31,18 +32,6 @@ class MultiBaseOutputLayer(Layer):
     coefficients: np.ndarray   # (M, K) int64, 1..2**16
     offsets: np.ndarray        # (classes,) int64
     scales: np.ndarray         # (classes,) int64, positive
-
-    @property
-    def bases(self):
-        return self.weights.shape[0]
-
-    @property
-    def fan_in(self):
-        return self.weights.shape[2]
-
-    @property
-    def fan_out(self):
-        return self.weights.shape[1]
 
     @property
     def classes(self):
@@ -82,8 +71,31 @@ class MultiBaseOutputLayer(Layer):
                 zip(preactivation_logic(self, values), self.scales, self.offsets)]
 
     def acc_bits(self):
-        from ..gateware.plan import signed_width
         return signed_width(*self.score_bounds)
+
+    def plan(self, fold, memory="block"):
+        return self.multibase_plan(fold, memory)
+
+    def figures(self, fold, memory="block"):
+        plan = self.plan(fold, memory)
+        # As the output layer's: the argmax unit looks at one class per cycle.
+        depth = plan.depth + ARGMAX_DEPTH
+        return self.multibase_figures(fold, memory, output=None,
+                                      cycles=max(plan.cycles, self.classes + 1), depth=depth,
+                                      latency=plan.cycles + depth + 1 + fold.pe + 2,
+                                      out_count=1)
+
+    def engine(self, fold, memory="block"):
+        from ..gateware.argmax import ArgmaxUnit
+        from ..gateware.glue import Pipeline
+        fold = self.check_fold(fold)
+        engine = self.matrix_engine(fold, memory)
+        # The engine's accumulator is sum_mn c_mn p_mn, so z = 2 acc - F * sum(c): the
+        # argmax unit's popcount over a fan-in of F * sum(c).
+        argmax = ArgmaxUnit(scales=self.scales, offsets=self.offsets,
+                            fan_in=self.weighted_fan_in, lanes=fold.pe,
+                            pop_width=engine.plan.result_width)
+        return Pipeline([engine, argmax])
 
     def notes(self):
         return (f"W{self.bases} on {self.input.bits} bases, "
