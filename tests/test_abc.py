@@ -276,3 +276,47 @@ def test_network_file_round_trip(tmp_path):
     assert loaded.tensors[1] == Tensor.vector(7, bits=4)
     x = testing.random_inputs(rng, net, 40)
     assert np.array_equal(golden.run(loaded, x).scores, golden.run(net, x).scores)
+
+
+def test_finn_style_w2a2_is_a_special_case():
+    # A W2A2 MLP in FINN's terms: weights in {-3, -1, 1, 3}, unsigned 2-bit activations from
+    # three evenly spaced thresholds (a = how many z reaches), computed with plain integers;
+    # the same network as abc layers: M = 2 bases (alpha 1, 2), N = 3 thermometer bases.
+    rng = np.random.default_rng(5)
+    sizes, step = [10, 9, 7, 4], 6
+    finn_w = [rng.choice([-3, -1, 1, 3], (o, i)) for i, o in zip(sizes[:-1], sizes[1:])]
+    finn_t = [rng.integers(-20, 20, o) for o in sizes[1:-1]]
+    x = rng.integers(0, 4, (50, sizes[0]))
+    # FINN: z = w . a (inputs are 2-bit pixels a too), a' = #{k : z >= t + k * step}.
+    a = x
+    for w, t in zip(finn_w[:-1], finn_t):
+        z = a @ w.T
+        a = sum((z >= t + k * step).astype(np.int64) for k in range(3))
+    finn_scores = a @ finn_w[-1].T
+    # abc: w = 1 * B_0 + 2 * B_1 with B in {-1, +1}: B_1 = sign(w), B_0 = sign(w - 2 B_1).
+    layers, tensor_bases = [], None
+    for n, w in enumerate(finn_w):
+        b1 = np.where(w > 0, 1, -1)
+        b0 = w - 2 * b1
+        bits = np.stack([(b0 > 0), (b1 > 0)]).astype(np.uint8)
+        if n == 0:
+            layers.append(MultiBaseLayer(weights=bits, coefficients=np.array([[1], [2]]),
+                                         thresholds=np.stack([finn_t[0] + k * step
+                                                              for k in range(3)], axis=1)))
+            continue
+        # Inputs a in thermometer bases: sum_n x_n = 2a - 3, so with c_mn = alpha_m,
+        # z_abc = sum_i w_i (2 a_i - 3) = 2 z - 3 sum_i w_i.
+        c = np.array([[1, 1, 1], [2, 2, 2]])
+        rowsum = w.sum(axis=1)
+        if n < len(finn_w) - 1:
+            t = np.stack([2 * (finn_t[n] + k * step) - 3 * rowsum for k in range(3)], axis=1)
+            bound = w.shape[1] * 9                  # F * sum(c): beyond it, always or never
+            t = np.clip(t, -bound, bound + 1)
+            layers.append(MultiBaseLayer(weights=bits, coefficients=c, thresholds=t))
+        else:
+            layers.append(MultiBaseOutputLayer(weights=bits, coefficients=c,
+                                               offsets=3 * rowsum, scales=np.ones(4, np.int64)))
+    net = artifact.network(input_shape=(10,), input_bits=2, layers=layers)
+    result = golden.run(net, x)
+    assert np.array_equal(result.scores, 2 * finn_scores)
+    assert len(np.unique(result.classes)) > 1

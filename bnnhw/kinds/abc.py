@@ -30,9 +30,16 @@ BatchNorm gamma was negative is stored with all M of its weight rows inverted an
 thresholds negated (``z <= t`` becomes ``-z >= -t``), so every neuron uses ``>=``.
 
 With ``M = K = N = 1`` and ``c = 1`` this is the ``dense`` layer with ``z = 2p - F``
-(``p >= T`` iff ``z >= 2T - F``), or the ``first`` layer for unsigned inputs. With
-``beta_n = 2**n`` and evenly spaced thresholds the N output bits are an ordinary unsigned N-bit
-activation in bipolar base form: W1A2 and W2A2 networks (FINN's) are special cases.
+(``p >= T`` iff ``z >= 2T - F``), or the ``first`` layer for unsigned inputs.
+
+FINN-style quantized networks are special cases. An unsigned A-bit activation made by a
+multi-threshold (``a`` = how many of ``2**A - 1`` sorted thresholds ``z`` reaches) is
+``N = 2**A - 1`` output bases in thermometer code, and the next layer sees it exactly through
+equal coefficients: ``sum_n x_n = 2a - N`` per value, so ``sum_i w_i a_i = (sum_n d_n + N *
+sum_i w_i) / 2``. (Weighting bases by ``2**n`` instead would need binary-coded bits, which are
+not monotone in ``z``: N bases from N thresholds carry at most N + 1 levels.) Odd-level
+weights ``w`` in ``{-3, -1, 1, 3}`` (2 bits) are M = 2 bases with ``alpha = (1, 2)``. So W1A2
+is ``M = 1, N = 3`` and W2A2 ``M = 2, N = 3``, coefficients ``c_mn = alpha_m``.
 """
 
 import dataclasses
