@@ -22,7 +22,7 @@ from .bits import words
 __all__ = ["stream_put", "stream_get", "FlashModel", "simulate", "put_frames", "run_frames", "unpack_bits",
            "unpack_results", "result_times", "interval_and_latency", "random_network",
            "random_inputs", "random_cnn", "instantiated_memories", "stage_interval",
-           "random_abc_network"]
+           "random_abc_network", "random_abc_cnn"]
 
 
 async def _idle(ctx, rng, p):
@@ -360,3 +360,48 @@ def random_abc_network(rng, sizes, *, weight_bases, act_bases, input_bits=8, ext
         tensor = Tensor.vector(fan_out, bits=ns[n])
     return artifact.network(input_shape=(sizes[0],), input_bits=input_bits, layers=built,
                             provenance={"source": "bnnhw.testing.random_abc_network"})
+
+
+def random_abc_cnn(rng, input_shape, input_bits, specs, classes):
+    """A random, valid multi-base (ABC-Net) convolutional network on unsigned
+    ``input_bits``-bit inputs of ``input_shape``: ``specs`` of ``("conv", M, O, kh, kw, N)``,
+    ``("pool", p)`` and ``("dense", M, out, N)``; an abc_output layer of ``classes`` with M = 2
+    closes it. Thresholds spread around 0, one at each end of its range per layer."""
+    from .kinds import MaxPoolLayer, MultiBaseConvLayer, MultiBaseLayer, MultiBaseOutputLayer
+    from .tensor import Tensor
+    tensor = Tensor(*input_shape, input_bits, "unsigned")
+    layers = []
+    for spec in specs:
+        k = 1 if tensor.encoding == "unsigned" else tensor.bits
+        top = (1 << input_bits) - 1 if tensor.encoding == "unsigned" else 1
+        if spec[0] == "pool":
+            layers.append(MaxPoolLayer(size=spec[1]))
+            tensor = Tensor(tensor.channels, tensor.height // spec[1],
+                            tensor.width // spec[1], tensor.bits)
+            continue
+        if spec[0] == "conv":
+            _, m, o, kh, kw, n = spec
+            w = rng.integers(0, 2, (m, o, kh, kw, tensor.channels), dtype=np.uint8)
+            fan_in = kh * kw * tensor.channels
+        else:
+            _, m, o, n = spec
+            w = rng.integers(0, 2, (m, o, tensor.size), dtype=np.uint8)
+            fan_in = tensor.size
+        c = rng.integers(1, 5, (m, k))
+        bound = fan_in * top * int(c.sum())
+        spread = max(1, int(np.sqrt(fan_in)) * top * int(c.sum()) // 2)
+        t = np.clip(rng.integers(-spread, spread + 1, (o, n)), -bound, bound + 1)
+        t.flat[rng.integers(t.size)] = -bound
+        t.flat[rng.integers(t.size)] = bound + 1
+        if spec[0] == "conv":
+            layers.append(MultiBaseConvLayer(weights=w, coefficients=c, thresholds=t))
+            tensor = Tensor(o, tensor.height - kh + 1, tensor.width - kw + 1, n)
+        else:
+            layers.append(MultiBaseLayer(weights=w, coefficients=c, thresholds=t))
+            tensor = Tensor.vector(o, n)
+    layers.append(MultiBaseOutputLayer(
+        weights=rng.integers(0, 2, (2, classes, tensor.size), dtype=np.uint8),
+        coefficients=rng.integers(1, 4, (2, tensor.bits)), offsets=rng.integers(-4, 5, classes),
+        scales=rng.integers(1, 3, classes)))
+    return artifact.network(input_shape=input_shape, input_bits=input_bits, layers=layers,
+                            provenance={"source": "bnnhw.testing.random_abc_cnn"})

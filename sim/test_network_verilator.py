@@ -367,6 +367,23 @@ def test_multi_base_network_both_paths():
     assert reports[0][1].timing.latency == reports[1][1].timing.latency
 
 
+def test_multi_base_cnn_fast_path():
+    # An ABC-Net CNN: multi-base convolutions, a pool of 2-base values, stalls both sides.
+    from bnnhw import golden, testing
+    rng = np.random.default_rng(14)
+    net = testing.random_abc_cnn(rng, (2, 8, 7), 4, [("conv", 2, 6, 3, 3, 3),
+                                                     ("conv", 3, 8, 2, 2, 2), ("pool", 2),
+                                                     ("dense", 2, 8, 3)], 5)
+    x = testing.random_inputs(rng, net, 80)
+    expected = golden.run(net, x)
+    top, report = _simulate(net, x, expected, folding=[(3, 2), (4, 2), (4,), (4, 16), (5, 4)],
+                            in_simd=2, engine="fast", stall=0.3, seed=2)
+    assert report.ok, "\n".join(map(str, report.mismatches[:5]))
+    assert report.frames == 80
+    assert abs(report.timing.interval - top.performance.initiation_interval) <= (
+        0.02 * top.performance.initiation_interval)
+
+
 def _break_threshold(net, x, tmp_path):
     """Save ``net``, flip one hidden threshold in a copy of the file; return the broken copy.
 

@@ -7,6 +7,7 @@ import pytest
 
 from bnnhw import artifact, golden, testing
 from bnnhw.gateware.top import NetworkTop
+from bnnhw.kinds import MaxPoolLayer, MultiBaseConvLayer
 from bnnhw.kinds.abc import MultiBaseLayer, z_bound
 from bnnhw.kinds.abc_output import MultiBaseOutputLayer
 from bnnhw.tensor import Tensor
@@ -320,3 +321,74 @@ def test_finn_style_w2a2_is_a_special_case():
     result = golden.run(net, x)
     assert np.array_equal(result.scores, 2 * finn_scores)
     assert len(np.unique(result.classes)) > 1
+
+
+# ---- convolution and pooling -----------------------------------------------------------------
+
+def test_conv_golden_equals_a_naive_loop():
+    rng = np.random.default_rng(23)
+    for trial in range(30):
+        m, n, k = (int(v) for v in rng.integers(1, 5, 3))
+        c, h, w = (int(v) for v in rng.integers(1, 5, 3)) if trial % 2 else (2, 5, 4)
+        kh, kw = int(rng.integers(1, h + 1)), int(rng.integers(1, w + 1))
+        unsigned = trial % 3 == 0
+        tensor = Tensor(c, h, w, 3 if unsigned else k, "unsigned" if unsigned else "bipolar")
+        o = int(rng.integers(1, 5))
+        weights = rng.integers(0, 2, (m, o, kh, kw, c), dtype=np.uint8)
+        coefficients = rng.integers(1, 9, (m, 1 if unsigned else k))
+        bound = kh * kw * c * (7 if unsigned else 1) * int(coefficients.sum())
+        t = rng.integers(-bound, bound + 2, (o, n))
+        layer = MultiBaseConvLayer(weights=weights, coefficients=coefficients, thresholds=t)
+        assert layer.check(tensor, artifact.Checker("x")) == Tensor(
+            o, h - kh + 1, w - kw + 1, n)
+        layer = layer.bind(tensor)
+        x = rng.integers(0, tensor.limit, (3, tensor.size))
+        got = layer.golden(x)
+        for f, frame in enumerate(x):
+            image = frame.reshape(h, w, c)
+            expected = []
+            for y in range(h - kh + 1):
+                for xx in range(w - kw + 1):
+                    window = image[y:y + kh, xx:xx + kw, :].reshape(-1)
+                    z = _naive_z(weights.reshape(m, o, -1), coefficients, window, unsigned)
+                    expected += [sum(int(zj >= tj) << b for b, tj in enumerate(row))
+                                 for zj, row in zip(z, t)]
+            assert got[f].tolist() == expected
+
+
+def test_pooling_bases_pools_the_largest_preactivation():
+    # Every base of a multi-base layer is a threshold of one z, so the OR of each base over a
+    # window is the bases of the window's largest z.
+    rng = np.random.default_rng(3)
+    conv = MultiBaseConvLayer(weights=rng.integers(0, 2, (2, 3, 2, 2, 2), dtype=np.uint8),
+                              coefficients=np.array([[1, 2], [3, 1]]),
+                              thresholds=rng.integers(-12, 13, (3, 3))).bind(Tensor(2, 6, 6, 2))
+    pool = MaxPoolLayer(size=2).bind(conv.output)
+    x = rng.integers(0, 4, (40, 72))
+    from bnnhw.kinds.abc import matrix_preactivation
+    from bnnhw.kinds.conv import windows
+    (_, _, rows), = windows(x, conv.input, 2, 2)
+    z = matrix_preactivation(conv.matrix, conv.coefficients, conv.input, rows)
+    z = z.reshape(40, 5, 5, 3)[:, :4, :4].reshape(40, 2, 2, 2, 2, 3).max(axis=(2, 4))
+    bits = (z[..., None] >= conv.thresholds[None, None, None]).astype(np.int64)
+    expected = (bits << np.arange(3)).sum(axis=-1).reshape(40, -1)
+    assert np.array_equal(pool.golden(conv.golden(x)), expected)
+
+
+@pytest.mark.parametrize("folding,in_simd", [
+    ([(2, 1), (3, 2), (3,), (2, 6), (2, 4)], 1),
+    ([(1, 1), (1, 1), (1,), (1, 1), (1, 1)], 1),
+    ([(4, 2), (6, 4), (6,), (4, 24), (4, 4)], 2),
+])
+def test_cnn_matches_golden_under_stalls(folding, in_simd):
+    rng = np.random.default_rng(len(folding) + in_simd)
+    net = testing.random_abc_cnn(rng, (2, 6, 5), 3, [("conv", 2, 4, 2, 2, 3), ("conv", 3, 6, 2, 1, 2),
+                                              ("pool", 2), ("dense", 2, 4, 3)], 4)
+    frames = testing.random_inputs(rng, net, 6)
+    top = NetworkTop(net, folding, in_simd=in_simd)
+    received = testing.run_frames(top, frames, count=in_simd, width=3, stalls=True, seed=2)
+    scores, classes = testing.unpack_results(received, top.classes)
+    expected = golden.run(net, frames)
+    assert np.array_equal(scores, expected.scores)
+    assert np.array_equal(classes, expected.classes)
+    assert all(len(np.unique(a)) > 1 for a in expected.activations)

@@ -169,7 +169,7 @@ BROKEN = {
     "unknown kind": (_set(["layers", 1, "kind"], "conv2d"),
                      r"layers\[1\]\.kind: unknown layer kind 'conv2d'; this bnnhw knows "
                      r"'first', 'dense', 'output', 'first_conv', 'conv', 'maxpool', 'abc', "
-                     r"'abc_output'"),
+                     r"'abc_output', 'abc_conv'"),
     "kind order": (lambda m, a, p: (m["layers"][1].update({"kind": "output"}),
                                     a.update({"layers.1.offsets": np.zeros(4, np.int64),
                                               "layers.1.scales": np.ones(4, np.int64)}),

@@ -6,6 +6,7 @@ adding a kind is one file in this package and one line here (or a call to :func:
 """
 
 from .abc import MultiBaseLayer
+from .abc_conv import MultiBaseConvLayer
 from .abc_output import MultiBaseOutputLayer
 from .base import Checker, Figures, Layer
 from .conv import ConvLayer
@@ -17,7 +18,8 @@ from .output import OutputLayer
 
 __all__ = ["KINDS", "register", "get_kind", "Layer", "Figures", "Checker",
            "FirstLayer", "DenseLayer", "OutputLayer", "FirstConvLayer", "ConvLayer",
-           "MaxPoolLayer", "MultiBaseLayer", "MultiBaseOutputLayer"]
+           "MaxPoolLayer", "MultiBaseLayer", "MultiBaseOutputLayer",
+           "MultiBaseConvLayer"]
 
 KINDS = {}
 
@@ -39,5 +41,5 @@ def get_kind(name):
 
 
 for _kind in (FirstLayer, DenseLayer, OutputLayer, FirstConvLayer, ConvLayer, MaxPoolLayer,
-              MultiBaseLayer, MultiBaseOutputLayer):
+              MultiBaseLayer, MultiBaseOutputLayer, MultiBaseConvLayer):
     register(_kind)

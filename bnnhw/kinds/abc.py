@@ -53,7 +53,8 @@ from ..tensor import Tensor
 from .matrix import MatrixLayer
 
 __all__ = ["MultiBaseLayer", "MultiBaseMatrix", "check_bases", "preactivation",
-           "preactivation_logic", "COEFFICIENT_LIMIT", "MAX_BASES"]
+           "preactivation_logic", "matrix_preactivation", "matrix_preactivation_logic",
+           "multibase_logic", "COEFFICIENT_LIMIT", "MAX_BASES"]
 
 # Largest coefficient c_mn (17 bits unsigned).
 COEFFICIENT_LIMIT = 1 << 16
@@ -90,6 +91,19 @@ def check_bases(layer, tensor, check):
     return bases, out, width, k
 
 
+def multibase_logic(plan, tensor, fold, stages=1):
+    """The datapath sizes of a multi-base engine's ``plan`` for the fit estimate."""
+    # Per cycle: pe * simd * M * K XNORs (or add/subtract terms of unsigned values), and
+    # the constant-coefficient sums of the M * K trees.
+    logic = ({"adder_bits": plan.terms * plan.elem_width}
+             if tensor.encoding == "unsigned" else {"xnor": plan.terms})
+    if plan.products > 1:
+        logic["adder_bits"] = logic.get("adder_bits", 0) + (
+            fold.pe * plan.products * signed_width(*plan.acc_bounds))
+    logic["stages"] = stages
+    return logic
+
+
 def z_bound(layer, tensor=None):
     """Largest ``|z|`` any input can produce, a Python integer."""
     tensor = layer.input if tensor is None else tensor
@@ -100,8 +114,13 @@ def z_bound(layer, tensor=None):
 def preactivation(layer, x):
     """``z`` of every neuron for frames ``x`` ``(B, F)`` of the layer's input: ``(B, out)``
     int64, exact."""
+    return matrix_preactivation(layer.weights, layer.coefficients, layer.input, x)
+
+
+def matrix_preactivation(weights, coefficients, tensor, x):
+    """``z`` for rows ``x`` ``(B, F)`` of values of ``tensor``'s format, weights ``(M, out,
+    F)``: ``(B, out)`` int64, exact."""
     x = np.asarray(x)
-    weights, coefficients, tensor = layer.weights, layer.coefficients, layer.input
     bases, out, width = weights.shape
     z = np.zeros((len(x), out), np.int64)
     if tensor.encoding == "unsigned":
@@ -120,7 +139,11 @@ def preactivation(layer, x):
 def preactivation_logic(layer, values):
     """``z`` of every neuron as plain Amaranth arithmetic on the input ``values`` (stream
     order; unsigned values or K-bit base values)."""
-    weights, coefficients, tensor = layer.weights, layer.coefficients, layer.input
+    return matrix_preactivation_logic(layer.weights, layer.coefficients, layer.input, values)
+
+
+def matrix_preactivation_logic(weights, coefficients, tensor, values):
+    """:func:`matrix_preactivation` of one row of ``values`` as plain Amaranth arithmetic."""
     bases, out, width = weights.shape
     sums = []
     for j in range(out):
@@ -169,15 +192,7 @@ class MultiBaseMatrix(MatrixLayer):
 
     def multibase_figures(self, fold, memory, **options):
         figures = self.matrix_figures(fold, memory, **options)
-        plan = self.plan(fold, memory)
-        # Per cycle: pe * simd * M * K XNORs (or add/subtract terms of unsigned values), and
-        # the constant-coefficient sums of the M * K trees.
-        logic = ({"adder_bits": plan.terms * plan.elem_width}
-                 if self.input.encoding == "unsigned" else {"xnor": plan.terms})
-        if plan.products > 1:
-            logic["adder_bits"] = logic.get("adder_bits", 0) + (
-                fold.pe * plan.products * signed_width(*plan.acc_bounds))
-        logic["stages"] = 1
+        logic = multibase_logic(self.plan(fold, memory), self.input, fold)
         return dataclasses.replace(figures, logic=logic)
 
     def memory_words(self, fold, name):
