@@ -364,8 +364,8 @@ def random_abc_network(rng, sizes, *, weight_bases, act_bases, input_bits=8, ext
 
 def random_abc_cnn(rng, input_shape, input_bits, specs, classes):
     """A random, valid multi-base (ABC-Net) convolutional network on unsigned
-    ``input_bits``-bit inputs of ``input_shape``: ``specs`` of ``("conv", M, O, kh, kw, N)``,
-    ``("pool", p)`` and ``("dense", M, out, N)``; an abc_output layer of ``classes`` with M = 2
+    ``input_bits``-bit inputs of ``input_shape``: ``specs`` of ``("conv2d", M, O, kh, kw, N)``,
+    ``("pool", p)`` and ``("fc", M, out, N)``; an abc_output layer of ``classes`` with M = 2
     closes it. Thresholds spread around 0, one at each end of its range per layer."""
     from .kinds import MaxPoolLayer, MultiBaseConvLayer, MultiBaseLayer, MultiBaseOutputLayer
     from .tensor import Tensor
@@ -379,7 +379,7 @@ def random_abc_cnn(rng, input_shape, input_bits, specs, classes):
             tensor = Tensor(tensor.channels, tensor.height // spec[1],
                             tensor.width // spec[1], tensor.bits)
             continue
-        if spec[0] == "conv":
+        if spec[0] == "conv2d":
             _, m, o, kh, kw, n = spec
             w = rng.integers(0, 2, (m, o, kh, kw, tensor.channels), dtype=np.uint8)
             fan_in = kh * kw * tensor.channels
@@ -393,7 +393,7 @@ def random_abc_cnn(rng, input_shape, input_bits, specs, classes):
         t = np.clip(rng.integers(-spread, spread + 1, (o, n)), -bound, bound + 1)
         t.flat[rng.integers(t.size)] = -bound
         t.flat[rng.integers(t.size)] = bound + 1
-        if spec[0] == "conv":
+        if spec[0] == "conv2d":
             layers.append(MultiBaseConvLayer(weights=w, coefficients=c, thresholds=t))
             tensor = Tensor(o, tensor.height - kh + 1, tensor.width - kw + 1, n)
         else:

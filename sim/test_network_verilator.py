@@ -371,9 +371,9 @@ def test_multi_base_cnn_fast_path():
     # An ABC-Net CNN: multi-base convolutions, a pool of 2-base values, stalls both sides.
     from bnnhw import golden, testing
     rng = np.random.default_rng(14)
-    net = testing.random_abc_cnn(rng, (2, 8, 7), 4, [("conv", 2, 6, 3, 3, 3),
-                                                     ("conv", 3, 8, 2, 2, 2), ("pool", 2),
-                                                     ("dense", 2, 8, 3)], 5)
+    net = testing.random_abc_cnn(rng, (2, 8, 7), 4, [("conv2d", 2, 6, 3, 3, 3),
+                                                     ("conv2d", 3, 8, 2, 2, 2), ("pool", 2),
+                                                     ("fc", 2, 8, 3)], 5)
     x = testing.random_inputs(rng, net, 80)
     expected = golden.run(net, x)
     top, report = _simulate(net, x, expected, folding=[(3, 2), (4, 2), (4,), (4, 16), (5, 4)],

@@ -382,8 +382,9 @@ def test_pooling_bases_pools_the_largest_preactivation():
 ])
 def test_cnn_matches_golden_under_stalls(folding, in_simd):
     rng = np.random.default_rng(len(folding) + in_simd)
-    net = testing.random_abc_cnn(rng, (2, 6, 5), 3, [("conv", 2, 4, 2, 2, 3), ("conv", 3, 6, 2, 1, 2),
-                                              ("pool", 2), ("dense", 2, 4, 3)], 4)
+    net = testing.random_abc_cnn(rng, (2, 6, 5), 3, [("conv2d", 2, 4, 2, 2, 3),
+                                                     ("conv2d", 3, 6, 2, 1, 2), ("pool", 2),
+                                                     ("fc", 2, 4, 3)], 4)
     frames = testing.random_inputs(rng, net, 6)
     top = NetworkTop(net, folding, in_simd=in_simd)
     received = testing.run_frames(top, frames, count=in_simd, width=3, stalls=True, seed=2)

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from ..errors import FoldingError
 
 __all__ = ["MEMORIES", "SPRAM_WIDTH", "SPRAM_DEPTH", "MemoryPlan", "MatrixPlan", "matrix_plan",
-           "multibase_plan", "WindowPlan", "window_plan", "PoolPlan", "pool_plan", "tree_levels", "range_width",
-           "signed_width", "check_memory", "check_memories"]
+           "multibase_plan", "WindowPlan", "window_plan", "PoolPlan", "pool_plan", "tree_levels",
+           "range_width", "signed_width", "check_memory", "check_memories"]
 
 # What a layer's memories may be asked to be built from: block RAM (what an iCE40 has spare),
 # distributed LUT RAM / LUT ROM (faster on an ECP5), or, for weights, the single-port RAM of an

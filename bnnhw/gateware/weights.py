@@ -48,7 +48,8 @@ from ..bits import words as pack_words
 from .plan import SPRAM_DEPTH, SPRAM_WIDTH
 
 __all__ = ["MAGIC", "VERSION", "HEADER_BYTES", "IMAGE_OFFSET", "LoadStatus", "Block",
-           "multibase_words", "weight_words", "image_blocks", "image_header", "weight_image", "check_image",
+           "multibase_words", "weight_words", "image_blocks", "image_header", "weight_image",
+           "check_image",
            "ImageError", "WeightLoader", "write_signature"]
 
 MAGIC = b"BNNW"
