@@ -55,6 +55,28 @@ def synthesise(net, folding, name):
             "seconds": figures["total s"]}
 
 
+def plot(rows, path):
+    """Golden test accuracy against LUT4s, a point per (M, N)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+    figure, axes = plt.subplots(figsize=(5, 3.5), dpi=120)
+    synthesised = all(row.get("synth") for row in rows)
+    for row in rows:
+        luts = row["synth"]["luts"] if synthesised else row["estimate"]["luts"]
+        axes.plot(luts, 100 * row["golden"], "o", color="tab:blue")
+        axes.annotate(f"W{row['bases'].replace('x', 'A')}", (luts, 100 * row["golden"]),
+                      textcoords="offset points", xytext=(5, -10))
+    axes.set_xlabel("ECP5 LUT4 (" + ("Yosys" if synthesised else "fit estimate") + ")")
+    axes.set_ylabel("MNIST test accuracy (%)")
+    axes.set_title(f"SFC 784-256-256-256-10, {rows[0]['cycles']:,} cycles/frame")
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    temporary = path.with_name(path.stem + ".tmp" + path.suffix)
+    figure.savefig(temporary)
+    temporary.replace(path)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="abc_mnist", description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", metavar="DIR", default="/work/shared/datasets/mnist")
@@ -71,6 +93,9 @@ def main(argv=None):
     parser.add_argument("--pe", default="4,4,4,1", help="folding, one PE per layer")
     parser.add_argument("--simd", default="49,64,64,64", help="folding, one SIMD per layer")
     parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument("--plot", type=Path,
+                        help="draw accuracy against ECP5 LUT4s (synthesis, else the estimate) "
+                             "into this PNG")
     args = parser.parse_args(argv)
     args.out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -118,6 +143,8 @@ def main(argv=None):
               f"{row['estimate']['brams']:>9} {synth.get('luts', '-'):>7} "
               f"{synth.get('cells', '-'):>7} {synth.get('brams', '-'):>5} "
               f"{synth.get('fmax', '-'):>6}")
+    if args.plot and rows:
+        plot(rows, args.plot)
     if args.json:
         temporary = args.json.with_name(args.json.name + ".tmp")
         temporary.write_text(json.dumps(rows, indent=1))
