@@ -21,7 +21,8 @@ from .bits import words
 
 __all__ = ["stream_put", "stream_get", "FlashModel", "simulate", "put_frames", "run_frames", "unpack_bits",
            "unpack_results", "result_times", "interval_and_latency", "random_network",
-           "random_inputs", "random_cnn", "instantiated_memories", "stage_interval"]
+           "random_inputs", "random_cnn", "instantiated_memories", "stage_interval",
+           "random_abc_network", "random_abc_cnn"]
 
 
 async def _idle(ctx, rng, p):
@@ -315,3 +316,92 @@ def random_cnn(rng, input_shape, layers, classes, *, input_bits=8, extreme=True,
     built.append(artifact.OutputLayer(weights=w, offsets=rng.integers(-3, 4, classes), scales=s))
     return artifact.network(input_shape=input_shape, input_bits=input_bits, layers=built,
                             provenance={"source": "bnnhw.testing.random_cnn"})
+
+
+def random_abc_network(rng, sizes, *, weight_bases, act_bases, input_bits=8, extreme=True,
+                       scales=False, coefficient_max=8):
+    """A random, valid multi-base (ABC-Net) :class:`~bnnhw.artifact.Network`: an ``abc``
+    layer on the unsigned input, ``abc`` hidden layers, an ``abc_output`` layer.
+
+    ``weight_bases`` and ``act_bases`` are one M (and N) for all layers or a sequence with one
+    per layer (``act_bases`` one per layer but the last). Coefficients are drawn from
+    ``1..coefficient_max``; thresholds spread around 0, with ``extreme`` some at both ends of
+    their range.
+    """
+    from .kinds.abc import MultiBaseLayer, z_bound
+    from .kinds.abc_output import MultiBaseOutputLayer
+    from .tensor import Tensor
+    layers = len(sizes) - 1
+    ms = [weight_bases] * layers if isinstance(weight_bases, int) else list(weight_bases)
+    ns = [act_bases] * (layers - 1) if isinstance(act_bases, int) else list(act_bases)
+    tensor = Tensor.vector(sizes[0], bits=input_bits, encoding="unsigned")
+    built = []
+    for n, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        m = ms[n]
+        k = 1 if tensor.encoding == "unsigned" else tensor.bits
+        w = rng.integers(0, 2, (m, fan_out, fan_in), dtype=np.uint8)
+        c = rng.integers(1, coefficient_max + 1, (m, k))
+        if n == layers - 1:
+            s = rng.integers(1, 4, fan_out) if scales else np.ones(fan_out, np.int64)
+            built.append(MultiBaseOutputLayer(weights=w, coefficients=c, scales=s,
+                                              offsets=rng.integers(-5, 6, fan_out)))
+            break
+        probe = MultiBaseLayer(weights=w, coefficients=c,
+                               thresholds=np.zeros((fan_out, 1), np.int64)).bind(tensor)
+        bound = z_bound(probe)
+        top = 1 if tensor.encoding == "bipolar" else (1 << input_bits) - 1
+        spread = max(1, int(np.sqrt(fan_in)) * top * int(c.sum()))
+        t = rng.integers(-spread, spread + 1, (fan_out, ns[n]))
+        if extreme and fan_out * ns[n] >= 3:
+            t.flat[rng.integers(t.size)] = -bound
+            t.flat[rng.integers(t.size)] = bound + 1
+        t = np.clip(t, -bound, bound + 1)
+        built.append(MultiBaseLayer(weights=w, coefficients=c, thresholds=t))
+        tensor = Tensor.vector(fan_out, bits=ns[n])
+    return artifact.network(input_shape=(sizes[0],), input_bits=input_bits, layers=built,
+                            provenance={"source": "bnnhw.testing.random_abc_network"})
+
+
+def random_abc_cnn(rng, input_shape, input_bits, specs, classes):
+    """A random, valid multi-base (ABC-Net) convolutional network on unsigned
+    ``input_bits``-bit inputs of ``input_shape``: ``specs`` of ``("conv2d", M, O, kh, kw, N)``,
+    ``("pool", p)`` and ``("fc", M, out, N)``; an abc_output layer of ``classes`` with M = 2
+    closes it. Thresholds spread around 0, one at each end of its range per layer."""
+    from .kinds import MaxPoolLayer, MultiBaseConvLayer, MultiBaseLayer, MultiBaseOutputLayer
+    from .tensor import Tensor
+    tensor = Tensor(*input_shape, input_bits, "unsigned")
+    layers = []
+    for spec in specs:
+        k = 1 if tensor.encoding == "unsigned" else tensor.bits
+        top = (1 << input_bits) - 1 if tensor.encoding == "unsigned" else 1
+        if spec[0] == "pool":
+            layers.append(MaxPoolLayer(size=spec[1]))
+            tensor = Tensor(tensor.channels, tensor.height // spec[1],
+                            tensor.width // spec[1], tensor.bits)
+            continue
+        if spec[0] == "conv2d":
+            _, m, o, kh, kw, n = spec
+            w = rng.integers(0, 2, (m, o, kh, kw, tensor.channels), dtype=np.uint8)
+            fan_in = kh * kw * tensor.channels
+        else:
+            _, m, o, n = spec
+            w = rng.integers(0, 2, (m, o, tensor.size), dtype=np.uint8)
+            fan_in = tensor.size
+        c = rng.integers(1, 5, (m, k))
+        bound = fan_in * top * int(c.sum())
+        spread = max(1, int(np.sqrt(fan_in)) * top * int(c.sum()) // 2)
+        t = np.clip(rng.integers(-spread, spread + 1, (o, n)), -bound, bound + 1)
+        t.flat[rng.integers(t.size)] = -bound
+        t.flat[rng.integers(t.size)] = bound + 1
+        if spec[0] == "conv2d":
+            layers.append(MultiBaseConvLayer(weights=w, coefficients=c, thresholds=t))
+            tensor = Tensor(o, tensor.height - kh + 1, tensor.width - kw + 1, n)
+        else:
+            layers.append(MultiBaseLayer(weights=w, coefficients=c, thresholds=t))
+            tensor = Tensor.vector(o, n)
+    layers.append(MultiBaseOutputLayer(
+        weights=rng.integers(0, 2, (2, classes, tensor.size), dtype=np.uint8),
+        coefficients=rng.integers(1, 4, (2, tensor.bits)), offsets=rng.integers(-4, 5, classes),
+        scales=rng.integers(1, 3, classes)))
+    return artifact.network(input_shape=input_shape, input_bits=input_bits, layers=layers,
+                            provenance={"source": "bnnhw.testing.random_abc_cnn"})

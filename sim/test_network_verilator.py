@@ -350,6 +350,40 @@ def test_small_network_heavy_stalls_both_paths():
     assert reports[0].timing.latency == reports[1].timing.latency
 
 
+def test_multi_base_network_both_paths():
+    # ABC-Net layers: 3 weight bases, 3-bit (3-base) activations, folded; stalls both sides.
+    from bnnhw import golden, testing
+    net = testing.random_abc_network(np.random.default_rng(12), [16, 12, 8, 4],
+                                     weight_bases=3, act_bases=3, input_bits=4, scales=True)
+    x = testing.random_inputs(np.random.default_rng(13), net, 120)
+    expected = golden.run(net, x)
+    folding = [(3, 4), (4, 3), (2, 8)]
+    reports = [_simulate(net, x, expected, folding=folding, in_simd=4, engine=engine,
+                         stall=0.3, seed=6) for engine in ("cocotb", "fast")]
+    for top, report in reports:
+        assert report.ok, f"{report.engine}: " + "\n".join(map(str, report.mismatches[:5]))
+        assert report.frames == 120
+        assert report.timing.interval == top.performance.initiation_interval
+    assert reports[0][1].timing.latency == reports[1][1].timing.latency
+
+
+def test_multi_base_cnn_fast_path():
+    # An ABC-Net CNN: multi-base convolutions, a pool of 2-base values, stalls both sides.
+    from bnnhw import golden, testing
+    rng = np.random.default_rng(14)
+    net = testing.random_abc_cnn(rng, (2, 8, 7), 4, [("conv2d", 2, 6, 3, 3, 3),
+                                                     ("conv2d", 3, 8, 2, 2, 2), ("pool", 2),
+                                                     ("fc", 2, 8, 3)], 5)
+    x = testing.random_inputs(rng, net, 80)
+    expected = golden.run(net, x)
+    top, report = _simulate(net, x, expected, folding=[(3, 2), (4, 2), (4,), (4, 16), (5, 4)],
+                            in_simd=2, engine="fast", stall=0.3, seed=2)
+    assert report.ok, "\n".join(map(str, report.mismatches[:5]))
+    assert report.frames == 80
+    assert abs(report.timing.interval - top.performance.initiation_interval) <= (
+        0.02 * top.performance.initiation_interval)
+
+
 def _break_threshold(net, x, tmp_path):
     """Save ``net``, flip one hidden threshold in a copy of the file; return the broken copy.
 

@@ -168,7 +168,8 @@ BROKEN = {
                    r"tensor it takes \(7 3-bit\)"),
     "unknown kind": (_set(["layers", 1, "kind"], "conv2d"),
                      r"layers\[1\]\.kind: unknown layer kind 'conv2d'; this bnnhw knows "
-                     r"'first', 'dense', 'output', 'first_conv', 'conv', 'maxpool', 'binarize'"),
+                     r"'first', 'dense', 'output', 'first_conv', 'conv', 'maxpool', 'binarize', "
+                     r"'abc', 'abc_output', 'abc_conv'"),
     "kind order": (lambda m, a, p: (m["layers"][1].update({"kind": "output"}),
                                     a.update({"layers.1.offsets": np.zeros(4, np.int64),
                                               "layers.1.scales": np.ones(4, np.int64)}),

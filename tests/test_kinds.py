@@ -17,7 +17,8 @@ from bnnhw import artifact, golden, kinds, testing
 from bnnhw.gateware.ports import beat_layout
 from bnnhw.gateware.top import NetworkTop, generate_verilog
 from bnnhw.kinds import (BinarizeLayer, ConvLayer, DenseLayer, FirstConvLayer, FirstLayer,
-                         Layer, MaxPoolLayer, OutputLayer)
+                         Layer, MaxPoolLayer, MultiBaseConvLayer, MultiBaseLayer,
+                         MultiBaseOutputLayer, OutputLayer)
 from bnnhw.kinds.base import Figures
 from bnnhw.tensor import Tensor
 
@@ -147,7 +148,26 @@ def _layers():
     binarize = [BinarizeLayer(thresholds=np.array(t)).bind(Tensor(*shape, bits, "unsigned"))
                 for t, shape, bits in (([0], (1, 3, 4), 8), ([3, 16, 0], (3, 2, 4), 4),
                                        ([1, 2, 3, 4, 0, 4], (6, 2, 3), 2))]
-    return [first, dense, output, conv, first_conv] + pools + binarize
+    abc_first = MultiBaseLayer(
+        weights=rng.integers(0, 2, (2, 6, 12), dtype=np.uint8), coefficients=np.array([[3], [1]]),
+        thresholds=rng.integers(-90, 90, (6, 3))).bind(Tensor.vector(12, 3, "unsigned"))
+    abc = MultiBaseLayer(weights=rng.integers(0, 2, (3, 6, 12), dtype=np.uint8),
+                         coefficients=rng.integers(1, 5, (3, 2)),
+                         thresholds=rng.integers(-40, 40, (6, 2))).bind(Tensor.vector(12, 2))
+    abc_output = MultiBaseOutputLayer(
+        weights=rng.integers(0, 2, (2, 6, 12), dtype=np.uint8),
+        coefficients=rng.integers(1, 4, (2, 3)), offsets=rng.integers(-3, 4, 6),
+        scales=rng.integers(1, 3, 6)).bind(Tensor.vector(12, 3))
+    w = rng.integers(0, 2, (2, 6, 2, 3, 4), dtype=np.uint8)
+    abc_convs = [
+        MultiBaseConvLayer(weights=w, coefficients=np.array([[2, 1], [1, 3]]),
+                           thresholds=rng.integers(-60, 60, (6, 3))).bind(Tensor(4, 5, 4, 2)),
+        MultiBaseConvLayer(weights=w, coefficients=np.array([[2], [1]]),
+                           thresholds=rng.integers(-200, 200, (6, 2))).bind(
+                               Tensor(4, 4, 5, 3, "unsigned"))]
+    pools += [MaxPoolLayer(size=2).bind(Tensor(12, 4, 5, 3))]
+    return ([first, dense, output, conv, first_conv] + pools + binarize
+            + [abc_first, abc, abc_output] + abc_convs)
 
 
 def _memories(layer, fold):

@@ -189,6 +189,10 @@ def _tie_mask(norm, z, v):
     sigma = np.sqrt(p["var"] + p["eps"])
     z, v = z.astype(np.float64), v.astype(np.float64)
     magnitude = np.abs(p["gamma"]) * (np.abs(z) + np.abs(p["mean"])) / sigma + np.abs(p["beta"])
+    if v.ndim == z.ndim + 1:
+        # Multi-base: v holds the distances to each activation base's shift, (..., N); a value
+        # is at a tie when any of its bases is.
+        return (np.abs(v) <= TIE_RTOL * (magnitude[..., None] + np.abs(v))).any(axis=-1)
     return np.abs(v) <= TIE_RTOL * magnitude
 
 

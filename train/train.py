@@ -70,6 +70,11 @@ class Config:
     layers: str = None            # layer specification overriding the preset's, e.g.
                                   # "conv:16:3,pool:2,dense:64" (train/model.py parse_layers)
     scaling: str = "none"         # weight scaling: "none" or "alpha" (XNOR-Net mean|W| per row)
+    weight_bases: int = 1         # ABC-Net: M binary weight bases per layer (MLPs; train/abc.py)
+    act_bases: int = 1            # ABC-Net: N binary activation bases per hidden layer
+    fraction_bits: int = 4        # ABC-Net: coefficients alpha_m beta_n as integers 1..2**f
+    quantize_epochs: int = None   # ABC-Net: the last epochs train with the integer coefficients
+                                  # (None: a sixth of the epochs, at least one)
     epochs: int = None            # binarized epochs (after real_epochs); None: the preset's
     real_epochs: int = 0          # two-step training: real-valued epochs first (0: one step)
     batch_size: int = None        # frames per optimiser step; None: the preset's
@@ -142,7 +147,32 @@ class Config:
             raise ConfigError(f"shift must be a non-negative number of pixels, not {c.shift!r}")
         if not (isinstance(c.dropout, (int, float)) and 0 <= c.dropout < 1):
             raise ConfigError(f"dropout must be a probability with 0 <= P < 1, not {c.dropout!r}")
+        for name, top in (("weight_bases", 16), ("act_bases", 8), ("fraction_bits", 12)):
+            value = getattr(c, name)
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= top:
+                raise ConfigError(f"{name} must be an integer in 1..{top}, not {value!r}")
+        if c.multibase:
+            if c.hidden is None:
+                raise ConfigError(f"multi-base layers (weight_bases {c.weight_bases}, "
+                                  f"act_bases {c.act_bases}) are dense only, not {c.layers!r}")
+            if c.real_epochs:
+                raise ConfigError(f"real_epochs must be 0 with multi-base layers, "
+                                  f"not {c.real_epochs}")
+            if c.scaling != "none":
+                raise ConfigError(f"scaling must be 'none' with multi-base layers (their "
+                                  f"alphas are fitted), not {c.scaling!r}")
+            if c.quantize_epochs is None:
+                c.quantize_epochs = max(1, round(c.epochs / 6))
+            if (not isinstance(c.quantize_epochs, int) or isinstance(c.quantize_epochs, bool)
+                    or not 1 <= c.quantize_epochs <= c.epochs):
+                raise ConfigError(f"quantize_epochs must be an integer in 1..{c.epochs} "
+                                  f"(the epochs), not {c.quantize_epochs!r}")
         return c
+
+    @property
+    def multibase(self):
+        """Whether the run trains ABC-Net layers (more than one weight or activation base)."""
+        return self.weight_bases > 1 or self.act_bases > 1
 
     def checkpoint_path(self):
         """Return where this run's checkpoint lives."""
@@ -157,6 +187,8 @@ class Config:
         told apart by :func:`~bnnhw.datasets.fingerprint`, recorded beside these fields.
         """
         skip = {"checkpoint_dir", "resume", "output", "progress"}
+        if not self.multibase:            # single-base runs are recorded as before
+            skip |= {"weight_bases", "act_bases", "fraction_bits", "quantize_epochs"}
         fields = {k: (list(v) if isinstance(v, tuple) else v)
                   for k, v in dataclasses.asdict(self).items() if k not in skip}
         fields["dataset"] = dataset_name(self.dataset)
@@ -169,7 +201,14 @@ def _holds_cifar(spec):
 
 
 def build_model(config, dataset):
-    """Return a fresh :class:`BinaryNet` for a resolved `config` and a loaded `dataset`."""
+    """Return a fresh :class:`BinaryNet` (an :class:`~.abc.ABCNet` for multi-base runs) for a
+    resolved `config` and a loaded `dataset`."""
+    if config.multibase:
+        from .abc import ABCNet
+        return ABCNet(math.prod(dataset.shape), dataset.in_bits, config.hidden,
+                      dataset.classes, weight_bases=config.weight_bases,
+                      act_bases=config.act_bases, fraction_bits=config.fraction_bits,
+                      dropout=config.dropout)
     try:
         return BinaryNet(dataset.shape, dataset.in_bits, config.layers, dataset.classes,
                          scaling=config.scaling, dropout=config.dropout)
@@ -287,6 +326,9 @@ def train(config, dataset=None, *, log=None):
                     # Step two: binarize and fine-tune with a fresh optimiser.
                     model.binary = True
                     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+                if config.multibase:
+                    # The last epochs train with the integer coefficients that are exported.
+                    model.quantized = epoch >= total - config.quantize_epochs
                 began = time.monotonic()
                 record = _epoch(model, optimizer, config, epoch, train_x, train_y,
                                 dataset.shape, bar)
@@ -303,6 +345,8 @@ def train(config, dataset=None, *, log=None):
             if bar is not None:
                 bar.close()
         model.binary = True
+        if config.multibase:
+            model.quantized = True
         model.eval()
     return model, history
 
@@ -415,8 +459,13 @@ def main_train(config, *, log=None):
     model, history = train(config, dataset, log=log)
     seconds = time.monotonic() - started
     with _torch_settings(config.threads):
-        net = export_.export(model, input_shape=dataset.shape,
+        if config.multibase:
+            from .abc import export_abc
+            net = export_abc(model, input_shape=dataset.shape,
                              labels=[str(c) for c in range(dataset.classes)])
+        else:
+            net = export_.export(model, input_shape=dataset.shape,
+                                 labels=[str(c) for c in range(dataset.classes)])
         report = export_.self_check(model, net, dataset.test_x, dataset.test_y)
     provenance = {
         # The dataset by name and SHA-256 digests, never by a path of this machine.
@@ -464,6 +513,18 @@ def add_arguments(parser):
                              "pool:SIZE and dense:NEURONS, e.g. conv:16:3,pool:2,dense:64")
     parser.add_argument("--scaling", choices=SCALINGS, default=d.scaling,
                         help="weight scaling (default: %(default)s)")
+    parser.add_argument("--weight-bases", metavar="M", type=int, default=d.weight_bases,
+                        help="ABC-Net: binary weight bases per layer, MLPs only "
+                             "(default: %(default)s)")
+    parser.add_argument("--act-bases", metavar="N", type=int, default=d.act_bases,
+                        help="ABC-Net: binary activation bases per hidden layer "
+                             "(default: %(default)s)")
+    parser.add_argument("--fraction-bits", metavar="F", type=int, default=d.fraction_bits,
+                        help="ABC-Net: coefficients are integers 1..2**F "
+                             "(default: %(default)s)")
+    parser.add_argument("--quantize-epochs", metavar="N", type=int, default=None,
+                        help="ABC-Net: the last N epochs train with the integer coefficients "
+                             "(default: a sixth of the epochs)")
     parser.add_argument("--epochs", metavar="N", type=int, default=None,
                         help="binarized training epochs (default: the preset's)")
     parser.add_argument("--real-epochs", metavar="N", type=int, default=d.real_epochs,
@@ -504,7 +565,10 @@ def _sizes(text):
 def config_from_args(args):
     """Return the :class:`Config` for arguments parsed with :func:`add_arguments`."""
     return Config(dataset=args.dataset, model=args.model, hidden=args.hidden, layers=args.layers,
-                  scaling=args.scaling, epochs=args.epochs, real_epochs=args.real_epochs,
+                  scaling=args.scaling, weight_bases=args.weight_bases,
+                  act_bases=args.act_bases, fraction_bits=args.fraction_bits,
+                  quantize_epochs=args.quantize_epochs,
+                  epochs=args.epochs, real_epochs=args.real_epochs,
                   shift=args.shift,
                   batch_size=args.batch_size, lr=args.lr, schedule=args.schedule,
                   dropout=args.dropout, seed=args.seed, threads=args.threads,

@@ -11,10 +11,10 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .fifo import CreditFIFO
-from .plan import matrix_plan
+from .plan import matrix_plan, multibase_plan
 from .ports import beat_layout
 from .spram import SPRAMBank
-from .weights import weight_words, write_signature
+from .weights import multibase_words, weight_words, write_signature
 
 __all__ = ["MatrixEngine", "shape_of"]
 
@@ -43,18 +43,51 @@ class MatrixEngine(wiring.Component):
     block RAMs Yosys uses without their output register). With ``vectors`` input vectors per
     frame (the windows of a convolution), ``last`` marks the final beat of every
     ``vectors``-th output vector only.
+
+    Multi-base (ABC-Net, :mod:`bnnhw.kinds.abc`), when ``coefficients`` ``(M, K)`` are given:
+    ``weights`` are ``(M, MH, MW)``, input features are K bases wide (bit ``n`` of a feature is
+    base ``n``) or unsigned ``in_bits``-bit values (K = 1). Per cycle and neuron, all M * K
+    XNOR-popcount (or add/subtract) trees of ``simd`` terms, each times its constant
+    coefficient, summed by a second tree (``tree_levels(M * K)`` more register levels):
+    ``acc = sum_mn c_mn p_mn``. ``thresholds`` ``(MH, N)`` are the layer's, on
+    ``z``; each output field is N bits, bit ``b`` ``acc >= `` the accumulator threshold of
+    ``thresholds[:, b]`` (:func:`~.plan.multibase_plan`). Without thresholds the output is the
+    accumulator. The weight memory's words hold ``pe * M * simd`` bits
+    (:func:`.weights.multibase_words`); cycles per frame are as for one base.
     """
 
     def __init__(self, *, weights, pe, simd, in_bits=None, thresholds=None, memory="block",
-                 vectors=1):
+                 vectors=1, coefficients=None):
         self.weights = np.asarray(weights, dtype=np.uint8)
         self.vectors = vectors
         self.pe, self.simd, self.in_bits, self.memory = pe, simd, in_bits, memory
-        self.mh, self.mw = self.weights.shape
-        weight_ones = None if in_bits is None else self.weights.sum(axis=1, dtype=np.int64)
-        self.plan = plan = matrix_plan(mh=self.mh, mw=self.mw, pe=pe, simd=simd, in_bits=in_bits,
-                                       thresholds=thresholds, weight_ones=weight_ones,
-                                       memory=memory)
+        self.coefficients = None
+        if coefficients is not None:
+            # Multi-base: M weight matrices, K input bases (or unsigned inputs), N thresholds.
+            self.coefficients = np.asarray(coefficients, dtype=np.int64)
+            if self.weights.ndim != 3 or self.coefficients.shape[0] != self.weights.shape[0]:
+                raise ValueError(f"weights must be (bases, neurons, inputs) with one row of "
+                                 f"coefficients per base, not {self.weights.shape} and "
+                                 f"{self.coefficients.shape}")
+            if (self.coefficients < 1).any():
+                raise ValueError(f"coefficients must be positive, not "
+                                 f"{int(self.coefficients.min())}")
+            if thresholds is not None and np.ndim(thresholds) != 2:
+                raise ValueError(f"thresholds of a multi-base engine must be (neurons, N), "
+                                 f"not shape {np.shape(thresholds)}")
+            self.bases, self.mh, self.mw = self.weights.shape
+            zeros = None if in_bits is None else (self.mw - self.weights.sum(axis=2))
+            self.plan = plan = multibase_plan(mh=self.mh, mw=self.mw, pe=pe, simd=simd,
+                                              coefficients=self.coefficients, in_bits=in_bits,
+                                              thresholds=thresholds, weight_zeros=zeros,
+                                              memory=memory)
+        else:
+            self.bases = 1
+            self.mh, self.mw = self.weights.shape
+            weight_ones = None if in_bits is None else self.weights.sum(axis=1, dtype=np.int64)
+            self.plan = plan = matrix_plan(mh=self.mh, mw=self.mw, pe=pe, simd=simd,
+                                           in_bits=in_bits, thresholds=thresholds,
+                                           weight_ones=weight_ones, memory=memory)
         self.nf, self.sf, self.cycles = plan.nf, plan.sf, plan.cycles
         self.levels, self.depth, self.fifo_depth = plan.levels, plan.depth, plan.fifo_depth
         self.elem_width, self.result_width = plan.elem_width, plan.result_width
@@ -63,6 +96,8 @@ class MatrixEngine(wiring.Component):
         self.memories = {m.name: m for m in plan.memories}
         if thresholds is None:
             self.thresholds = None
+        elif self.coefficients is not None:
+            self.thresholds = np.asarray(plan.acc_thresholds, dtype=np.int64)
         elif in_bits is None:
             self.thresholds = np.asarray(thresholds, dtype=np.int64)
         else:
@@ -183,8 +218,28 @@ class MatrixEngine(wiring.Component):
             terms.append((term, -(1 << b), (1 << b) - 1))
         return terms
 
-    def _tree(self, m, nodes):
-        """Sum ``nodes`` in a balanced tree with a register after every level."""
+    def _products(self, m, x, w):
+        """Multi-base: the weighted sum of the M * K popcount (or add/subtract) trees of one
+        neuron, from input word ``x`` (``simd`` values of K bases, or unsigned values) and
+        weight word ``w`` (M bases of ``simd`` bits), with bounds. Each tree's sum is times its
+        constant coefficient (shifts and adds), then a second tree sums them."""
+        simd, k = self.simd, self.coefficients.shape[1]
+        products = []
+        for base in range(self.bases):
+            wb = w[base * simd:(base + 1) * simd]
+            for n in range(k):
+                if self.in_bits is None:
+                    terms = [(~(x[i * k + n] ^ wb[i]), 0, 1) for i in range(simd)]
+                else:
+                    terms = self._terms(x, wb)
+                total, lo, hi = self._tree(m, terms, bounds=True)
+                c = int(self.coefficients[base, n])
+                products.append((total * c if c != 1 else total, lo * c, hi * c))
+        return self._tree(m, products, bounds=True)
+
+    def _tree(self, m, nodes, bounds=False):
+        """Sum ``nodes`` in a balanced tree with a register after every level (with
+        ``bounds``, return the sum's ``(value, lo, hi)``)."""
         while len(nodes) > 1:
             level = []
             for k in range(0, len(nodes) - 1, 2):
@@ -198,7 +253,7 @@ class MatrixEngine(wiring.Component):
                 m.d.sync += s.eq(a)
                 level.append((s, lo, hi))
             nodes = level
-        return nodes[0][0]
+        return nodes[0] if bounds else nodes[0][0]
 
     def elaborate(self, platform):
         m = Module()
@@ -290,16 +345,32 @@ class MatrixEngine(wiring.Component):
             # so that they arrive with a group's first sum. Up to two block RAMs wide on an
             # iCE40 (in LUTs the lookup took five LUT levels); wider, Yosys chooses.
             tw = self.plan.threshold_width
-            words = [sum((-int(self.thresholds[g * pe + n]) & ((1 << tw) - 1)) << (n * tw)
-                         for n in range(pe)) for g in range(nf)]
-            negated = self._rom(m, "thresholds", words, tags[self.levels].group)
+            if self.coefficients is None:
+                words = [sum((-int(self.thresholds[g * pe + n]) & ((1 << tw) - 1)) << (n * tw)
+                             for n in range(pe)) for g in range(nf)]
+                negated = self._rom(m, "thresholds", words, tags[self.levels].group)
+            else:
+                # N thresholds per neuron, compared with the whole accumulator: read so that
+                # they arrive with it (field n * N + b of the group's word).
+                nb = self.plan.out_bases
+                words = [sum((int(self.thresholds[g * pe + n, b]) & ((1 << tw) - 1))
+                             << ((n * nb + b) * tw) for n in range(pe) for b in range(nb))
+                         for g in range(nf)]
+                limits = self._rom(m, "thresholds", words, tags[1 + self.levels].group)
         # All PEs' weights in one memory, PE n's simd bits at [n * simd, (n + 1) * simd) of
         # the word of (group, beat) (:func:`.weights.weight_words`). Yosys would build small
         # ROMs from LUTs; block RAM is what an iCE40 has spare.
-        weights = self._rom(m, "weights", weight_words(self.weights, pe, simd), waddr)
+        if self.coefficients is None:
+            words, ww = weight_words(self.weights, pe, simd), simd
+        else:
+            words, ww = multibase_words(self.weights, pe, simd), self.bases * simd
+        weights = self._rom(m, "weights", words, waddr)
         for n in range(pe):
-            w = weights.word_select(n, simd) if pe > 1 else weights
-            total = self._tree(m, self._terms(x, w))
+            w = weights.word_select(n, ww) if pe > 1 else weights
+            if self.coefficients is None:
+                total = self._tree(m, self._terms(x, w))
+            else:
+                total = self._products(m, x, w)[0]
             acc = Signal(self.acc_shape, name=f"acc{n}")
             sum_tag = tags[2 + self.levels]
             result = Signal(self.result_width, name=f"result{n}")
@@ -307,6 +378,11 @@ class MatrixEngine(wiring.Component):
             if self.thresholds is None:
                 start = 0
                 m.d.sync += result.eq(acc)
+            elif self.coefficients is not None:
+                start = 0
+                nb = self.plan.out_bases
+                m.d.sync += result.eq(Cat(*(
+                    acc >= limits.word_select(n * nb + b, tw).as_signed() for b in range(nb))))
             else:
                 start = negated.word_select(n, tw).as_signed()
                 m.d.sync += result.eq(~acc[-1])

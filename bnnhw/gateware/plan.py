@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from ..errors import FoldingError
 
 __all__ = ["MEMORIES", "SPRAM_WIDTH", "SPRAM_DEPTH", "MemoryPlan", "MatrixPlan", "matrix_plan",
-           "WindowPlan", "window_plan", "PoolPlan", "pool_plan", "tree_levels", "range_width",
-           "signed_width", "check_memory", "check_memories"]
+           "multibase_plan", "WindowPlan", "window_plan", "PoolPlan", "pool_plan", "tree_levels",
+           "range_width", "signed_width", "check_memory", "check_memories"]
 
 # What a layer's memories may be asked to be built from: block RAM (what an iCE40 has spare),
 # distributed LUT RAM / LUT ROM (faster on an ECP5), or, for weights, the single-port RAM of an
@@ -123,6 +123,10 @@ class MatrixPlan:
     acc_hi: int
     threshold_width: int     # signed width of a stored -threshold (0 without thresholds)
     memories: tuple          # MemoryPlan, in the order the engine instantiates them
+    products: int = 1        # multi-base: weight bases x input bases summed (M * K), else 1
+    out_bases: int = 1       # multi-base: thresholds (output bits) per neuron, else 1
+    bases: int = 1           # multi-base: weight bases M, else 1
+    acc_thresholds: tuple = None   # multi-base: per neuron, the N thresholds on the accumulator
 
     @property
     def memory_bits(self):
@@ -131,8 +135,9 @@ class MatrixPlan:
 
     @property
     def terms(self):
-        """Products summed per cycle: ``pe * simd`` XNORs (or add/subtract terms)."""
-        return self.pe * self.simd
+        """Products summed per cycle: ``pe * simd`` XNORs (or add/subtract terms), times the
+        ``products`` of a multi-base engine."""
+        return self.pe * self.simd * self.products
 
 
 def matrix_plan(*, mh, mw, pe, simd, in_bits=None, thresholds=None, weight_ones=None,
@@ -188,6 +193,75 @@ def matrix_plan(*, mh, mw, pe, simd, in_bits=None, thresholds=None, weight_ones=
                       depth=depth, fifo_depth=fifo_depth, buffer_depth=buffer_depth,
                       acc_bounds=acc_bounds, acc_lo=acc_lo, acc_hi=acc_hi,
                       threshold_width=threshold_width, memories=tuple(memories))
+
+
+def multibase_plan(*, mh, mw, pe, simd, coefficients, in_bits=None, thresholds=None,
+                   weight_zeros=None, memory="block"):
+    """Plan a folded multi-base matrix engine (``MatrixEngine`` given ``coefficients``): M
+    weight bases over ``mw`` inputs of K bases (``in_bits`` None) or unsigned ``in_bits``-bit
+    values (K = 1), ``coefficients`` ``(M, K)`` positive integers.
+
+    Per cycle and neuron, M * K popcount (or add/subtract) trees of ``simd`` terms, each times
+    its constant coefficient, summed by a second tree: ``tree_levels(simd) +
+    tree_levels(M * K)`` register levels. ``thresholds`` ``(mh, N)`` are the engine's, on the
+    layer's, on ``z``; the engine compares the accumulator with ``acc_thresholds``: for base
+    inputs ``acc = sum_mn c_mn p_mn`` and ``z = 2 acc - mw * sum(c)``, so ``z >= t`` iff ``acc
+    >= ceil((t + mw * sum(c)) / 2)``; for unsigned inputs a term is ``w ? x : ~x`` (``-x - 1``
+    for a -1 weight), so ``z = acc + sum_m c_m * weight_zeros[m][j]``. Without thresholds the
+    output is the accumulator.
+    """
+    coefficients = [[int(c) for c in row] for row in coefficients]
+    bases, k = len(coefficients), len(coefficients[0])
+    total = sum(map(sum, coefficients))
+    nf, sf = mh // pe, mw // simd
+    levels = tree_levels(simd) + tree_levels(bases * k)
+    depth = levels + 3
+    if in_bits is None:
+        elem_width, term = k, (0, 1)
+    else:
+        elem_width, term = in_bits, (-(1 << in_bits), (1 << in_bits) - 1)
+    acc_bounds = (term[0] * mw * total, term[1] * mw * total)
+    acc_lo, acc_hi = acc_bounds
+    if thresholds is None:
+        result_width, threshold_width, out_bases = range_width(*acc_bounds), 0, 1
+        acc_t = None
+    else:
+        out_bases = len(thresholds[0])
+        if in_bits is None:
+            shift = [mw * total] * mh
+            acc_t = [[-(-(int(t) + s) // 2) for t in row] for row, s in zip(thresholds, shift)]
+        else:
+            acc_t = [[int(t) - sum(c[0] * int(z[j]) for c, z in zip(coefficients, weight_zeros))
+                      for t in row] for j, row in enumerate(thresholds)]
+        acc_t = tuple(tuple(min(max(t, acc_lo), acc_hi + 1) for t in row) for row in acc_t)
+        flat = [t for row in acc_t for t in row]
+        result_width = out_bases
+        threshold_width = range_width(min(-1, min(flat)), max(0, max(flat)))   # signed
+    fifo_depth = max(3, math.ceil((depth + 5) / sf) + 2)
+    buffer_depth = 2 << (sf - 1).bit_length()
+    memories = []
+    weight_memory, memory = memory, "block" if memory == "spram" else memory
+    if weight_memory == "spram" and nf * sf > SPRAM_DEPTH:
+        raise FoldingError(f"an SPRAM holds {SPRAM_DEPTH} words; {nf * sf} words of weights "
+                           f"per PE do not fit (use a larger pe or simd)")
+    buffer_style = ("registers" if buffer_depth < 8 and memory == "block" else memory)
+    memories.append(MemoryPlan("inbuf", "buffer", simd * elem_width, buffer_depth, buffer_style,
+                               rom=False))
+    if thresholds is not None:
+        width = pe * out_bases * threshold_width
+        style = ("constant" if nf == 1 else
+                 "distributed" if memory != "block" else "block" if width <= 32 else "auto")
+        memories.append(MemoryPlan("thresholds", "thresholds", width, nf, style, rom=True))
+    style = "constant" if nf * sf == 1 and weight_memory != "spram" else weight_memory
+    memories.append(MemoryPlan("weights", "weights", pe * bases * simd, nf * sf, style,
+                               rom=style != "spram"))
+    return MatrixPlan(mh=mh, mw=mw, pe=pe, simd=simd, elem_width=elem_width,
+                      result_width=result_width, nf=nf, sf=sf, cycles=nf * sf, levels=levels,
+                      depth=depth, fifo_depth=fifo_depth, buffer_depth=buffer_depth,
+                      acc_bounds=acc_bounds, acc_lo=acc_lo, acc_hi=acc_hi,
+                      threshold_width=threshold_width, memories=tuple(memories),
+                      products=bases * k, out_bases=out_bases, bases=bases,
+                      acc_thresholds=acc_t)
 
 
 @dataclass(frozen=True)

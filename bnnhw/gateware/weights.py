@@ -48,7 +48,8 @@ from ..bits import words as pack_words
 from .plan import SPRAM_DEPTH, SPRAM_WIDTH
 
 __all__ = ["MAGIC", "VERSION", "HEADER_BYTES", "IMAGE_OFFSET", "LoadStatus", "Block",
-           "weight_words", "image_blocks", "image_header", "weight_image", "check_image",
+           "multibase_words", "weight_words", "image_blocks", "image_header", "weight_image",
+           "check_image",
            "ImageError", "WeightLoader", "write_signature"]
 
 MAGIC = b"BNNW"
@@ -76,6 +77,17 @@ def weight_words(weights, pe, simd):
     rows = [pack_words(row, simd) for row in weights]
     return [sum(rows[g * pe + n][k] << (n * simd) for n in range(pe))
             for g in range(weights.shape[0] // pe) for k in range(weights.shape[1] // simd)]
+
+
+def multibase_words(weights, pe, simd):
+    """The words of the weight memory of a multi-base engine: ``weights`` ``(M, neurons,
+    fan-in)`` 0/1 folded by ``pe`` and ``simd``; PE ``n``'s ``M * simd`` bits of a word hold
+    base ``m``'s ``simd`` bits at ``[m * simd, (m + 1) * simd)``."""
+    weights = np.asarray(weights, dtype=np.uint8)
+    bases, mh, mw = weights.shape
+    # (M, mh, sf, simd) -> (mh, sf, M, simd): each beat's M bases side by side.
+    merged = weights.reshape(bases, mh, mw // simd, simd).transpose(1, 2, 0, 3)
+    return weight_words(merged.reshape(mh, -1), pe, bases * simd)
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,9 @@ it (see :mod:`bnnhw.kinds.base`). :data:`KINDS` maps the names used in network f
 adding a kind is one file in this package and one line here (or a call to :func:`register`).
 """
 
+from .abc import MultiBaseLayer
+from .abc_conv import MultiBaseConvLayer
+from .abc_output import MultiBaseOutputLayer
 from .base import Checker, Figures, Layer
 from .binarize import BinarizeLayer
 from .conv import ConvLayer
@@ -16,7 +19,8 @@ from .output import OutputLayer
 
 __all__ = ["KINDS", "register", "get_kind", "Layer", "Figures", "Checker",
            "FirstLayer", "DenseLayer", "OutputLayer", "FirstConvLayer", "ConvLayer",
-           "MaxPoolLayer", "BinarizeLayer"]
+           "MaxPoolLayer", "BinarizeLayer", "MultiBaseLayer", "MultiBaseOutputLayer",
+           "MultiBaseConvLayer"]
 
 KINDS = {}
 
@@ -38,5 +42,5 @@ def get_kind(name):
 
 
 for _kind in (FirstLayer, DenseLayer, OutputLayer, FirstConvLayer, ConvLayer, MaxPoolLayer,
-              BinarizeLayer):
+              BinarizeLayer, MultiBaseLayer, MultiBaseOutputLayer, MultiBaseConvLayer):
     register(_kind)

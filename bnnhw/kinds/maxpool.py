@@ -7,6 +7,10 @@ is +1) of the input's rows ``p y .. p y + p - 1``, columns ``p x .. p x + p - 1`
 ``c``. This is the pool of FINN's CNV, after the threshold: a pool before BatchNorm and sign
 is a different operation (a channel with negative gamma would turn max into min) and is not
 this kind.
+
+Values of several bases (``bits = K``, from multi-base layers) are pooled base by base: bit
+``n`` of the output is the OR of bit ``n`` over the window. As every base of a multi-base layer
+is a monotone threshold of one pre-activation ``z``, these are the bases of the largest ``z``.
 """
 
 from dataclasses import dataclass
@@ -30,7 +34,7 @@ class MaxPoolLayer(Layer):
     size: int
 
     def check(self, tensor, check):
-        check(tensor.encoding == "bipolar" and tensor.bits == 1,
+        check(tensor.encoding == "bipolar",
               f"a maxpool layer takes binary values, not {tensor.describe()}")
         size = self.size
         check(isinstance(size, int) and not isinstance(size, bool) and size >= 1,
@@ -38,23 +42,29 @@ class MaxPoolLayer(Layer):
         check(size <= tensor.height and size <= tensor.width,
               f"a {size}x{size} pool does not fit the {tensor.height}x{tensor.width} input",
               ".size")
-        return Tensor(tensor.channels, tensor.height // size, tensor.width // size)
+        return Tensor(tensor.channels, tensor.height // size, tensor.width // size, tensor.bits)
 
     def golden(self, x):
         c, h, w = self.input.shape
         p = self.size
         oh, ow = h // p, w // p
         x = np.asarray(x).reshape(len(x), h, w, c)[:, :oh * p, :ow * p]
-        pooled = x.reshape(len(x), oh, p, ow, p, c).max(axis=(2, 4))
-        return pooled.reshape(len(x), -1).astype(np.uint8)
+        windows = x.reshape(len(x), oh, p, ow, p, c)
+        if self.input.bits == 1:
+            pooled = windows.max(axis=(2, 4))
+        else:           # base by base: the OR of each bit
+            pooled = np.bitwise_or.reduce(np.bitwise_or.reduce(windows, axis=4), axis=2)
+        return pooled.reshape(len(x), -1).astype(np.asarray(x).dtype if self.input.bits > 1
+                                                 else np.uint8)
 
     def logic(self, values):
         from amaranth import Cat
         c, h, w = self.input.shape
         p = self.size
         at = lambda y, x, ch: values[(y * w + x) * c + ch]
-        return [Cat(*(at(y * p + dy, x * p + dx, ch) for dy in range(p)
-                      for dx in range(p))).any()
+        bits = self.input.bits
+        return [Cat(*(Cat(*(at(y * p + dy, x * p + dx, ch)[n] for dy in range(p)
+                            for dx in range(p))).any() for n in range(bits)))
                 for y in range(h // p) for x in range(w // p) for ch in range(c)]
 
     def notes(self):
@@ -65,8 +75,10 @@ class MaxPoolLayer(Layer):
 
     def plan(self, fold):
         c, h, w = self.input.shape
-        return pool_plan(height=h, width=w, channels=c, size=self.size, simd=fold.simd,
-                         bits=1)
+        # Bases pool independently: a value of K bases is K channels of bits to the unit.
+        bits = self.input.bits
+        return pool_plan(height=h, width=w, channels=c * bits, size=self.size,
+                         simd=fold.simd * bits, bits=1)
 
     def figures(self, fold, memory="block"):
         fold = self.check_fold(fold)
@@ -85,4 +97,6 @@ class MaxPoolLayer(Layer):
         from ..gateware.pool import MaxPool
         fold = self.check_fold(fold)
         c, h, w = self.input.shape
-        return MaxPool(height=h, width=w, channels=c, size=self.size, simd=fold.simd)
+        bits = self.input.bits
+        return MaxPool(height=h, width=w, channels=c * bits, size=self.size,
+                       simd=fold.simd * bits)

@@ -1,0 +1,146 @@
+"""ABC-Net training (train/abc.py): torch eval mode == the golden model of the exported
+``abc`` layers, exactly; ``bnnhw train --weight-bases M --act-bases N``."""
+
+import numpy as np
+import pytest
+
+import bnnhw.train                 # noqa: F401  (before torch: it sets OMP_WAIT_POLICY)
+from bnnhw import artifact, golden
+from bnnhw.datasets import load_dataset
+
+torch = pytest.importorskip("torch")
+
+from bnnhw.train import export, train as t                       # noqa: E402
+from bnnhw.train.abc import ABCNet, export_abc, fit_alpha, spread_shifts  # noqa: E402
+
+
+def _random_model(seed, in_bits, weight_bases, act_bases, hidden=(13, 7), classes=4,
+                  fraction_bits=4):
+    """An ABCNet with random weights, BatchNorm statistics (some gamma negative or zero),
+    activation shifts and betas, quantized, in eval mode; and inputs for it."""
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    model = ABCNet(21, in_bits, hidden, classes, weight_bases=weight_bases,
+                   act_bases=act_bases, fraction_bits=fraction_bits,
+                   mean=float(rng.uniform(0, 0.5)), std=float(rng.uniform(0.2, 2)))
+    x = rng.integers(0, 1 << in_bits, size=(300, 21))
+    for norm in model.norms:
+        norm.momentum = 1.0
+    model.quantized = True
+    model.train()
+    with torch.no_grad():
+        for layer in [*model.linears, model.output]:
+            layer.weight.uniform_(-1, 1)
+            if layer.log_beta is not None:
+                layer.log_beta.copy_(torch.as_tensor(rng.normal(size=layer.in_bases) * 0.7))
+        model(torch.from_numpy(x).float())
+        for norm, shifts in zip(model.norms, model.act_shifts):
+            size = norm.num_features
+            gamma = rng.normal(size=size)
+            gamma[rng.random(size) < 0.15] = 0
+            norm.weight.copy_(torch.as_tensor(gamma))
+            norm.bias.copy_(torch.as_tensor(rng.normal(size=size) * 0.5))
+            shifts.copy_(torch.as_tensor(np.sort(rng.normal(size=act_bases))))
+        model.offset.copy_(torch.as_tensor(rng.normal(size=classes)))
+    model.eval()
+    return model, x
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("in_bits,weight_bases,act_bases", [
+    (8, 1, 2), (8, 2, 2), (5, 3, 3), (1, 4, 1), (8, 2, 4)])
+def test_golden_equals_torch_eval_on_random_models(seed, in_bits, weight_bases, act_bases):
+    model, x = _random_model(seed, in_bits, weight_bases, act_bases)
+    net = export_abc(model, input_shape=(21,))
+    assert [layer.kind for layer in net.layers] == ["abc", "abc", "abc_output"]
+    assert net.layers[1].coefficients.shape == (weight_bases, act_bases)
+    result = golden.run(net, x)
+    with torch.no_grad():
+        _, _, bits, scores = model.trace(torch.from_numpy(x).float())
+    for n, b in enumerate(bits):
+        assert np.array_equal(result.activations[n], b.numpy()), f"layer {n}"
+        assert len(np.unique(b.numpy())) > 1, f"layer {n} is constant"
+    assert np.array_equal(result.scores, scores.numpy().astype(np.int64))
+    assert np.array_equal(result.classes, scores.argmax(dim=1).numpy())
+    report = export.self_check(model, net, x, np.zeros(len(x), np.int64))
+    assert report["class_agreement"] == len(x)
+
+
+def test_negative_gamma_rows_are_stored_inverted():
+    model, x = _random_model(5, 8, 2, 3)
+    net = export_abc(model, input_shape=(21,))
+    gamma = model.norms[1].weight.detach().numpy()
+    with torch.no_grad():
+        bases = model.linears[1].weight_bases().numpy() > 0
+    stored = net.layers[1].weights.astype(bool)
+    assert (gamma < 0).any()
+    assert np.array_equal(stored[:, gamma < 0], ~bases[:, gamma < 0])
+    assert np.array_equal(stored[:, gamma > 0], bases[:, gamma > 0])
+
+
+def test_weight_bases_are_abc_nets():
+    assert spread_shifts(1) == [0.0] and spread_shifts(3) == [-1.0, 0.0, 1.0]
+    torch.manual_seed(0)
+    w = torch.randn(40, 30)
+    bases = torch.stack([torch.where(w - w.mean() + u * w.std() >= 0, 1.0, -1.0)
+                         for u in spread_shifts(3)])
+    alpha = fit_alpha(w, bases)
+    fitted = (alpha.view(-1, 1, 1) * bases).sum(dim=0)
+    # More bases approximate the weights better; alpha minimises the error.
+    one = fit_alpha(w, bases[1:2])
+    assert (w - fitted).norm() < (w - one * bases[1]).norm()
+    for delta in (0.01, -0.01):
+        nudged = ((alpha + delta).view(-1, 1, 1) * bases).sum(dim=0)
+        assert (w - fitted).norm() < (w - nudged).norm()
+
+
+def test_export_needs_quantized_coefficients():
+    model, _ = _random_model(0, 8, 2, 2)
+    model.quantized = False
+    with pytest.raises(ValueError, match=r"^the model's coefficients are not quantized"):
+        export_abc(model, input_shape=(21,))
+
+
+def test_short_digits_run_matches_golden_exactly(tmp_path):
+    config = t.Config(hidden=(32, 16), epochs=4, threads=1, progress=False, weight_bases=2,
+                      act_bases=3, output=str(tmp_path / "abc.npz"))
+    path = t.main_train(config)
+    net = artifact.load(path)
+    p = net.provenance
+    assert [layer.kind for layer in net.layers] == ["abc", "abc", "abc_output"]
+    assert net.tensors[1].bits == 3 and net.layers[0].bases == 2
+    assert p["training"]["weight_bases"] == 2 and p["training"]["quantize_epochs"] == 1
+    digits = load_dataset("digits")
+    accuracy = float((golden.run(net, digits.test_x).classes == digits.test_y).mean())
+    assert p["golden_test_accuracy"] == p["torch_test_accuracy"] == accuracy > 0.85
+    assert p["self_check"]["class_agreement"] == 359
+    assert all(layer["mismatches"] == 0 for layer in p["self_check"]["layers"])
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"weight_bases": 0}, r"weight_bases must be an integer in 1\.\.16, not 0"),
+    ({"act_bases": 9}, r"act_bases must be an integer in 1\.\.8, not 9"),
+    ({"act_bases": 2, "layers": "conv:4:3,dense:8", "hidden": None},
+     r"multi-base layers \(weight_bases 1, act_bases 2\) are dense only, not "
+     r"'conv:4:3,dense:8'"),
+    ({"act_bases": 2, "real_epochs": 2}, r"real_epochs must be 0 with multi-base layers, not 2"),
+    ({"weight_bases": 2, "quantize_epochs": 5},
+     r"quantize_epochs must be an integer in 1\.\.3 \(the epochs\), not 5"),
+])
+def test_config_errors_are_one_line(tmp_path, overrides, message):
+    options = dict(hidden=(8,), epochs=3, threads=1, progress=False,
+                   output=str(tmp_path / "x.npz"))
+    options.update(overrides)
+    with pytest.raises(t.ConfigError, match=f"^{message}$"):
+        t.Config(**options).resolved()
+
+
+def test_cli_takes_the_base_options(tmp_path, capsys):
+    from bnnhw import cli
+    out = tmp_path / "abc.npz"
+    assert cli.main(["train", "-o", str(out), "--hidden", "16", "--epochs", "2",
+                     "--weight-bases", "3", "--act-bases", "2", "--threads", "1",
+                     "--no-progress"]) == 0
+    net = artifact.load(out)
+    assert net.layers[0].bases == 3 and net.tensors[1].bits == 2
+    assert "accuracy     golden" in capsys.readouterr().out
