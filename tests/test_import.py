@@ -425,8 +425,8 @@ def _refusals(tmp_path):
 
 REFUSALS = ["garbage", "absent", "relu", "2-bit activations", "float weights",
             "skip connection", "padding", "pool before threshold", "multi-bit thresholds",
-            "channels last", "argmax last", "top 2", "no scores", "reshape", "two inputs", "per-pixel binarize",
-            "constant scores"]
+            "channels last", "argmax last", "top 2", "no scores", "reshape", "two inputs",
+            "per-pixel binarize", "constant scores"]
 
 
 @pytest.mark.parametrize("case", REFUSALS)

@@ -25,6 +25,8 @@ class _Linear:
         return (w > 0).astype(np.uint8), m
 
     def linear(self, node, state, *, binary, raw_scale):
+        """The ``_Acc`` state after MatMul, Gemm or Conv ``node`` on ``state``: on binary
+        values ``binary = (v0, v1)``, or on the input ``x = u * raw_scale``."""
         op = node.op_type
         if node.input[0] != state.name:
             self.refuse(node, "takes the data as its second operand; supported: data first, "
@@ -36,7 +38,6 @@ class _Linear:
                                   f"(C, H, W)")
             w = self.const(node, 1, "weights")
             group = self.attr(node, "group", 1)
-            kernel = list(w.shape[2:])
             strides = list(self.attr(node, "strides", [1, 1]))
             pads = list(self.attr(node, "pads", [0, 0, 0, 0]))
             dilations = list(self.attr(node, "dilations", [1, 1]))
