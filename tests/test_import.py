@@ -503,3 +503,55 @@ def test_first_layer_on_pixels_imports(tmp_path):
     assert first.thresholds[1] in (-64 * 255, 64 * 255 + 1)          # gamma 0: constant
     assert (first.weights[0] == (w[:, 0] < 0)).all() and gamma[0] < 0  # flipped row
     _agrees(imported, frames=300)
+
+
+def test_mutated_graphs_are_imported_or_refused_in_one_line(tmp_path):
+    # Nodes dropped, swapped or retyped, constants reshaped, attributes changed, inputs cut:
+    # every graph imports or is refused with one line, never another exception.
+    import copy
+
+    import onnx
+    bases = [onnx.load(str(tfc_graph(tmp_path)[0])), onnx.load(str(cnv_graph(tmp_path)))]
+    rng = np.random.default_rng(0)
+    ops = ["Mul", "Add", "MatMul", "Conv", "MaxPool", "BipolarQuant", "Reshape", "Flatten",
+           "ArgMax", "Gemm", "BatchNormalization", "Relu"]
+    refused = 0
+    for trial in range(80):
+        model = copy.deepcopy(bases[trial % 2])
+        graph = model.graph
+        n = int(rng.integers(len(graph.node)))
+        mutation = trial % 6
+        if mutation == 0:
+            del graph.node[n]
+        elif mutation == 1:
+            k = int(rng.integers(len(graph.node)))
+            a, b = copy.deepcopy(graph.node[n]), copy.deepcopy(graph.node[k])
+            graph.node[n].CopyFrom(b)
+            graph.node[k].CopyFrom(a)
+        elif mutation == 2:
+            graph.node[n].op_type = ops[rng.integers(len(ops))]
+            graph.node[n].domain = QONNX if graph.node[n].op_type == "BipolarQuant" else ""
+        elif mutation == 3:
+            i = int(rng.integers(len(graph.initializer)))
+            old = numpy_helper.to_array(graph.initializer[i])
+            shape = tuple(int(d) for d in rng.integers(1, 4, rng.integers(0, 4)))
+            graph.initializer[i].CopyFrom(numpy_helper.from_array(
+                rng.normal(size=shape).astype(old.dtype), graph.initializer[i].name))
+        elif mutation == 4:
+            for attr in graph.node[n].attribute:
+                if attr.type == onnx.AttributeProto.INT:
+                    attr.i = int(rng.integers(-2, 4))
+                elif attr.type == onnx.AttributeProto.INTS:
+                    attr.ints[:] = [int(x) for x in rng.integers(0, 4, len(attr.ints))]
+                elif attr.type == onnx.AttributeProto.FLOAT:
+                    attr.f = float(rng.normal())
+        elif graph.node[n].input:
+            graph.node[n].input[0] = "nowhere"
+        path = tmp_path / f"mutant{trial}.onnx"
+        path.write_bytes(model.SerializeToString())
+        try:
+            import_model(path)
+        except ImportRefused as error:
+            refused += 1
+            assert "\n" not in str(error) and str(error).startswith(f"{path}: "), str(error)
+    assert refused >= 40

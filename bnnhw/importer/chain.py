@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import BnnhwError
 
-__all__ = ["ImportRefused", "Chain", "fit_thresholds", "fit_scores"]
+__all__ = ["ImportRefused", "Chain", "fit_thresholds", "fit_scores", "quiet_onnxruntime"]
 
 # Domains up to this size are checked value by value after the bisection.
 _EXHAUSTIVE = 1 << 14
@@ -22,6 +22,13 @@ _EXHAUSTIVE = 1 << 14
 
 class ImportRefused(BnnhwError):
     """An ONNX graph bnnhw cannot import (unsupported or broken), as one line."""
+
+
+def quiet_onnxruntime():
+    """Keep onnxruntime's own error log off the terminal: a node it cannot run becomes one
+    refusal line (or, in the comparison, a traceback), not a log line too."""
+    import onnxruntime
+    onnxruntime.set_default_logger_severity(4)
 
 
 class Chain:
@@ -43,6 +50,7 @@ class Chain:
         from qonnx.core.modelwrapper import ModelWrapper
         from qonnx.core.onnx_exec import execute_onnx
         from qonnx.transformation.infer_shapes import InferShapes
+        quiet_onnxruntime()
         nodes = self.nodes if nodes is None else nodes
         values = np.asarray(values, dtype=np.float32)
         shape = list(values.shape) + [1] * (self.rank - 2)

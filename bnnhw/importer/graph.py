@@ -30,7 +30,7 @@ import numpy as np
 
 from .. import __version__, artifact
 from ..kinds import BinarizeLayer, MaxPoolLayer
-from .chain import ImportRefused, fit_scores, fit_thresholds
+from .chain import ImportRefused, fit_scores, fit_thresholds, quiet_onnxruntime
 from .linear import _Linear
 from .nodes import Tap, _Acc, _Bits, _Nodes, _Raw, _name
 
@@ -185,6 +185,7 @@ class _Walker(_Nodes, _Linear):
 
     def fold_constant(self, node):
         from qonnx.core.onnx_exec import execute_node
+        quiet_onnxruntime()
         context = {name: self.constants[name] for name in node.input if name}
         for name in node.output:
             context[name] = None
