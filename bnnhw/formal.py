@@ -16,6 +16,9 @@ The checkers here are written once and used for every component:
   component that moves elements in order (width converters, FIFOs): the element that leaves in
   position ``k`` is the one that came in in position ``k``, and no element leaves before it came
   in: nothing invented, lost, duplicated or reordered, for every ``k`` at once.
+* :class:`FrameTracker` records one input frame, chosen by the solver, for a reference of
+  the output frame written from it (components that reorder or combine values: the window
+  generator, max-pool, argmax).
 * :func:`bounded_liveness`: with input always offered and output always taken, an output beat
   leaves at least every ``within`` cycles.
 
@@ -31,15 +34,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from amaranth import Module, Mux, ResetSignal, Signal, Value
+from amaranth import Cat, Module, Mux, ResetSignal, Signal, Value
 from amaranth.asserts import AnyConst, AnySeq
 from amaranth.back import rtlil
 from amaranth.hdl import Assert, Assume
 
 from .errors import BnnhwError
 
-__all__ = ["FormalError", "Result", "run", "drive", "watch", "Tracker", "bounded_liveness",
-           "solver_available"]
+__all__ = ["FormalError", "Result", "run", "drive", "watch", "Tracker", "FrameTracker",
+           "bounded_liveness", "solver_available"]
 
 
 class FormalError(BnnhwError):
@@ -197,6 +200,64 @@ class Tracker:
         with m.If(fire):
             m.d.sync += self.left.eq(self.left + len(values))
         m.d.comb += Assert(self.left <= self.entered)
+
+
+class FrameTracker:
+    """Record one whole input frame, chosen by the solver, to check a component's output
+    frame against a reference written from it.
+
+    ``elements`` values of ``elem_width`` bits make an input frame. :meth:`enter` is called
+    with the input beats; :attr:`frame` (the input frame as one value, element ``k`` at bits
+    ``k * elem_width``) includes the beat entering in this very cycle, so a component may
+    pass a value on in the cycle it arrives. :meth:`leave` checks each output beat of the
+    tracked frame against ``expected[beat]``, values computed from :attr:`frame`: an output
+    that needs an element not yet in fails, because the solver is free to choose it."""
+
+    def __init__(self, *, elements, elem_width, frame_bits=2):
+        self.elements, self.elem_width = elements, elem_width
+        self.index = AnyConst(frame_bits)
+        self.recorded = Signal(elements * elem_width, name="recorded_frame")
+        self.frame = Signal(elements * elem_width, name="tracked_frame")
+        self.in_pos = Signal(range(elements + 1), name="in_pos")
+        self.in_frame = Signal(frame_bits + 2, name="in_frame")
+
+    def enter(self, m, fire, values):
+        n, w = len(values), self.elem_width
+        if self.elements % n:
+            raise ValueError(f"{n} values per beat do not divide a frame of {self.elements}")
+        m.d.comb += self.frame.eq(self.recorded)
+        with m.If(fire & (self.in_frame == self.index)):
+            for beat in range(self.elements // n):
+                with m.If(self.in_pos == beat * n):
+                    m.d.comb += self.frame[beat * n * w:(beat + 1) * n * w].eq(Cat(*values))
+        m.d.sync += self.recorded.eq(self.frame)
+        with m.If(fire):
+            with m.If(self.in_pos + n == self.elements):
+                m.d.sync += [self.in_pos.eq(0), self.in_frame.eq(self.in_frame + 1)]
+            with m.Else():
+                m.d.sync += self.in_pos.eq(self.in_pos + n)
+
+    def leave(self, m, fire, value, expected, *, last=None):
+        """Check output beats: ``value`` (the beat's payload to compare), ``expected`` (one
+        value per output beat of a frame), ``last`` (the beat's ``last`` flag, if any: high
+        on a frame's final beat only)."""
+        beats = len(expected)
+        out_beat = Signal(range(beats), name="out_beat")
+        out_frame = Signal(len(self.in_frame), name="out_frame")
+        with m.If(fire):
+            with m.If(out_beat == beats - 1):
+                m.d.sync += [out_beat.eq(0), out_frame.eq(out_frame + 1)]
+            with m.Else():
+                m.d.sync += out_beat.eq(out_beat + 1)
+        with m.If(fire & (out_frame == self.index)):
+            for k, want in enumerate(expected):
+                with m.If(out_beat == k):
+                    m.d.comb += Assert(value == want)
+        if last is not None:
+            with m.If(fire):
+                m.d.comb += Assert(last == (out_beat == beats - 1))
+        # No output beat of a frame before any of its input: frames are not invented.
+        m.d.comb += Assert(~fire | (out_frame <= self.in_frame))
 
 
 def bounded_liveness(m, fire, *, within, name="idle"):

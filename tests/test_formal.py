@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 import pytest
-from amaranth import Cat, Const, Module, Signal
+from amaranth import Cat, Const, Module, Mux, Signal, Value
 from amaranth.asserts import AnyConst, AnySeq
 from amaranth.hdl import Assert, Assume
 from amaranth.lib import wiring
@@ -219,3 +219,127 @@ def test_prove_mode_closes_by_induction(tmp_path):
     m.d.comb += Assert(count < 10)
     result = run(m, name="counter", depth=12, mode="prove", directory=tmp_path)
     assert result.passed and result.mode == "prove", result.describe()
+
+
+def check_window(height, width, channels, k, simd, bits):
+    """The window generator's output frame: for each window (top-left corner in raster
+    order), values in (ky, kx, channel) order, from input pixel (y + ky, x + kx)."""
+    from bnnhw.formal import FrameTracker
+    from bnnhw.gateware.window import WindowGenerator
+    m = Module()
+    dut = m.submodules.dut = WindowGenerator(height=height, width=width, channels=channels,
+                                             kh=k, kw=k, simd=simd, bits=bits)
+    drive(m, dut.i)
+    watch(m, dut.o)
+    tracker = FrameTracker(elements=height * width * channels, elem_width=bits)
+    tracker.enter(m, dut.i.valid & dut.i.ready, elements(dut.i.payload.data, simd, bits))
+    source = [((y + ky) * width + x + kx) * channels + c
+              for y in range(height - k + 1) for x in range(width - k + 1)
+              for ky in range(k) for kx in range(k) for c in range(channels)]
+    values = elements(tracker.frame, height * width * channels, bits)
+    expected = [Cat(*(values[s] for s in source[b * simd:(b + 1) * simd]))
+                for b in range(len(source) // simd)]
+    tracker.leave(m, dut.o.valid & dut.o.ready, dut.o.payload.data, expected,
+                  last=dut.o.payload.last)
+    return m
+
+
+def check_pool(height, width, channels, size, simd):
+    """Max-pool of bits: each output bit is the OR of its window's input bits."""
+    from bnnhw.formal import FrameTracker
+    from bnnhw.gateware.pool import MaxPool
+    m = Module()
+    dut = m.submodules.dut = MaxPool(height=height, width=width, channels=channels, size=size,
+                                     simd=simd)
+    drive(m, dut.i)
+    watch(m, dut.o)
+    tracker = FrameTracker(elements=height * width * channels, elem_width=1)
+    tracker.enter(m, dut.i.valid & dut.i.ready, elements(dut.i.payload.data, simd, 1))
+    bits = elements(tracker.frame, height * width * channels, 1)
+    pooled = []
+    for y in range(height // size):
+        for x in range(width // size):
+            for c in range(channels):
+                window = [bits[((y * size + dy) * width + x * size + dx) * channels + c]
+                          for dy in range(size) for dx in range(size)]
+                pooled.append(Cat(*window).any())
+    expected = [Cat(*pooled[b * simd:(b + 1) * simd]) for b in range(len(pooled) // simd)]
+    tracker.leave(m, dut.o.valid & dut.o.ready, dut.o.payload.data, expected,
+                  last=dut.o.payload.last)
+    return m
+
+
+# Depths cover a whole frame in and out (the solver may also stall, so later frames too).
+@pytest.mark.parametrize("height,width,channels,k,simd,bits,depth",
+                         [(2, 3, 1, 2, 1, 1, 18), (3, 3, 1, 2, 1, 2, 14)])
+def test_window_generator(height, width, channels, k, simd, bits, depth, tmp_path):
+    result = run(check_window(height, width, channels, k, simd, bits),
+                 name=f"window_{height}_{width}_{channels}_{k}_{simd}_{bits}", depth=depth,
+                 directory=tmp_path)
+    assert result.passed, result.describe()
+
+
+@pytest.mark.parametrize("height,width,channels,size,simd",
+                         [(2, 4, 1, 2, 1), (3, 3, 2, 3, 2)])
+def test_max_pool(height, width, channels, size, simd, tmp_path):
+    result = run(check_pool(height, width, channels, size, simd),
+                 name=f"pool_{height}_{width}_{channels}_{size}_{simd}", depth=14,
+                 directory=tmp_path)
+    assert result.passed, result.describe()
+
+
+def check_argmax(scales, offsets, fan_in, lanes, *, reference_offsets=None):
+    """Scores ``scale * (2p - N) + offset`` and the first class of the largest score."""
+    reference_offsets = offsets if reference_offsets is None else reference_offsets
+    from amaranth import signed
+    from bnnhw.formal import FrameTracker
+    from bnnhw.gateware.argmax import ArgmaxUnit
+    pop_width = fan_in.bit_length()
+    classes = len(scales)
+    m = Module()
+    dut = m.submodules.dut = ArgmaxUnit(scales=scales, offsets=offsets, fan_in=fan_in,
+                                        lanes=lanes, pop_width=pop_width)
+    drive(m, dut.i)
+    watch(m, dut.o)
+    # Popcounts are at most N: the engine before it never gives more.
+    with m.If(dut.i.valid):
+        for p in elements(dut.i.payload.data, lanes, pop_width):
+            m.d.comb += Assume(p <= fan_in)
+    tracker = FrameTracker(elements=classes, elem_width=pop_width)
+    tracker.enter(m, dut.i.valid & dut.i.ready, elements(dut.i.payload.data, lanes, pop_width))
+    pops = elements(tracker.frame, classes, pop_width)
+    scores = [Signal(signed(dut.score_width), name=f"score{c}") for c in range(classes)]
+    for c in range(classes):
+        count = Cat(pops[c], Const(0, 1)).as_signed()        # signed arithmetic throughout
+        m.d.comb += scores[c].eq(scales[c] * (2 * count - fan_in) + reference_offsets[c])
+    best = Const(0, range(classes))
+    for c in range(classes - 1, -1, -1):
+        # Class c wins if no class before it scores as much and none after it more.
+        wins = Const(1)
+        for d in range(classes):
+            if d < c:
+                wins = wins & (scores[d] < scores[c])
+            elif d > c:
+                wins = wins & (scores[d] <= scores[c])
+        best = Mux(wins, c, best)
+    cls = Signal(dut.cls_width, name="expected_class")
+    m.d.comb += cls.eq(best)
+    expected = Cat(cls, *scores)
+    tracker.leave(m, dut.o.valid & dut.o.ready, Value.cast(dut.o.payload), [expected])
+    return m
+
+
+@pytest.mark.parametrize("scales,offsets,fan_in,lanes",
+                         [([1, 1, 1], [0, 0, 0], 3, 1), ([2, 1, 3, 1], [1, -2, 0, 3], 5, 2)])
+def test_argmax(scales, offsets, fan_in, lanes, tmp_path):
+    result = run(check_argmax(scales, offsets, fan_in, lanes),
+                 name=f"argmax_{len(scales)}_{lanes}", depth=16, directory=tmp_path)
+    assert result.passed, result.describe()
+
+
+def test_reference_check_catches_a_wrong_offset(tmp_path):
+    # An argmax unit built with one class's offset off by one: a tie now goes the other way.
+    result = run(check_argmax([1, 1, 1], [0, 1, 0], 3, 1, reference_offsets=[0, 0, 0]),
+                 name="argmax_broken", depth=16, directory=tmp_path)
+    assert result.status == "fail"
+    assert result.trace is not None and result.trace.is_file()
