@@ -56,7 +56,7 @@ PRESETS = {
     "sfc": "dense:256,dense:256,dense:256",
     "lfc": "dense:1024,dense:1024,dense:1024",
     "digits_cnn": "conv:32:3,conv:64:3,pool:2,dense:128",
-    "mnist_cnn": "conv:16:3,conv:32:3,pool:2,conv:32:3,conv:64:3,pool:2",
+    "mnist_cnn": "conv:16:3,conv:32:3,pool:2,conv:64:3,pool:2",     # fits a UP5K (iCEBreaker)
     "cnv": "conv:64:3,conv:64:3,pool:2,conv:128:3,conv:128:3,pool:2,conv:256:3,conv:256:3,"
            "dense:512,dense:512",
 }

@@ -50,7 +50,7 @@ PRESET_DEFAULTS = {
     "sfc": {"epochs": 30, "batch_size": 100},
     "lfc": {"epochs": 30, "batch_size": 100},
     "digits_cnn": {"epochs": 60, "batch_size": 32},
-    "mnist_cnn": {"epochs": 20, "batch_size": 100},
+    "mnist_cnn": {"epochs": 30, "batch_size": 100},
     "cnv": {"epochs": 50, "batch_size": 100},
 }
 _CHECKPOINT_FORMAT = "bnnhw-train-checkpoint"
