@@ -65,11 +65,13 @@ def plot(rows, path):
     for row in rows:
         luts = row["synth"]["luts"] if synthesised else row["estimate"]["luts"]
         axes.plot(luts, 100 * row["golden"], "o", color="tab:blue")
-        axes.annotate(f"W{row['bases'].replace('x', 'A')}", (luts, 100 * row["golden"]),
+        m, n = row["bases"].split("x")
+        axes.annotate(f"M={m}, N={n}", (luts, 100 * row["golden"]),
                       textcoords="offset points", xytext=(5, -10))
     axes.set_xlabel("ECP5 LUT4 (" + ("Yosys" if synthesised else "fit estimate") + ")")
     axes.set_ylabel("MNIST test accuracy (%)")
-    axes.set_title(f"SFC 784-256-256-256-10, {rows[0]['cycles']:,} cycles/frame")
+    axes.set_title(f"SFC 784-256-256-256-10, M weight and N activation bases,\n"
+                   f"{rows[0]['cycles']:,} cycles/frame", fontsize=10)
     axes.grid(alpha=0.3)
     figure.tight_layout()
     temporary = path.with_name(path.stem + ".tmp" + path.suffix)

@@ -339,6 +339,12 @@ def main(argv=None):
                    help="training seed (default: %(default)s)")
     p.add_argument("--model", metavar="NAME",
                    help="training preset, e.g. digits_cnn (default: digits for the digits)")
+    p.add_argument("--weight-bases", metavar="M", type=int, default=1,
+                   help="ABC-Net: binary weight bases per layer of the trained MLP "
+                        "(default: %(default)s)")
+    p.add_argument("--act-bases", metavar="N", type=int, default=1,
+                   help="ABC-Net: binary activation bases per hidden layer "
+                        "(default: %(default)s)")
     p.add_argument("--board", choices=[*sorted(BOARDS), "none"], default="icebreaker",
                    help="board to build a bitstream for (default: %(default)s)")
     p.add_argument("--stall", metavar="P", type=float, default=0.3,

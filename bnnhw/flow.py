@@ -25,10 +25,11 @@ def _say(text):
     print(f"bnnhw flow: {text}", file=sys.stderr, flush=True)
 
 
-def _train(out, dataset, seed, model):
+def _train(out, dataset, seed, model, weight_bases=1, act_bases=1):
     from .train import train as training
     path = out / "network.npz"
-    config = training.Config(dataset=dataset, seed=seed, model=model, output=str(path))
+    config = training.Config(dataset=dataset, seed=seed, model=model, output=str(path),
+                             weight_bases=weight_bases, act_bases=act_bases)
     training.main_train(config)
     return path
 
@@ -56,7 +57,8 @@ def run_flow(args):
         _say(f"training {args.model or 'the default model'} on {args.dataset} "
              f"(seed {args.seed})")
         step = time.perf_counter()
-        path = _train(out, args.dataset, args.seed, args.model)
+        path = _train(out, args.dataset, args.seed, args.model, args.weight_bases,
+                      args.act_bases)
         rows.append(("train", f"{path} ({time.perf_counter() - step:.0f} s)"))
     else:
         path = Path(args.network)

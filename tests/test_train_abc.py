@@ -14,16 +14,16 @@ from bnnhw.train import export, train as t                       # noqa: E402
 from bnnhw.train.abc import ABCNet, export_abc, fit_alpha, spread_shifts  # noqa: E402
 
 
-def _random_model(seed, in_bits, weight_bases, act_bases, hidden=(13, 7), classes=4,
-                  fraction_bits=4):
+def _random_model(seed, in_bits, weight_bases, act_bases, layers="dense:13,dense:7", classes=4,
+                  fraction_bits=4, shape=(21, 1, 1)):
     """An ABCNet with random weights, BatchNorm statistics (some gamma negative or zero),
     activation shifts and betas, quantized, in eval mode; and inputs for it."""
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
-    model = ABCNet(21, in_bits, hidden, classes, weight_bases=weight_bases,
+    model = ABCNet(shape, in_bits, layers, classes, weight_bases=weight_bases,
                    act_bases=act_bases, fraction_bits=fraction_bits,
                    mean=float(rng.uniform(0, 0.5)), std=float(rng.uniform(0.2, 2)))
-    x = rng.integers(0, 1 << in_bits, size=(300, 21))
+    x = rng.integers(0, 1 << in_bits, size=(300, int(np.prod(shape))))
     for norm in model.norms:
         norm.momentum = 1.0
     model.quantized = True
@@ -40,7 +40,7 @@ def _random_model(seed, in_bits, weight_bases, act_bases, hidden=(13, 7), classe
             gamma[rng.random(size) < 0.15] = 0
             norm.weight.copy_(torch.as_tensor(gamma))
             norm.bias.copy_(torch.as_tensor(rng.normal(size=size) * 0.5))
-            shifts.copy_(torch.as_tensor(np.sort(rng.normal(size=act_bases))))
+            shifts.copy_(torch.as_tensor(np.sort(rng.normal(size=act_bases)) * 0.5))
         model.offset.copy_(torch.as_tensor(rng.normal(size=classes)))
     model.eval()
     return model, x
@@ -62,6 +62,30 @@ def test_golden_equals_torch_eval_on_random_models(seed, in_bits, weight_bases, 
         assert len(np.unique(b.numpy())) > 1, f"layer {n} is constant"
     assert np.array_equal(result.scores, scores.numpy().astype(np.int64))
     assert np.array_equal(result.classes, scores.argmax(dim=1).numpy())
+    report = export.self_check(model, net, x, np.zeros(len(x), np.int64))
+    assert report["class_agreement"] == len(x)
+
+
+@pytest.mark.parametrize("seed", range(2))
+@pytest.mark.parametrize("in_bits,weight_bases,act_bases,layers", [
+    (8, 2, 2, "conv:5:3,conv:6:2,pool:2,conv:7:2,dense:9"),
+    (5, 3, 2, "conv:4:2,pool:2,dense:6"),
+    (3, 1, 3, "conv:4:1,pool:3,conv:3:2"),               # output straight after a conv
+])
+def test_golden_equals_torch_eval_on_random_cnns(seed, in_bits, weight_bases, act_bases,
+                                                 layers):
+    model, x = _random_model(seed, in_bits, weight_bases, act_bases, layers=layers,
+                             shape=(2, 9, 8))
+    net = export_abc(model, input_shape=(2, 9, 8))
+    assert {layer.kind for layer in net.layers} >= {"abc_conv", "maxpool", "abc_output"}
+    result = golden.run(net, x)
+    with torch.no_grad():
+        _, _, bits, scores = model.trace(torch.from_numpy(x).float())
+    for n, b in enumerate(bits):
+        assert np.array_equal(result.activations[n], b.numpy()), f"layer {n}"
+        # (A pool of mostly-1 bits may well be all 1.)
+        assert model.norm_of(n) is None or len(np.unique(b.numpy())) > 1, f"layer {n}"
+    assert np.array_equal(result.scores, scores.numpy().astype(np.int64))
     report = export.self_check(model, net, x, np.zeros(len(x), np.int64))
     assert report["class_agreement"] == len(x)
 
@@ -120,9 +144,6 @@ def test_short_digits_run_matches_golden_exactly(tmp_path):
 @pytest.mark.parametrize("overrides,message", [
     ({"weight_bases": 0}, r"weight_bases must be an integer in 1\.\.16, not 0"),
     ({"act_bases": 9}, r"act_bases must be an integer in 1\.\.8, not 9"),
-    ({"act_bases": 2, "layers": "conv:4:3,dense:8", "hidden": None},
-     r"multi-base layers \(weight_bases 1, act_bases 2\) are dense only, not "
-     r"'conv:4:3,dense:8'"),
     ({"act_bases": 2, "real_epochs": 2}, r"real_epochs must be 0 with multi-base layers, not 2"),
     ({"weight_bases": 2, "quantize_epochs": 5},
      r"quantize_epochs must be an integer in 1\.\.3 \(the epochs\), not 5"),
@@ -144,3 +165,13 @@ def test_cli_takes_the_base_options(tmp_path, capsys):
     net = artifact.load(out)
     assert net.layers[0].bases == 3 and net.tensors[1].bits == 2
     assert "accuracy     golden" in capsys.readouterr().out
+
+
+def test_short_digits_cnn_run_matches_golden_exactly(tmp_path):
+    config = t.Config(layers="conv:8:3,pool:2,dense:16", epochs=2, threads=1, progress=False,
+                      weight_bases=2, act_bases=2, output=str(tmp_path / "cnn.npz"))
+    net = artifact.load(t.main_train(config))
+    assert [layer.kind for layer in net.layers] == ["abc_conv", "maxpool", "abc", "abc_output"]
+    p = net.provenance
+    assert p["golden_test_accuracy"] == p["torch_test_accuracy"] > 0.7
+    assert p["self_check"]["class_agreement"] == 359

@@ -1,5 +1,6 @@
-"""ABC-Net training: multi-base MLPs whose eval-mode forward is what the ``abc`` kinds compute,
-and their export.
+"""ABC-Net training: multi-base networks (dense layers, convolutions, max-pools) whose
+eval-mode forward is what the ``abc``, ``abc_conv`` and ``abc_output`` kinds compute, and their
+export.
 
 A layer holds real latent weights ``W`` (clipped to ``[-1, 1]``) and builds M binary weight
 bases from them as ABC-Net does: ``B_m = sign(W - mean(W) + u_m std(W))`` with fixed spread
@@ -24,7 +25,11 @@ epochs is the exported one:
   on ``Z`` per neuron (the ``abc`` kind), a neuron with negative gamma stored with its rows
   inverted and thresholds negated;
 - the output layer's scores are ``Z + round(offset)`` (``abc_output``, scales 1), the logits
-  ``t 2**-f`` times them.
+  ``t 2**-f`` times them;
+- a convolution is the same per window (``abc_conv``; weights reordered from torch's ``(O, C,
+  k, k)`` to ``(O, k, k, C)`` per base), a max-pool pools each base on its own (the kind
+  ``maxpool`` on N-bit values), and a dense layer after them reorders its columns from torch's
+  ``(C, H, W)`` to stream order.
 
 In eval mode ``Z`` is computed exactly (products of +-1 and integers in float32, below
 ``2**24``, summed in float64), so torch and the golden model differ only where a BatchNorm
@@ -42,9 +47,9 @@ from torch import nn
 from bnnhw import artifact, kinds
 
 from .export import SelfCheckError, _bn, fold_thresholds
-from .model import RoundSTE, binarize
+from .model import LayerSpecError, RoundSTE, binarize, parse_layers, stream_order
 
-__all__ = ["ABCNet", "ABCLinear", "export_abc", "spread_shifts", "fit_alpha"]
+__all__ = ["ABCNet", "ABCLinear", "ABCConv2d", "export_abc", "spread_shifts", "fit_alpha"]
 
 
 def spread_shifts(bases):
@@ -70,12 +75,13 @@ class ABCLinear(nn.Module):
     """
 
     def __init__(self, in_features, out_features, *, weight_bases, in_bases, fraction_bits,
-                 in_bits=None, mean=0.0, std=1.0):
+                 in_bits=None, mean=0.0, std=1.0, kernel_shape=None):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         self.bases, self.in_bases, self.fraction_bits = weight_bases, in_bases, fraction_bits
         self.in_bits = in_bits
-        self.weight = nn.Parameter(torch.empty(out_features, in_features))
+        shape = (in_features,) if kernel_shape is None else tuple(kernel_shape)
+        self.weight = nn.Parameter(torch.empty(out_features, *shape))
         bound = 1 / math.sqrt(in_features)
         nn.init.uniform_(self.weight, -bound, bound)
         self.register_buffer("shifts", torch.tensor(spread_shifts(weight_bases)))
@@ -91,8 +97,8 @@ class ABCLinear(nn.Module):
         w = self.weight
         with torch.no_grad():
             centre, spread = w.mean(), w.std()
-        shifted = w.unsqueeze(0) - centre + self.shifts.view(-1, 1, 1) * spread
-        return binarize(shifted)
+        shifts = self.shifts.view(-1, *([1] * w.dim()))
+        return binarize(w.unsqueeze(0) - centre + shifts * spread)
 
     def coefficients(self, bases=None):
         """``(M, K)`` coefficients ``c_mn``: integers (as floats) once quantized."""
@@ -135,7 +141,9 @@ class ABCLinear(nn.Module):
             z = z * self.scale
             if self.shift:
                 # The input normalisation's shift: shift * sum_m c_m rowsum(B_m) per neuron.
-                offset = (c[:, 0].view(-1, 1) * bases.sum(dim=2)).sum(dim=0)
+                offset = (c[:, 0].view(-1, 1) * bases.flatten(2).sum(dim=2)).sum(dim=0)
+                if z.dim() == 4:
+                    offset = offset.view(1, -1, 1, 1)
                 z = z + self.shift * 2.0 ** -self.fraction_bits * offset
         return z
 
@@ -144,23 +152,56 @@ class ABCLinear(nn.Module):
             self.weight.clamp_(-1, 1)
 
 
+class ABCConv2d(ABCLinear):
+    """A convolution (stride 1, no padding) of M weight bases on K input bases ``(B, K, C, H,
+    W)``, or on unsigned pixels ``(B, C, H, W)``; weights ``(O, C, k, k)`` as torch's."""
+
+    def __init__(self, in_channels, out_channels, kernel, **options):
+        super().__init__(in_channels * kernel * kernel, out_channels,
+                         kernel_shape=(in_channels, kernel, kernel), **options)
+        self.in_channels, self.kernel = in_channels, kernel
+
+    def integer(self, x, bases=None, c=None):
+        bases = self.weight_bases() if bases is None else bases
+        c = self.coefficients(bases) if c is None else c
+        m, out = bases.shape[:2]
+        stacked = bases.reshape(m * out, *bases.shape[2:])
+        exact = not self.training
+        if self.in_bits is not None:
+            d = F.conv2d(x, stacked)
+            d = d.view(len(x), m, out, *d.shape[2:])
+            weights = c[:, 0].view(1, m, 1, 1, 1)
+            return ((d.double() * weights.double()) if exact else d * weights).sum(dim=1)
+        k = x.shape[1]
+        d = F.conv2d(x.reshape(len(x) * k, *x.shape[2:]), stacked)
+        d = d.view(len(x), k, m, out, *d.shape[2:])
+        weights = c.T.reshape(1, k, m, 1, 1, 1)
+        return ((d.double() * weights.double()) if exact else d * weights).sum(dim=(1, 2))
+
+
 class ABCNet(nn.Module):
-    """A multi-base MLP on unsigned pixels: ABC layers with BatchNorm and N activation bases,
-    an ABC output layer (see the module docstring).
+    """A multi-base network on unsigned pixels: ABC convolutions and dense layers, each with
+    BatchNorm and N activation bases, max-pools of each base, an ABC output layer (see the
+    module docstring).
+
+    Inputs are ``(B, C * H * W)`` pixels in stream order, as for
+    :class:`~bnnhw.train.model.BinaryNet`; between layers a tensor is ``(B, N, C, H, W)`` or
+    ``(B, N, F)``: its N bases of +-1.
 
     Parameters
     ----------
-    in_features, in_bits, hidden, classes
-        Pixels per frame, bits per pixel, hidden layer sizes, classes.
+    in_shape, in_bits, layers, classes
+        ``(C, H, W)`` of a frame, bits per pixel, a layer specification
+        (:func:`~bnnhw.train.model.parse_layers`), classes.
     weight_bases, act_bases : int
-        M (every layer) and N (every hidden layer's output).
+        M (every weight layer) and N (every hidden layer's output).
     fraction_bits : int
         ``f``: coefficients are ``1 .. 2**f`` once quantized.
     dropout, mean, std, momentum, eps
         As :class:`~bnnhw.train.model.BinaryNet`.
     """
 
-    def __init__(self, in_features, in_bits, hidden, classes, *, weight_bases, act_bases,
+    def __init__(self, in_shape, in_bits, layers, classes, *, weight_bases, act_bases,
                  fraction_bits=4, dropout=0.0, mean=0.0, std=1.0, momentum=0.1, eps=1e-5):
         super().__init__()
         for name, value, top in (("weight_bases", weight_bases, kinds.abc.MAX_BASES),
@@ -168,30 +209,66 @@ class ABCNet(nn.Module):
                                                                12)):
             if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= top:
                 raise ValueError(f"{name} must be an integer in 1..{top}, not {value!r}")
-        self.in_features, self.in_bits, self.classes = in_features, in_bits, classes
-        self.hidden = tuple(hidden)
+        layers = parse_layers(layers)
+        self.in_shape = tuple(int(d) for d in in_shape)
+        self.in_features, self.in_bits, self.classes = math.prod(self.in_shape), in_bits, classes
+        self.layers = layers
         self.weight_bases, self.act_bases = weight_bases, act_bases
         self.fraction_bits = fraction_bits
         self.linears, self.norms = nn.ModuleList(), nn.ModuleList()
         self.act_shifts = nn.ParameterList()
-        fan_in, k = in_features, None
-        for n, out in enumerate(self.hidden):
-            self.linears.append(ABCLinear(fan_in, out, weight_bases=weight_bases,
-                                          in_bases=k or 1, fraction_bits=fraction_bits,
-                                          in_bits=in_bits if n == 0 else None, mean=mean,
-                                          std=std))
-            self.norms.append(nn.BatchNorm1d(out, eps=eps, momentum=momentum))
+        # As BinaryNet: steps ("weight", index) or ("pool", size); shapes[n] the input of
+        # step n, (C, H, W) while spatial, (F,) once flat.
+        self.steps, self.shapes = [], []
+        shape = self.in_shape if layers[0][0] == "conv" else (self.in_features,)
+        k = None
+        for kind, *values in layers:
+            self.shapes.append(shape)
+            options = dict(weight_bases=weight_bases, in_bases=k or 1,
+                           fraction_bits=fraction_bits,
+                           in_bits=in_bits if k is None else None, mean=mean, std=std)
+            if kind == "pool":
+                p = values[0]
+                if len(shape) != 3 or p > min(shape[1:]):
+                    raise LayerSpecError(f"a {p}x{p} pool does not fit the input {shape}")
+                self.steps.append(("pool", p))
+                shape = (shape[0], shape[1] // p, shape[2] // p)
+                continue
+            if kind == "conv":
+                if len(shape) != 3:
+                    raise LayerSpecError("conv layers must come before dense ones, not after")
+                out, kernel = values
+                c, h, w = shape
+                if kernel > h or kernel > w:
+                    raise LayerSpecError(f"a {kernel}x{kernel} kernel does not fit a {h}x{w} "
+                                         f"input")
+                layer = ABCConv2d(c, out, kernel, **options)
+                norm = nn.BatchNorm2d(out, eps=eps, momentum=momentum)
+                shape = (out, h - kernel + 1, w - kernel + 1)
+            else:
+                out = values[0]
+                layer = ABCLinear(math.prod(shape), out, **options)
+                norm = nn.BatchNorm1d(out, eps=eps, momentum=momentum)
+                shape = (out,)
+            self.steps.append(("weight", len(self.linears)))
+            self.linears.append(layer)
+            self.norms.append(norm)
             spread = torch.linspace(-1, 1, act_bases) if act_bases > 1 else torch.zeros(1)
             self.act_shifts.append(nn.Parameter(spread.clone()))
-            fan_in, k = out, act_bases
+            k = act_bases
+        self.shapes.append(shape)
+        fan_in = math.prod(shape)
         self.output = ABCLinear(fan_in, classes, weight_bases=weight_bases, in_bases=k,
                                 fraction_bits=fraction_bits)
         self.offset_unit = math.sqrt(fan_in) * (1 << fraction_bits)
         self.offset = nn.Parameter(torch.zeros(classes))
         self.log_temperature = nn.Parameter(torch.tensor(-0.5 * math.log(fan_in)))
         self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
-        self.steps = [("weight", n) for n in range(len(self.hidden))]
         self.binary = True
+
+    @property
+    def hidden(self):
+        return tuple(layer.out_features for layer in self.linears)
 
     @property
     def quantized(self):
@@ -207,19 +284,37 @@ class ABCNet(nn.Module):
         return RoundSTE.apply(self.offset * self.offset_unit)
 
     def _run(self, x, record=None):
+        if len(self.shapes[0]) == 3:
+            c, h, w = self.in_shape
+            x = x.reshape(len(x), h, w, c).permute(0, 3, 1, 2)
         h = x
-        for n, (linear, norm) in enumerate(zip(self.linears, self.norms)):
-            if n:
+        for kind, value in self.steps:
+            if kind == "pool":
+                # Each base pooled on its own: the max of +-1 values, the OR of the bits.
+                b, n = h.shape[:2]
+                pooled = F.max_pool2d(h.flatten(0, 1), value)
+                h = pooled.view(b, n, *pooled.shape[1:])
+                if record is not None:
+                    bits = ((h >= 0).to(torch.int64) << torch.arange(n).view(1, -1, 1, 1, 1)
+                            ).sum(dim=1)
+                    record.append((None, None, stream_order(bits.to(torch.uint8))))
+                continue
+            linear, norm = self.linears[value], self.norms[value]
+            if value:
                 h = self.dropout(h)
-            z = linear(h)
+            if isinstance(linear, ABCConv2d) or linear.in_bits is not None:
+                z = linear(h)
+            else:
+                z = linear(h.flatten(2))                    # torch's (C, H, W) order per base
             v = norm(z)
-            distance = v.unsqueeze(-1) - self.act_shifts[n].view(1, 1, -1)    # (B, out, N)
-            h = binarize(distance).transpose(1, 2)                               # (B, N, out)
+            distance = v.unsqueeze(-1) - self.act_shifts[value].view(
+                *([1] * v.dim()), -1)                                 # (..., N)
+            h = binarize(distance).movedim(-1, 1)                     # (B, N, ...)
             if record is not None:
                 bits = (distance >= 0).to(torch.int64)
                 values = (bits << torch.arange(self.act_bases)).sum(dim=-1)
-                record.append((z, distance, values.to(torch.uint8)))
-        return self.dropout(h)
+                record.append((z, distance, stream_order(values.to(torch.uint8))))
+        return self.dropout(h.flatten(2))
 
     def scores(self, h):
         """Integer class scores ``Z + offsets`` (exact in eval mode once quantized)."""
@@ -232,14 +327,15 @@ class ABCNet(nn.Module):
 
     def trace(self, x):
         """``(z, v, bits, scores)`` as :meth:`BinaryNet.trace`, ``v`` here the distances
-        ``BN(z) - s_n`` ``(B, out, N)`` and ``bits`` the N-bit values."""
+        ``BN(z) - s_n`` (``(..., N)``) and ``bits`` the N-bit values in stream order."""
         record = []
         h = self._run(x, record)
         zs, vs, bits = ([entry[k] for entry in record] for k in range(3))
         return zs, vs, bits, self.scores(h)
 
     def norm_of(self, step):
-        return self.norms[self.steps[step][1]]
+        kind, value = self.steps[step]
+        return self.norms[value] if kind == "weight" else None
 
     def clip_weights(self):
         for layer in [*self.linears, self.output]:
@@ -253,9 +349,16 @@ def _integers(tensor, what):
     return values.astype(np.int64)
 
 
+def _hwc(bits, shape):
+    """Weight columns over torch's flattened ``(C, H, W)`` in stream order, per base."""
+    c, h, w = shape
+    m, out = bits.shape[:2]
+    return bits.reshape(m, out, c, h, w).transpose(0, 1, 3, 4, 2).reshape(m, out, -1)
+
+
 def export_abc(model, *, input_shape, labels=None, provenance=None):
-    """Return the :class:`artifact.Network` (``abc`` layers, an ``abc_output`` layer) that the
-    quantized ``model`` computes in eval mode."""
+    """Return the :class:`artifact.Network` (``abc`` and ``abc_conv`` layers, max-pools, an
+    ``abc_output`` layer) that the quantized ``model`` computes in eval mode."""
     if not model.quantized:
         raise ValueError("the model's coefficients are not quantized; set model.quantized")
     if math.prod(input_shape) != model.in_features:
@@ -264,37 +367,52 @@ def export_abc(model, *, input_shape, labels=None, provenance=None):
     f = model.fraction_bits
     layers = []
     with torch.no_grad():
-        for n, (linear, norm) in enumerate(zip(model.linears, model.norms)):
+        for (kind, value), shape in zip(model.steps, model.shapes):
+            if kind == "pool":
+                layers.append(kinds.MaxPoolLayer(size=value))
+                continue
+            linear, norm = model.linears[value], model.norms[value]
             bases = linear.weight_bases()
-            c = _integers(linear.coefficients(bases), f"layer {n}'s coefficients")
-            bits = (bases > 0).numpy().astype(np.uint8)                 # (M, out, F)
+            c = _integers(linear.coefficients(bases), f"layer {value}'s coefficients")
+            bits = (bases > 0).numpy().astype(np.uint8)        # (M, out, F) or (M, O, C, k, k)
+            conv = bits.ndim == 5
             bound = linear.in_features * int(c.sum()) * (
                 (1 << linear.in_bits) - 1 if linear.in_bits is not None else 1)
             if linear.in_bits is not None:
                 # z = a Z + const: a = scale 2**-f, const = shift 2**-f sum_m c_m rowsum(B_m)
                 a = np.full(linear.out_features, linear.scale * 2.0 ** -f)
-                rowsum = (2 * bits.astype(np.int64) - 1).sum(axis=2)       # (M, out)
+                rowsum = (2 * bits.astype(np.int64) - 1).reshape(*bits.shape[:2], -1).sum(-1)
                 const = linear.shift * 2.0 ** -f * (c[:, 0:1] * rowsum).sum(axis=0)
             else:
                 a = np.full(linear.out_features, 2.0 ** -f)
                 const = np.zeros(linear.out_features)
             bn = _bn(norm)
-            shifts = model.act_shifts[n].detach().double().numpy()
             thresholds, invert = [], None
-            for s in shifts:
+            for shift in model.act_shifts[value].detach().double().numpy():
                 # v - s >= 0 is BatchNorm with beta - s, then sign.
-                t, invert = fold_thresholds(**{**bn, "beta": bn["beta"] - s}, a=a, c=const,
-                                            low=-bound, high=bound + 1)
+                t, invert = fold_thresholds(**{**bn, "beta": bn["beta"] - shift}, a=a,
+                                            c=const, low=-bound, high=bound + 1)
                 thresholds.append(t)
             bits[:, invert] ^= 1
+            thresholds = np.stack(thresholds, axis=1)
+            if conv:
+                layers.append(kinds.MultiBaseConvLayer(
+                    weights=bits.transpose(0, 1, 3, 4, 2),     # (M, O, C, k, k) -> k, k, C
+                    coefficients=c, thresholds=thresholds))
+                continue
+            if len(shape) == 3:
+                bits = _hwc(bits, shape)                       # after a convolution or pool
             layers.append(kinds.MultiBaseLayer(weights=bits, coefficients=c,
-                                               thresholds=np.stack(thresholds, axis=1)))
+                                               thresholds=thresholds))
         out = model.output
         bases = out.weight_bases()
         c = _integers(out.coefficients(bases), "the output layer's coefficients")
         offsets = _integers(model.offsets(), "output offsets")
+        bits = (bases > 0).numpy().astype(np.uint8)
+        if len(model.shapes[-1]) == 3:
+            bits = _hwc(bits, model.shapes[-1])
         layers.append(kinds.MultiBaseOutputLayer(
-            weights=(bases > 0).numpy().astype(np.uint8), coefficients=c, offsets=offsets,
+            weights=bits, coefficients=c, offsets=offsets,
             scales=np.ones(model.classes, np.int64)))
     return artifact.network(input_shape=input_shape, input_bits=model.in_bits, layers=layers,
                             labels=labels, provenance=provenance)

@@ -70,7 +70,7 @@ class Config:
     layers: str = None            # layer specification overriding the preset's, e.g.
                                   # "conv:16:3,pool:2,dense:64" (train/model.py parse_layers)
     scaling: str = "none"         # weight scaling: "none" or "alpha" (XNOR-Net mean|W| per row)
-    weight_bases: int = 1         # ABC-Net: M binary weight bases per layer (MLPs; train/abc.py)
+    weight_bases: int = 1         # ABC-Net: M binary weight bases per layer (train/abc.py)
     act_bases: int = 1            # ABC-Net: N binary activation bases per hidden layer
     fraction_bits: int = 4        # ABC-Net: coefficients alpha_m beta_n as integers 1..2**f
     quantize_epochs: int = None   # ABC-Net: the last epochs train with the integer coefficients
@@ -152,9 +152,6 @@ class Config:
             if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= top:
                 raise ConfigError(f"{name} must be an integer in 1..{top}, not {value!r}")
         if c.multibase:
-            if c.hidden is None:
-                raise ConfigError(f"multi-base layers (weight_bases {c.weight_bases}, "
-                                  f"act_bases {c.act_bases}) are dense only, not {c.layers!r}")
             if c.real_epochs:
                 raise ConfigError(f"real_epochs must be 0 with multi-base layers, "
                                   f"not {c.real_epochs}")
@@ -205,10 +202,13 @@ def build_model(config, dataset):
     resolved `config` and a loaded `dataset`."""
     if config.multibase:
         from .abc import ABCNet
-        return ABCNet(math.prod(dataset.shape), dataset.in_bits, config.hidden,
-                      dataset.classes, weight_bases=config.weight_bases,
-                      act_bases=config.act_bases, fraction_bits=config.fraction_bits,
-                      dropout=config.dropout)
+        try:
+            return ABCNet(dataset.shape, dataset.in_bits, config.layers, dataset.classes,
+                          weight_bases=config.weight_bases, act_bases=config.act_bases,
+                          fraction_bits=config.fraction_bits, dropout=config.dropout)
+        except LayerSpecError as error:
+            raise ConfigError(f"layers {config.layers!r} on {dataset.name} "
+                              f"({'x'.join(map(str, dataset.shape))}): {error}") from None
     try:
         return BinaryNet(dataset.shape, dataset.in_bits, config.layers, dataset.classes,
                          scaling=config.scaling, dropout=config.dropout)
@@ -514,7 +514,7 @@ def add_arguments(parser):
     parser.add_argument("--scaling", choices=SCALINGS, default=d.scaling,
                         help="weight scaling (default: %(default)s)")
     parser.add_argument("--weight-bases", metavar="M", type=int, default=d.weight_bases,
-                        help="ABC-Net: binary weight bases per layer, MLPs only "
+                        help="ABC-Net: binary weight bases per layer "
                              "(default: %(default)s)")
     parser.add_argument("--act-bases", metavar="N", type=int, default=d.act_bases,
                         help="ABC-Net: binary activation bases per hidden layer "
