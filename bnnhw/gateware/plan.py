@@ -140,6 +140,33 @@ class MatrixPlan:
         return self.pe * self.simd * self.products
 
 
+def _engine_memories(*, nf, sf, buffer_width, buffer_depth, threshold_width, weight_width,
+                     memory):
+    """The memories of a matrix engine, in the order it instantiates them: the input buffer,
+    the thresholds (``threshold_width`` bits per neuron group, or None without), the weights
+    (``weight_width`` bits per (group, beat)). ``memory`` is the weights' style; buffers and
+    thresholds beside weights in SPRAM go to block RAM."""
+    weight_memory, memory = memory, "block" if memory == "spram" else memory
+    if weight_memory == "spram" and nf * sf > SPRAM_DEPTH:
+        raise FoldingError(f"an SPRAM holds {SPRAM_DEPTH} words; {nf * sf} words of weights "
+                           f"per PE do not fit (use a larger pe or simd)")
+    buffer_style = ("registers" if buffer_depth < 8 and memory == "block" else memory)
+    memories = [MemoryPlan("inbuf", "buffer", buffer_width, buffer_depth, buffer_style,
+                           rom=False)]
+    if threshold_width is not None:
+        style = ("constant" if nf == 1 else "distributed" if memory != "block" else
+                 "block" if threshold_width <= 32 else "auto")
+        memories.append(MemoryPlan("thresholds", "thresholds", threshold_width, nf, style,
+                                   rom=True))
+    # All PEs' weights in one memory, a word per (group, beat): small layers then share a
+    # block RAM instead of taking one per PE; in SPRAM, its 16-bit columns are SPRAMs side by
+    # side.
+    style = "constant" if nf * sf == 1 and weight_memory != "spram" else weight_memory
+    memories.append(MemoryPlan("weights", "weights", weight_width, nf * sf, style,
+                               rom=style != "spram"))
+    return memories
+
+
 def matrix_plan(*, mh, mw, pe, simd, in_bits=None, thresholds=None, weight_ones=None,
                 memory="block"):
     """Plan a folded matrix engine of ``mh`` neurons over ``mw`` inputs (see the engine).
@@ -168,26 +195,10 @@ def matrix_plan(*, mh, mw, pe, simd, in_bits=None, thresholds=None, weight_ones=
         threshold_width = range_width(min(-1, -t_hi), max(0, -t_lo))
     fifo_depth = max(3, math.ceil((depth + 5) / sf) + 2)
     buffer_depth = 2 << (sf - 1).bit_length()
-    memories = []
-    # Weights in SPRAM; buffers and thresholds in block RAM beside them.
-    weight_memory, memory = memory, "block" if memory == "spram" else memory
-    if weight_memory == "spram" and nf * sf > SPRAM_DEPTH:
-        raise FoldingError(f"an SPRAM holds {SPRAM_DEPTH} words; {nf * sf} words of weights "
-                           f"per PE do not fit (use a larger pe or simd)")
-    buffer_style = ("registers" if buffer_depth < 8 and memory == "block" else memory)
-    memories.append(MemoryPlan("inbuf", "buffer", simd * elem_width, buffer_depth, buffer_style,
-                               rom=False))
-    if adjusted is not None:
-        width = pe * threshold_width
-        style = ("constant" if nf == 1 else
-                 "distributed" if memory != "block" else "block" if width <= 32 else "auto")
-        memories.append(MemoryPlan("thresholds", "thresholds", width, nf, style, rom=True))
-    # All PEs' weights in one memory, a word of pe * simd bits per (group, beat): small
-    # layers then share a block RAM instead of taking one per PE; in SPRAM, its 16-bit
-    # columns are SPRAMs side by side.
-    style = "constant" if nf * sf == 1 and weight_memory != "spram" else weight_memory
-    memories.append(MemoryPlan("weights", "weights", pe * simd, nf * sf, style,
-                               rom=style != "spram"))
+    memories = _engine_memories(nf=nf, sf=sf, buffer_width=simd * elem_width,
+                                buffer_depth=buffer_depth,
+                                threshold_width=None if adjusted is None else pe * threshold_width,
+                                weight_width=pe * simd, memory=memory)
     return MatrixPlan(mh=mh, mw=mw, pe=pe, simd=simd, elem_width=elem_width,
                       result_width=result_width, nf=nf, sf=sf, cycles=nf * sf, levels=levels,
                       depth=depth, fifo_depth=fifo_depth, buffer_depth=buffer_depth,
@@ -239,22 +250,10 @@ def multibase_plan(*, mh, mw, pe, simd, coefficients, in_bits=None, thresholds=N
         threshold_width = range_width(min(-1, min(flat)), max(0, max(flat)))   # signed
     fifo_depth = max(3, math.ceil((depth + 5) / sf) + 2)
     buffer_depth = 2 << (sf - 1).bit_length()
-    memories = []
-    weight_memory, memory = memory, "block" if memory == "spram" else memory
-    if weight_memory == "spram" and nf * sf > SPRAM_DEPTH:
-        raise FoldingError(f"an SPRAM holds {SPRAM_DEPTH} words; {nf * sf} words of weights "
-                           f"per PE do not fit (use a larger pe or simd)")
-    buffer_style = ("registers" if buffer_depth < 8 and memory == "block" else memory)
-    memories.append(MemoryPlan("inbuf", "buffer", simd * elem_width, buffer_depth, buffer_style,
-                               rom=False))
-    if thresholds is not None:
-        width = pe * out_bases * threshold_width
-        style = ("constant" if nf == 1 else
-                 "distributed" if memory != "block" else "block" if width <= 32 else "auto")
-        memories.append(MemoryPlan("thresholds", "thresholds", width, nf, style, rom=True))
-    style = "constant" if nf * sf == 1 and weight_memory != "spram" else weight_memory
-    memories.append(MemoryPlan("weights", "weights", pe * bases * simd, nf * sf, style,
-                               rom=style != "spram"))
+    memories = _engine_memories(
+        nf=nf, sf=sf, buffer_width=simd * elem_width, buffer_depth=buffer_depth,
+        threshold_width=None if thresholds is None else pe * out_bases * threshold_width,
+        weight_width=pe * bases * simd, memory=memory)
     return MatrixPlan(mh=mh, mw=mw, pe=pe, simd=simd, elem_width=elem_width,
                       result_width=result_width, nf=nf, sf=sf, cycles=nf * sf, levels=levels,
                       depth=depth, fifo_depth=fifo_depth, buffer_depth=buffer_depth,
