@@ -264,7 +264,5 @@ def bounded_liveness(m, fire, *, within, name="idle"):
     """Assert that ``fire`` (an output beat taken) happens at least every ``within`` cycles;
     call it in a check that offers input and takes output in every cycle."""
     idle = Signal(range(within + 2), name=name)
-    m.d.sync += idle.eq(0 if fire is None else (idle + 1))
-    with m.If(fire):
-        m.d.sync += idle.eq(0)
+    m.d.sync += idle.eq(Mux(fire, 0, idle + 1))
     m.d.comb += Assert(idle < within)
