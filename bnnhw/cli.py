@@ -293,6 +293,13 @@ def main(argv=None):
                    help="UART baud rate (default: %(default)s)")
     p.add_argument("--no-scores", action="store_true",
                    help="reply with the class only, not the class scores")
+    p.add_argument("--patchable", action="store_true",
+                   help="keep every weight and threshold in block RAM, so that --reuse can "
+                        "write a retrained network into this build's bitstream later")
+    p.add_argument("--reuse", metavar="DIR", type=Path,
+                   help="write NETWORK's weights and thresholds into the bitstream of the "
+                        "patchable build in DIR, in seconds (same shape and folding; no "
+                        "synthesis, no place and route)")
     _add_folding_arguments(p, default=board_default)
     _add_json_argument(p)
     p.set_defaults(run=run_build)

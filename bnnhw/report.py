@@ -89,6 +89,7 @@ KEYS = {
     "build": ("board", "bitstream", "clock_mhz", "fmax_mhz", "timing_met", "utilization",
               "folding", "cycles_per_frame", "frames_per_second", "link_frames_per_second",
               "seconds"),
+    "patch": ("board", "network", "bitstream", "reused", "memories", "seconds"),
     "run": ("network", "port", "images", "seconds", "images_per_second", "board_accuracy",
             "golden_accuracy", "mismatches", "first_mismatches", "retries", "bound_by"),
     "import": ("model", "network", "layers", "input_bits", "input_divisor", "dataset", "split",

@@ -208,7 +208,7 @@ def board_memory(net, folding, board, *, logic_budget=1.0):
     return best[1] if best else ("block",) * len(net.layers)
 
 
-def board_design(net, board, target):
+def board_design(net, board, target, *, patchable=False):
     """A folding of ``net`` into ``target`` cycles per frame for ``board``, and its memory
     styles: ``(folding, memory)``.
 
@@ -240,7 +240,7 @@ def board_design(net, board, target):
             fits = [fold for cycles, fold in candidates if cycles == fastest]
         per_style = {}
         for fold in fits:
-            for style in _styles(layer, fold, board):
+            for style in (["patchable"] if patchable else _styles(layer, fold, board)):
                 figures = layer.figures(fold, style)
                 cost = layer_cost(figures, board)
                 per_style.setdefault(style, []).append(
@@ -260,10 +260,12 @@ def board_design(net, board, target):
     return best[1], best[2]
 
 
-def fitting_design(net, board, *, budget=None):
+def fitting_design(net, board, *, budget=None, patchable=False):
     """The fastest folding whose estimate fits the board (``budget`` of its logic,
     :data:`LOGIC_BUDGET` by default; its block RAMs and SPRAMs), and its memory styles:
     ``(folding, memory)``.
+
+    ``patchable``: every layer's memories :data:`~bnnhw.gateware.plan.PATCHABLE`.
 
     Tries :func:`board_design` for growing cycle targets (each layer's possible cycle counts)
     and keeps the first that fits; raises :class:`FitError` if even the most folded network
@@ -273,10 +275,10 @@ def fitting_design(net, board, *, budget=None):
     budget = LOGIC_BUDGET if budget is None else budget
     targets = cycle_targets(net)
     for target in targets:
-        folding, memory = board_design(net, board, target)
+        folding, memory = board_design(net, board, target, patchable=patchable)
         if _fits(estimate(net, folding, board, memory=memory), board, budget):
             return folding, memory
-    folding, memory = board_design(net, board, targets[-1])
+    folding, memory = board_design(net, board, targets[-1], patchable=patchable)
     check_fit(net, folding, board, memory=memory)   # the most folded network: say why not
     return folding, memory
 
@@ -355,7 +357,7 @@ STEP_DOWN = 0.03
 
 
 def build(board, net, folding, build_dir, *, memory=None, clock_mhz=None, baud=115200,
-          scores=True, cache_dir=None, log=print, attempts=4):
+          scores=True, cache_dir=None, log=print, attempts=4, patchable=False):
     """Build a bitstream of ``net`` with ``folding`` for ``board`` in ``build_dir``.
 
     ``memory``: the memory style of each layer (by default :func:`board_memory`'s). With
@@ -367,6 +369,10 @@ def build(board, net, folding, build_dir, *, memory=None, clock_mhz=None, baud=1
     board's ``max_clock_mhz`` tells the Fmax, the next runs at the fastest clock 3% below it
     (:data:`STEP_DOWN`), and so on, stepping down, for at most ``attempts`` runs. Returns the
     last run's :class:`BuildResult`.
+
+    ``patchable``: every trained value in block RAM, placed and routed with keys in their place
+    and then written into the bitstream (:mod:`.patch`), so that ``bnnhw build --reuse`` can
+    later write a retrained network's there in seconds. ``memory`` must then be None.
     """
     from ..folding import format_folding, save_folding
     from ..gateware.top import NetworkTop
@@ -374,9 +380,17 @@ def build(board, net, folding, build_dir, *, memory=None, clock_mhz=None, baud=1
     from ..perf import performance
     from .shell import Shell
 
+    from ..gateware.contents import RomLog
+    from ..gateware.plan import PATCHABLE
+    from .patch import KEYS
     setting = clock_setting(board, board.max_clock_mhz if clock_mhz is None else clock_mhz,
                             baud)
-    if memory is None:
+    if patchable:
+        if memory is not None and set(memory) != {PATCHABLE}:
+            raise BoardError(f"a patchable build keeps every memory in block RAM; --memory "
+                             f"{','.join(memory)} cannot be patchable")
+        memory = (PATCHABLE,) * len(net.layers)
+    elif memory is None:
         memory = board_memory(net, folding, board)
     need = check_fit(net, folding, board, memory=memory)
     build_dir = Path(build_dir)
@@ -403,12 +417,14 @@ def build(board, net, folding, build_dir, *, memory=None, clock_mhz=None, baud=1
         design = BoardTop(board, Shell(NetworkTop(net, folding, memory=memory),
                                        divisor=divisor, scores=scores), clock=setting)
         platform = board.platform()
-        plan = platform.prepare(design, name=name,
-                                # Report a failed timing rather than stop: the report says
-                                # by how much, for the next, slower try.
-                                nextpnr_opts=f"--report {name}.report.json "
-                                             f"--timing-allow-fail",
-                                synth_opts=board.synth_opts)
+        # A patchable design is built with keys in its ROMs (no effect on other designs).
+        with RomLog(keys=KEYS if patchable else None) as roms:
+            plan = platform.prepare(design, name=name,
+                                    # Report a failed timing rather than stop: the report
+                                    # says by how much, for the next, slower try.
+                                    nextpnr_opts=f"--report {name}.report.json "
+                                                 f"--timing-allow-fail",
+                                    synth_opts=board.synth_opts)
         log(f"place and route at {hz / 1e6:g} MHz"
             + ("" if setting is None else f" (PLL {setting.describe()})")
             + f", {hz / interval:,.0f} frames/s; Yosys and nextpnr in {build_dir}")
@@ -444,10 +460,94 @@ def build(board, net, folding, build_dir, *, memory=None, clock_mhz=None, baud=1
                                  divisor=divisor,
                                  bounds=bounds(net.input_size, net.classes, baud=baud,
                                                scores=scores, clock_hz=hz, cycles=interval))
+            if patchable:
+                _finish_patchable(board, net, folding, memory, build_dir, plan, roms, env,
+                                  clock_mhz=hz / 1e6, baud=baud, scores=scores,
+                                  divisor=divisor, log=log)
             _write_summary(build_dir / "build.json", result, net, folding, baud, scores,
                            memory=memory, image=image_path.name if image else None)
             save_folding(build_dir / "folding.json", net, folding, cycles_per_frame=interval)
             return result
+
+
+def _network_shape(net):
+    """What a patch must keep of a network: each layer's kind and tensors."""
+    return [f"{layer.KIND} {layer.input.describe()} -> "
+            f"{layer.output.describe() if layer.output is not None else 'scores'}"
+            for layer in net.layers]
+
+
+def _finish_patchable(board, net, folding, memory, build_dir, plan, roms, env, *, clock_mhz,
+                      baud, scores, divisor, log):
+    """Keep the keyed configuration and the manifest of a patchable build, then write the
+    network's own words into its bitstream."""
+    import re
+    from ..folding import format_folding
+    from .patch import _TEXT, patch, save_manifest
+    text = build_dir / f"bnnhw.{_TEXT[board.family]}"
+    keyed = build_dir / f"bnnhw.keyed.{_TEXT[board.family]}"
+    keyed.write_text(text.read_text())
+    script = plan.files.get("build_bnnhw.sh", "")
+    found = re.search(r'"\$ECPPACK"\s+(.*?)\s*--input', script)
+    save_manifest(build_dir, board=board, network=_network_shape(net),
+                  folding=format_folding(folding), memory=memory, rtlil=plan.files["bnnhw.il"],
+                  roms=roms.roms, clock_mhz=clock_mhz, baud=baud, scores=scores,
+                  divisor=divisor, ecppack=found.group(1).split() if found else [])
+    seconds = patch(build_dir, [dict(name=r.name, width=r.width, depth=r.depth, words=r.words)
+                                for r in roms.roms], env, log=log)
+    log(f"patchable: {len(roms.roms)} memories built with keys, the network's words written "
+        f"and read back from the bitstream in {seconds:.1f} s")
+
+
+def reuse(board, net, build_dir, *, cache_dir=None, log=print):
+    """Write ``net``'s weights and thresholds into the patchable build in ``build_dir``,
+    without synthesis or place and route; refuse, with the reason, a network that the build
+    cannot hold. Return ``(seconds, manifest)``."""
+    from ..folding import load_folding
+    from ..gateware.contents import RomLog
+    from ..gateware.top import NetworkTop
+    from .patch import KEYS, PatchError, design_hash, patch, read_manifest
+    from .shell import Shell
+    start = time.perf_counter()
+    build_dir = Path(build_dir)
+    manifest = read_manifest(build_dir)
+    if manifest["board"] != board.name:
+        raise PatchError(f"{build_dir}: built for the {manifest['board']}, not the "
+                         f"{board.name}")
+    shape = _network_shape(net)
+    if shape != manifest["network"]:
+        differ = next(n for n, (a, b) in enumerate(zip(shape + [None] * 99,
+                                                       manifest["network"] + [None] * 99))
+                      if a != b)
+        raise PatchError(f"{build_dir}: layer {differ} differs from the build's: "
+                         f"{shape[differ] if differ < len(shape) else 'none'} (build: "
+                         f"{manifest['network'][differ] if differ < len(manifest['network']) else 'none'})")
+    try:
+        folding = load_folding(build_dir / "folding.json", net)
+    except BnnhwError as error:
+        raise PatchError(f"{build_dir}: the build's folding does not suit the network: "
+                         f"{error}") from None
+    setting = clock_setting(board, manifest["clock_mhz"], manifest["baud"])
+    try:
+        design = BoardTop(board, Shell(NetworkTop(net, folding, memory=manifest["memory"]),
+                                       divisor=manifest["divisor"], scores=manifest["scores"]),
+                          clock=setting)
+    except (BnnhwError, ValueError) as error:
+        raise PatchError(f"{build_dir}: the network does not fit the build's design: "
+                         f"{error}") from None
+    with RomLog(keys=KEYS) as roms:
+        plan = board.platform().prepare(design, name="bnnhw",
+                                        nextpnr_opts="--report bnnhw.report.json "
+                                                     "--timing-allow-fail",
+                                        synth_opts=board.synth_opts)
+    if design_hash(plan.files["bnnhw.il"]) != manifest["design"]:
+        raise PatchError(f"{build_dir}: the network elaborates to other logic than the "
+                         f"build's (something outside the block RAMs differs, such as "
+                         f"output scales): build it anew")
+    env = toolchain_env(cache_dir or default_cache_dir(), board.tools, log=log)
+    patch(build_dir, [dict(name=r.name, width=r.width, depth=r.depth, words=r.words)
+                      for r in roms.roms], env, log=log)
+    return time.perf_counter() - start, manifest
 
 
 def _write_summary(path, result, net, folding, baud, scores, *, memory, image):

@@ -24,14 +24,16 @@ def board_options(net, board, args):
     from .build import board_design, board_memory, fitting_design
     given = [name for name in ("pe", "simd", "folding") if getattr(args, name, None) is not None]
     target = getattr(args, "target", None)
+    patchable = getattr(args, "patchable", False)
     if given:
         folding = folding_from_args(net, args)
-        memory = board_memory(net, folding, board)
+        memory = ("patchable",) * len(net.layers) if patchable else board_memory(net, folding,
+                                                                                  board)
     elif target is not None:
         folding_from_args(net, args)                 # checks the target
-        folding, memory = board_design(net, board, target)
+        folding, memory = board_design(net, board, target, patchable=patchable)
     else:
-        folding, memory = fitting_design(net, board)
+        folding, memory = fitting_design(net, board, patchable=patchable)
     if getattr(args, "memory", None) is not None:
         memory = memory_from_options(net, args.memory)
     return folding, memory
@@ -42,10 +44,18 @@ def run_build(args):
     from .build import build, format_result
     board = get_board(args.board)
     net = artifact.load(args.network)
+    if getattr(args, "reuse", None) is not None:
+        return _reuse(board, net, args)
+    if args.patchable:
+        if args.memory is not None:
+            raise BnnhwError("--patchable keeps every memory in block RAM: leave out --memory")
+        args.memory = None
     folding, memory = board_options(net, board, args)
+    if args.patchable:
+        memory = None
     build_dir = args.build_dir or Path("build") / f"{args.network.stem}-{board.name}"
     result = build(board, net, folding, build_dir, memory=memory, clock_mhz=args.clock,
-                   baud=args.baud, scores=not args.no_scores,
+                   baud=args.baud, scores=not args.no_scores, patchable=args.patchable,
                    log=lambda text: print(text, file=sys.stderr))
     if getattr(args, "json", False):
         from ..report import document, dumps
@@ -64,6 +74,33 @@ def run_build(args):
         print(f"bnnhw: error: timing not met: {result.fmax_mhz:.1f} MHz achieved, "
               f"{result.clock_mhz:g} MHz needed", file=sys.stderr)
         return 2
+    return 0
+
+
+def _reuse(board, net, args):
+    """``bnnhw build BOARD NETWORK --reuse DIR``: a new bitstream by patching block RAMs."""
+    from .build import reuse
+    given = [f"--{name.replace('_', '-')}" for name in
+             ("pe", "simd", "folding", "target", "memory", "clock", "build_dir")
+             if getattr(args, name, None) is not None] + (["--patchable"] if args.patchable
+                                                          else [])
+    if given:
+        raise BnnhwError(f"--reuse keeps the build's design: {', '.join(given)} cannot be "
+                         f"given with it")
+    seconds, manifest = reuse(board, net, args.reuse,
+                              log=lambda text: print(text, file=sys.stderr))
+    bitstream = Path(args.reuse) / ("bnnhw.bin" if manifest["family"] == "ice40"
+                                    else "bnnhw.bit")
+    if getattr(args, "json", False):
+        from ..report import document, dumps
+        print(dumps(document("patch", board=board.name, network=str(args.network),
+                             bitstream=str(bitstream), reused=str(args.reuse),
+                             memories=len(manifest["roms"]), seconds=seconds)))
+    else:
+        print(f"bitstream      {bitstream} (patched: {len(manifest['roms'])} memories "
+              f"rewritten and read back)\n"
+              f"design         {manifest['folding']}, {manifest['clock_mhz']:g} MHz, as built\n"
+              f"time           {seconds:.1f} s")
     return 0
 
 

@@ -1,10 +1,12 @@
 """Class scores from popcounts, and their argmax."""
 
-from amaranth import Array, Cat, Module, Mux, Signal, unsigned
+from amaranth import Array, Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .plan import signed_width
+from .contents import rom_words
+from .plan import KEY_DEPTH, PATCHABLE_SCORE_WIDTH, signed_width
 from .ports import beat_layout, cls_width, result_layout
 
 __all__ = ["ArgmaxUnit"]
@@ -34,9 +36,14 @@ class ArgmaxUnit(wiring.Component):
         Popcounts per input beat; divides the number of classes.
     pop_width : int
         Bits of each popcount field.
+    patchable : bool
+        Keep the per-class constants (``offsets[c] - scales[c] * fan_in``) in a block RAM and
+        make scores :data:`PATCHABLE_SCORE_WIDTH` bits, whatever the offsets (see
+        :data:`~.plan.PATCHABLE`). The input then waits the first cycle after reset, while the
+        block RAM's first word is read.
     """
 
-    def __init__(self, *, scales, offsets, fan_in, lanes, pop_width):
+    def __init__(self, *, scales, offsets, fan_in, lanes, pop_width, patchable=False):
         self.scales, self.offsets = [int(s) for s in scales], [int(o) for o in offsets]
         if len(self.scales) != len(self.offsets) or not self.scales:
             raise ValueError(f"scales and offsets must have one entry per class, not "
@@ -50,6 +57,12 @@ class ArgmaxUnit(wiring.Component):
         lo = min(-s * fan_in + o for s, o in zip(self.scales, self.offsets))
         hi = max(s * fan_in + o for s, o in zip(self.scales, self.offsets))
         self.score_width = signed_width(lo, hi)
+        self.patchable = bool(patchable)
+        if self.patchable:
+            if self.score_width > PATCHABLE_SCORE_WIDTH:
+                raise ValueError(f"scores reach {lo}..{hi}, beyond the "
+                                 f"{PATCHABLE_SCORE_WIDTH}-bit scores of a patchable build")
+            self.score_width = PATCHABLE_SCORE_WIDTH
         self.cls_width = cls_width(self.classes)
         super().__init__({
             "i": In(stream.Signature(beat_layout(lanes * pop_width))),
@@ -72,19 +85,34 @@ class ArgmaxUnit(wiring.Component):
         offset = 1 << (self.score_width - 1)
         lane, cls = Signal(range(lanes)), Signal(range(classes))
         p = self.i.payload.data.word_select(lane, self.pop_width)
-        bias = Array(o - s * self.fan_in + offset
-                     for s, o in zip(self.scales, self.offsets))[cls]
+        biases = [o - s * self.fan_in + offset for s, o in zip(self.scales, self.offsets)]
+        primed = Const(1)
+        if self.patchable:
+            # The biases from a block RAM, read a cycle ahead: at the class counter's next
+            # value. Its output holds the first class's bias from the second cycle on.
+            rom = m.submodules.biases = Memory(
+                shape=self.score_width, depth=max(classes, KEY_DEPTH),
+                init=rom_words("biases", self.score_width, max(classes, KEY_DEPTH), biases),
+                attrs={"rom_style": "block"})
+            port = rom.read_port()
+            primed = Signal()
+            m.d.sync += primed.eq(1)
+            step = advance & self.i.valid & primed
+            m.d.comb += port.addr.eq(Mux(step, Mux(cls == classes - 1, 0, cls + 1), cls))
+            bias = port.data
+        else:
+            bias = Array(biases)[cls]
         if all(s == 1 for s in self.scales):
             score = (p << 1) + bias
         else:
             score = (p << 1) * Array(self.scales)[cls] + bias
         valid1, cls1, last1 = Signal(), Signal(range(classes)), Signal()
         score1 = Signal(self.score_width)
-        m.d.comb += self.i.ready.eq(advance & (lane == lanes - 1))
+        m.d.comb += self.i.ready.eq(advance & primed & (lane == lanes - 1))
         with m.If(advance):
-            m.d.sync += [valid1.eq(self.i.valid), cls1.eq(cls), score1.eq(score),
+            m.d.sync += [valid1.eq(self.i.valid & primed), cls1.eq(cls), score1.eq(score),
                          last1.eq(cls == classes - 1)]
-            with m.If(self.i.valid):
+            with m.If(self.i.valid & primed):
                 m.d.sync += [lane.eq(Mux(lane == lanes - 1, 0, lane + 1)),
                              cls.eq(Mux(cls == classes - 1, 0, cls + 1))]
 

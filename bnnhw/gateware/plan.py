@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from ..errors import FoldingError
 
-__all__ = ["MEMORIES", "SPRAM_WIDTH", "SPRAM_DEPTH", "MemoryPlan", "MatrixPlan", "matrix_plan",
+__all__ = ["MEMORIES", "PATCHABLE", "KEY_DEPTH", "PATCHABLE_SCORE_WIDTH", "SPRAM_WIDTH", "SPRAM_DEPTH", "MemoryPlan", "MatrixPlan", "matrix_plan",
            "multibase_plan", "WindowPlan", "window_plan", "PoolPlan", "pool_plan", "tree_levels",
            "range_width", "signed_width", "check_memory", "check_memories"]
 
@@ -22,13 +22,28 @@ __all__ = ["MEMORIES", "SPRAM_WIDTH", "SPRAM_DEPTH", "MemoryPlan", "MatrixPlan",
 # from a weight image (:mod:`bnnhw.gateware.weights`).
 MEMORIES = ("block", "distributed", "spram")
 
+# A build whose trained contents can be replaced in the bitstream later (``bnnhw build
+# --patchable``, then ``--reuse``): block RAM like "block", but every weight and threshold is in
+# a block RAM (none folded into the logic) and every width follows from the layer's shape, not
+# from the trained values, so that two networks of one shape and folding elaborate to the same
+# logic and differ only in the block RAMs' contents. Not one of the styles a build picks.
+PATCHABLE = "patchable"
+
+# The bitstream tools find a memory by 256-word columns of one bit (:mod:`.contents`): a
+# patchable ROM is at least this deep, which costs no block RAM (an iCE40 block is 256 words
+# deep at its widest, an ECP5 one 512).
+KEY_DEPTH = 256
+
+# Scores of a patchable build: what the board's reply carries (signed 16-bit), for any offsets.
+PATCHABLE_SCORE_WIDTH = 16
+
 # One SB_SPRAM256KA: 16,384 words of 16 bits.
 SPRAM_WIDTH, SPRAM_DEPTH = 16, 16384
 
 
 def check_memory(memory):
     """Check a memory style: ``"block"``, ``"distributed"`` or ``"spram"``."""
-    if memory not in MEMORIES:
+    if memory not in MEMORIES and memory != PATCHABLE:
         raise ValueError(f"memory must be one of {', '.join(map(repr, MEMORIES))}, "
                          f"not {memory!r}")
     return memory
@@ -146,6 +161,9 @@ def _engine_memories(*, nf, sf, buffer_width, buffer_depth, threshold_width, wei
     the thresholds (``threshold_width`` bits per neuron group, or None without), the weights
     (``weight_width`` bits per (group, beat)). ``memory`` is the weights' style; buffers and
     thresholds beside weights in SPRAM go to block RAM."""
+    patchable = memory == PATCHABLE
+    if patchable:
+        memory = "block"
     weight_memory, memory = memory, "block" if memory == "spram" else memory
     if weight_memory == "spram" and nf * sf > SPRAM_DEPTH:
         raise FoldingError(f"an SPRAM holds {SPRAM_DEPTH} words; {nf * sf} words of weights "
@@ -154,15 +172,18 @@ def _engine_memories(*, nf, sf, buffer_width, buffer_depth, threshold_width, wei
     memories = [MemoryPlan("inbuf", "buffer", buffer_width, buffer_depth, buffer_style,
                            rom=False)]
     if threshold_width is not None:
-        style = ("constant" if nf == 1 else "distributed" if memory != "block" else
+        style = ("block" if patchable else "constant" if nf == 1 else
+                 "distributed" if memory != "block" else
                  "block" if threshold_width <= 32 else "auto")
-        memories.append(MemoryPlan("thresholds", "thresholds", threshold_width, nf, style,
-                                   rom=True))
+        memories.append(MemoryPlan("thresholds", "thresholds", threshold_width,
+                                   max(nf, KEY_DEPTH) if patchable else nf, style, rom=True))
     # All PEs' weights in one memory, a word per (group, beat): small layers then share a
     # block RAM instead of taking one per PE; in SPRAM, its 16-bit columns are SPRAMs side by
     # side.
-    style = "constant" if nf * sf == 1 and weight_memory != "spram" else weight_memory
-    memories.append(MemoryPlan("weights", "weights", weight_width, nf * sf, style,
+    style = ("constant" if nf * sf == 1 and weight_memory != "spram" and not patchable
+             else weight_memory)
+    memories.append(MemoryPlan("weights", "weights", weight_width,
+                               max(nf * sf, KEY_DEPTH) if patchable else nf * sf, style,
                                rom=style != "spram"))
     return memories
 
@@ -190,6 +211,10 @@ def matrix_plan(*, mh, mw, pe, simd, in_bits=None, thresholds=None, weight_ones=
         result_width, threshold_width = range_width(*acc_bounds), 0
     else:
         t_lo, t_hi = min(adjusted), max(adjusted)
+        if memory == PATCHABLE:
+            # Widths for any thresholds: a threshold beyond the accumulator's range acts as
+            # the nearest end of it plus one (always or never), and the engine stores it so.
+            t_lo, t_hi = acc_bounds[0], acc_bounds[1] + 1
         acc_lo, acc_hi = acc_bounds[0] - max(0, t_hi), acc_bounds[1] - min(0, t_lo)
         result_width = 1
         threshold_width = range_width(min(-1, -t_hi), max(0, -t_lo))
@@ -221,6 +246,9 @@ def multibase_plan(*, mh, mw, pe, simd, coefficients, in_bits=None, thresholds=N
     for a -1 weight), so ``z = acc + sum_m c_m * weight_zeros[m][j]``. Without thresholds the
     output is the accumulator.
     """
+    if memory == PATCHABLE:
+        raise FoldingError("a multi-base engine keeps its coefficients in the logic: it "
+                           "cannot be built patchable")
     coefficients = [[int(c) for c in row] for row in coefficients]
     bases, k = len(coefficients), len(coefficients[0])
     total = sum(map(sum, coefficients))
@@ -302,7 +330,7 @@ def window_plan(*, height, width, channels, kh, kw, simd, bits, memory="block"):
     slots = 2 * kh
     # Only weights go to SPRAM; a layer whose weights are there keeps its lines in block RAM.
     ring = MemoryPlan("lines", "buffer", simd * bits, slots << (word_bits + column_bits),
-                      "block" if memory == "spram" else memory, rom=False)
+                      "block" if memory in ("spram", PATCHABLE) else memory, rom=False)
     oh, ow = height - kh + 1, width - kw + 1
     return WindowPlan(height=height, width=width, channels=channels, kh=kh, kw=kw, simd=simd,
                       bits=bits, out_height=oh, out_width=ow, words=words, slots=slots,

@@ -70,11 +70,13 @@ class Ports:
     image: bool = False   # weights loaded at run time from a flash: `flash` and `status` too
 
     @classmethod
-    def for_network(cls, net, in_simd, *, image=False):
-        """The ports of a top for ``net`` taking ``in_simd`` values per beat."""
+    def for_network(cls, net, in_simd, *, image=False, score_width=None):
+        """The ports of a top for ``net`` taking ``in_simd`` values per beat, with scores of
+        ``score_width`` bits (by default the fewest that hold ``net``'s)."""
+        if score_width is None:
+            score_width = signed_width(*net.score_bounds)
         return cls(in_bits=net.input.bits, in_simd=in_simd, n_pixels=net.input.size,
-                   classes=net.classes, score_width=signed_width(*net.score_bounds),
-                   image=bool(image))
+                   classes=net.classes, score_width=score_width, image=bool(image))
 
     @property
     def verilog_ports(self):

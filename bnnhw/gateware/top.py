@@ -11,7 +11,7 @@ from ..folding import check_folding, default_folding, divisors
 from ..perf import performance
 from .flash import SPIFlashReader
 from .glue import WidthConverter
-from .plan import check_memories
+from .plan import PATCHABLE, PATCHABLE_SCORE_WIDTH, check_memories
 from .ports import Ports
 from .weights import IMAGE_OFFSET, LoadStatus, WeightLoader, image_blocks, weight_image
 
@@ -47,7 +47,8 @@ class NetworkTop(wiring.Component):
     memory : str or sequence of str
         ``"block"`` (default: block RAM, for an iCE40), ``"distributed"`` (LUT RAM, faster
         on an ECP5) or ``"spram"`` (weights in an iCE40 UltraPlus's SPRAM, loaded at run
-        time), for all layers or one per layer.
+        time), for all layers or one per layer; or ``"patchable"`` (block RAM holding every
+        trained value, widths from the shapes: :data:`~.plan.PATCHABLE`).
     image_offset : int
         Where the weight image starts in the SPI flash, for a network with weights in SPRAM
         (default: :data:`bnnhw.gateware.weights.IMAGE_OFFSET`).
@@ -100,7 +101,10 @@ class NetworkTop(wiring.Component):
         if in_simd <= 0 or size % in_simd:
             raise FoldingError(f"in_simd {in_simd} does not divide the {size} pixels; "
                                f"allowed: {', '.join(map(str, divisors(size)))}")
-        self.ports = Ports.for_network(net, in_simd, image=bool(self.blocks))
+        # A patchable output layer makes 16-bit scores, whatever its offsets.
+        self.ports = Ports.for_network(
+            net, in_simd, image=bool(self.blocks),
+            score_width=PATCHABLE_SCORE_WIDTH if self.memory[-1] == PATCHABLE else None)
         self.in_bits, self.in_simd, self.n_pixels = net.input.bits, in_simd, size
         self.classes, self.score_width = self.ports.classes, self.ports.score_width
         self.cls_width = self.ports.cls_width

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import FoldingError
+from ..gateware.plan import PATCHABLE
 from ..tensor import Tensor
 from .base import Figures, Layer
 
@@ -55,6 +57,9 @@ class BinarizeLayer(Layer):
 
     def figures(self, fold, memory="block"):
         fold = self.check_fold(fold)
+        if memory == PATCHABLE:
+            raise FoldingError("a binarize layer compares with constants in the logic: it "
+                               "cannot be built patchable")
         cycles = self.input.size // fold.simd
         # One comparison with a constant per value per beat.
         return Figures(kind=self.KIND, input=self.input, output=self.output, fold=fold,

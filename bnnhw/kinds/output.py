@@ -6,12 +6,13 @@ Input: a binary tensor taken as a vector of N values. Arrays: ``weights`` ``(cla
 weights[c]))``; the network's class is their argmax, ties going to the lowest class index.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from ..bits import xnor_popcount
-from ..gateware.plan import signed_width, tree_levels
+from ..gateware.plan import (KEY_DEPTH, PATCHABLE, PATCHABLE_SCORE_WIDTH, MemoryPlan,
+                              signed_width, tree_levels)
 from ..tensor import Tensor
 from .matrix import MatrixLayer, plan_for
 
@@ -79,9 +80,16 @@ class OutputLayer(MatrixLayer):
         plan = self.plan(fold, memory)
         # The argmax unit looks at one class per cycle, and hands each result over in a cycle.
         depth = tree_levels(fold.simd) + 3 + ARGMAX_DEPTH
-        return self.matrix_figures(fold, memory, output=None,
-                                   cycles=max(plan.cycles, self.classes + 1), depth=depth,
-                                   latency=plan.cycles + depth + 1 + fold.pe + 2, out_count=1)
+        figures = self.matrix_figures(fold, memory, output=None,
+                                      cycles=max(plan.cycles, self.classes + 1), depth=depth,
+                                      latency=plan.cycles + depth + 1 + fold.pe + 2,
+                                      out_count=1)
+        if memory == PATCHABLE:
+            # The argmax unit's class biases, in block RAM too.
+            biases = MemoryPlan("biases", "thresholds", PATCHABLE_SCORE_WIDTH,
+                                max(self.classes, KEY_DEPTH), "block", rom=True)
+            figures = replace(figures, memories=figures.memories + (biases,))
+        return figures
 
     def engine_options(self, fold, memory):
         return dict(weights=self.weights, pe=fold.pe, simd=fold.simd, memory=memory)
@@ -92,5 +100,6 @@ class OutputLayer(MatrixLayer):
         fold = self.check_fold(fold)
         engine = self.matrix_engine(fold, memory)
         argmax = ArgmaxUnit(scales=self.scales, offsets=self.offsets, fan_in=self.fan_in,
-                            lanes=fold.pe, pop_width=engine.plan.result_width)
+                            lanes=fold.pe, pop_width=engine.plan.result_width,
+                            patchable=memory == PATCHABLE)
         return Pipeline([engine, argmax])

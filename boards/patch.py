@@ -1,0 +1,296 @@
+"""New weights into an existing bitstream: block RAM contents replaced, no place and route.
+
+A patchable build (``bnnhw build --patchable``) places and routes its design with every ROM of
+trained contents filled with keys (:mod:`bnnhw.gateware.contents`), keeps that keyed
+configuration (``bnnhw.keyed.asc`` for an iCE40, ``bnnhw.keyed.config`` for an ECP5) and a
+manifest (``patch.json``), and writes the network's own words into it. ``bnnhw build --reuse
+DIR`` does the same for a retrained network of the same shape and folding, in seconds:
+
+1. the network is elaborated with the same keys; its RTLIL must equal the build's (same
+   logic, same memories), or the patch is refused with the reason;
+2. YoWASP's ``icebram`` / ``ecpbram`` replace each key pattern by the network's words, and
+   ``icepack`` / ``ecppack`` pack the result as the build did;
+3. the packed bitstream is unpacked again and every memory's contents are read back from it
+   and compared with the network's words (and no key may remain).
+
+The tools find memories by columns: the same bit of 256 (iCE40) or 512 (ECP5) consecutive
+words. Keys make every such column of every ROM unique; the words to write need not be.
+"""
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import BnnhwError
+from .toolchain import ToolchainError, prepare_tools, tool_path
+
+__all__ = ["PatchError", "KEYS", "SLICE_DEPTH", "design_hash", "save_manifest",
+           "read_manifest", "patch", "read_columns"]
+
+
+class PatchError(BnnhwError):
+    """A network cannot be patched into a build, or the patched bitstream is not right."""
+
+
+# The seed of a patchable build's keys.
+KEYS = 1
+SLICE_DEPTH = {"ice40": 256, "ecp5": 512}
+_TEXT = {"ice40": "asc", "ecp5": "config"}
+_BITSTREAM = {"ice40": "bin", "ecp5": "bit"}
+MANIFEST = "patch.json"
+_TOOLS = {"ice40": ("yowasp-icebram", "yowasp-icepack", "yowasp-iceunpack"),
+          "ecp5": ("yowasp-ecpbram", "yowasp-ecppack", "yowasp-ecpunpack")}
+
+
+def design_hash(rtlil_text):
+    """A digest of a keyed design's RTLIL: equal digests, equal logic and memories."""
+    return hashlib.sha256(rtlil_text.encode()).hexdigest()
+
+
+def _bits(words, width, depth, slice_depth):
+    """``words`` as a ``(depth rounded up to slice_depth, width)`` 0/1 array."""
+    rows = -(-depth // slice_depth) * slice_depth
+    bits = np.zeros((rows, width), dtype=np.uint8)
+    for row, word in enumerate(words):
+        word = int(word)
+        bits[row] = [(word >> k) & 1 for k in range(width)]
+    return bits
+
+
+def _columns(roms, attr, slice_depth):
+    """Every column (slice) of ``roms``' words (``attr``: "keys" or "words"), as bytes, in
+    order: ROM, block of ``slice_depth`` words, bit."""
+    columns = []
+    for rom in roms:
+        bits = _bits(rom[attr], rom["width"], rom["depth"], slice_depth)
+        for block in range(bits.shape[0] // slice_depth):
+            part = bits[block * slice_depth:(block + 1) * slice_depth]
+            columns.extend(part[:, bit].tobytes() for bit in range(rom["width"]))
+    return columns
+
+
+def _hex(columns, path):
+    """Write a hex file whose bit ``c`` of word ``j`` is ``columns[c][j]``."""
+    bits = np.frombuffer(b"".join(columns), dtype=np.uint8).reshape(len(columns), -1).T
+    digits = -(-len(columns) // 4)
+    lines = []
+    for row in bits:
+        value = int.from_bytes(np.packbits(row, bitorder="little").tobytes(), "little")
+        lines.append(f"{value:0{digits}x}")
+    Path(path).write_text("\n".join(lines) + "\n")
+
+
+def _run(command, args, env, what):
+    try:
+        done = subprocess.run([tool_path(command), *args], env=env, capture_output=True,
+                              text=True)
+    except OSError as error:
+        raise ToolchainError(f"{command} does not run: {error}") from None
+    if done.returncode:
+        message = (done.stderr or done.stdout).strip().splitlines()
+        raise PatchError(f"{what}: {command} failed: {message[-1] if message else done.returncode}")
+    return done.stdout
+
+
+# -- reading memories back from a textual configuration ----------------------------------------
+
+def _ice40_columns(text):
+    """Every 256-bit column of every initialised iCE40 block RAM in ``.asc`` ``text``, read in
+    the block's configured width, as bytes."""
+    lines = text.splitlines()
+    data, modes = {}, {}
+    for n, line in enumerate(lines):
+        if line.startswith(".ram_data "):
+            x, y = map(int, line.split()[1:3])
+            data[(x, y)] = lines[n + 1:n + 17]
+        elif line.startswith(".ramt_tile "):
+            x, y = map(int, line.split()[1:3])
+            # RamConfig CBIT_2 and CBIT_3: the read port's width (256 x 16 ... 2048 x 2).
+            modes[(x, y - 1)] = ((2 if lines[n + 3][7] == "1" else 0)
+                                 | (1 if lines[n + 4][7] == "1" else 0))
+    order = {0: [0], 1: [0, 1], 2: [0, 2, 1, 3], 3: [0, 4, 2, 6, 1, 5, 3, 7]}
+    columns = []
+    for place, rows in data.items():
+        # Bit i of the block's 4096 is bit (i % 256) of line 15 - i // 256.
+        value = int("".join(reversed(rows)), 16)
+        bits = np.array([(value >> i) & 1 for i in range(4096)], dtype=np.uint8)
+        mode = modes.get(place, 0)
+        lanes = 1 << mode                   # words interleaved in each 16-bit row
+        sub = order[mode]
+        for base in range(0, 4096, 4096 // lanes):
+            for bit in range(0, 16, lanes):
+                index = [base + bit + row * 16 + sub[lane]
+                         for row in range(256 // lanes) for lane in range(lanes)]
+                columns.append(bits[index].tobytes())
+    return columns
+
+
+def _ecp5_columns(text):
+    """Every 512-bit column of every initialised ECP5 block RAM in ``.config`` ``text``, read
+    in each of the block's widths (the configuration does not say which one is used)."""
+    columns = []
+    for match in re.finditer(r"^\.bram_init (\d+)\n((?:[0-9a-fA-F]{3}[ \n])+)", text, re.M):
+        words = [int(w, 16) for w in match.group(2).split()]
+        bits9 = np.array([(w >> b) & 1 for w in words for b in range(9)], dtype=np.uint8)
+        bits8 = np.array([(w >> b) & 1 for w in words for b in range(8)], dtype=np.uint8)
+        for width, stored, count in ((1, 8, 32), (2, 8, 32), (4, 8, 32), (9, 9, 36),
+                                     (18, 9, 36), (36, 9, 36)):
+            flat = bits8 if stored == 8 else bits9
+            for j in range(count):
+                start = j % width + (j // width) * 512 * width
+                index = start + np.arange(512) * width
+                if index[-1] < flat.size:
+                    columns.append(flat[index].tobytes())
+    return columns
+
+
+def read_columns(family, text):
+    """The block RAM columns of a textual configuration (``.asc`` or ``.config``)."""
+    return _ice40_columns(text) if family == "ice40" else _ecp5_columns(text)
+
+
+# -- the manifest --------------------------------------------------------------------------------
+
+def save_manifest(build_dir, *, board, network, folding, memory, rtlil, roms, clock_mhz, baud,
+                  scores, divisor, ecppack=()):
+    """Write ``patch.json`` of a patchable build: what a later patch must match, and the keys."""
+    manifest = {
+        "version": 1, "board": board.name, "family": board.family, "keys": KEYS,
+        "design": design_hash(rtlil), "folding": folding, "memory": list(memory),
+        "clock_mhz": clock_mhz, "baud": baud, "scores": scores, "divisor": divisor,
+        "network": network, "ecppack": list(ecppack),
+        "roms": [{"name": r.name, "width": r.width, "depth": r.depth,
+                  "keys": [f"{w:x}" for w in r.built]} for r in roms],
+    }
+    path = Path(build_dir) / MANIFEST
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(manifest) + "\n")
+    temporary.replace(path)
+
+
+def read_manifest(build_dir):
+    """The manifest of a patchable build in ``build_dir``; a clear error if there is none."""
+    path = Path(build_dir) / MANIFEST
+    if not path.is_file():
+        built = (Path(build_dir) / "build.json").is_file()
+        raise PatchError(f"{build_dir}: " + ("not a patchable build (no patch.json); build it "
+                                             "once with --patchable" if built else
+                                             "no build here (no build.json, no patch.json)"))
+    try:
+        manifest = json.loads(path.read_text())
+        for rom in manifest["roms"]:
+            rom["keys"] = [int(w, 16) for w in rom["keys"]]
+        manifest["design"], manifest["family"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise PatchError(f"{path}: not a readable patch manifest ({error})") from None
+    return manifest
+
+
+# -- patching ------------------------------------------------------------------------------------
+
+def patch(build_dir, roms, env, *, log=print):
+    """Write ``roms`` (dicts with name, width, depth, words, in the manifest's order) into the
+    keyed configuration of the patchable build in ``build_dir``, pack it as ``bnnhw.<bin|bit>``
+    (through a temporary name) and check the packed bitstream. Return the seconds taken."""
+    start = time.perf_counter()
+    build_dir = Path(build_dir)
+    manifest = read_manifest(build_dir)
+    family = manifest["family"]
+    prepare_tools(env["YOWASP_CACHE_DIR"], _TOOLS[family], log=log)
+    depth = SLICE_DEPTH[family]
+    if [(r["name"], r["width"], r["depth"]) for r in roms] != \
+            [(r["name"], r["width"], r["depth"]) for r in manifest["roms"]]:
+        raise PatchError(f"{build_dir}: the network's memories differ from the build's")
+    keyed = [dict(r, words=r["keys"]) for r in manifest["roms"]]
+    froms = _columns(keyed, "words", depth)
+    tos = _columns(roms, "words", depth)
+    text_name = f"bnnhw.keyed.{_TEXT[family]}"
+    source = build_dir / text_name
+    if not source.is_file():
+        raise PatchError(f"{source}: the keyed configuration of the build is missing")
+    work = build_dir / ".patch"
+    work.mkdir(exist_ok=True)
+    current = source
+    # The tools take hex words of whole digits: columns in groups of four. icebram also
+    # requires every column it is given to be found as often as every other, so a last group
+    # is completed with columns already written, whose new contents occur once.
+    groups = []
+    whole = len(froms) - len(froms) % 4
+    if whole:
+        groups.append((froms[:whole], tos[:whole]))
+    if len(froms) % 4:
+        rest_f, rest_t = froms[whole:], tos[whole:]
+        need = 4 - len(rest_f)
+        if family == "ecp5":
+            rng = np.random.default_rng(0)
+            filler = [rng.integers(0, 2, depth, dtype=np.uint8).tobytes() for _ in range(need)]
+            groups.append((rest_f + filler, rest_t + filler))
+        else:
+            counts = {}
+            for column in tos:
+                counts[column] = counts.get(column, 0) + 1
+            unique = [c for c in tos[:whole] if counts[c] == 1 and any(c)
+                      and c not in set(froms)][:need]
+            if len(unique) < need:
+                raise PatchError(f"{build_dir}: too few distinct memory columns to patch with "
+                                 f"icebram ({len(froms)} columns)")
+            groups.append((rest_f + unique, rest_t + unique))
+    for n, (group_from, group_to) in enumerate(groups):
+        _hex(group_from, work / f"from{n}.hex")
+        _hex(group_to, work / f"to{n}.hex")
+        out = work / f"patched{n}.{_TEXT[family]}"
+        if family == "ice40":
+            with open(current) as stdin, open(out, "w") as stdout:
+                done = subprocess.run([tool_path("yowasp-icebram"), str(work / f"from{n}.hex"),
+                                       str(work / f"to{n}.hex")], stdin=stdin, stdout=stdout,
+                                      stderr=subprocess.PIPE, text=True, env=env)
+            if done.returncode:
+                raise PatchError(f"{build_dir}: icebram failed: "
+                                 f"{done.stderr.strip().splitlines()[-1]}")
+        else:
+            _run("yowasp-ecpbram", ["-i", str(current), "-o", str(out),
+                                    "-f", str(work / f"from{n}.hex"),
+                                    "-t", str(work / f"to{n}.hex")], env, str(build_dir))
+        current = out
+    # Pack as the build did, to a temporary name; check; then put it in place.
+    bitstream = build_dir / f"bnnhw.{_BITSTREAM[family]}"
+    temporary = work / f"bnnhw.{_BITSTREAM[family]}"
+    if family == "ice40":
+        _run("yowasp-icepack", [str(current), str(temporary)], env, str(build_dir))
+        _run("yowasp-iceunpack", [str(temporary), str(work / "unpacked.asc")], env,
+             str(build_dir))
+        unpacked = (work / "unpacked.asc").read_text()
+    else:
+        options = manifest.get("ecppack", [])
+        _run("yowasp-ecppack", [*options, "--input", str(current), "--bit", str(temporary)],
+             env, str(build_dir))
+        _run("yowasp-ecpunpack", ["--input", str(temporary), "--textcfg",
+                                  str(work / "unpacked.config")], env, str(build_dir))
+        unpacked = (work / "unpacked.config").read_text()
+    check_columns(family, unpacked, froms, tos, where=str(bitstream))
+    os.replace(temporary, bitstream)
+    (build_dir / f"bnnhw.{_TEXT[family]}").write_text(Path(current).read_text())
+    return time.perf_counter() - start
+
+
+def check_columns(family, text, keys, words, *, where):
+    """Check that configuration ``text`` holds every column of ``words`` (as often as they
+    are written) and none of ``keys``."""
+    found = {}
+    for column in read_columns(family, text):
+        found[column] = found.get(column, 0) + 1
+    left = sum(1 for column in keys if column in found)
+    if left:
+        raise PatchError(f"{where}: {left} memory columns still hold their keys")
+    want = {}
+    for column in words:
+        want[column] = want.get(column, 0) + 1
+    missing = sum(1 for column, n in want.items() if found.get(column, 0) < n)
+    if missing:
+        raise PatchError(f"{where}: {missing} memory columns do not read back as written")

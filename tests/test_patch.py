@@ -1,0 +1,146 @@
+# amaranth: UnusedElaboratable=no
+"""Patchable designs: trained contents only in block RAM, logic independent of training, keys
+that find every memory; and a real build patched with another network's weights."""
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from amaranth.back import rtlil
+
+from bnnhw import artifact, golden, testing
+from bnnhw.errors import FoldingError
+from bnnhw.gateware.contents import RomLog
+from bnnhw.gateware.plan import KEY_DEPTH
+from bnnhw.gateware.top import NetworkTop
+
+SIZES = [12, 9, 7, 4]
+FOLDING = [(3, 4), (1, 9), (2, 7)]
+
+
+def network(seed, *, scales=False):
+    return testing.random_network(np.random.default_rng(seed), SIZES, input_bits=3,
+                                  scales=scales)
+
+
+def keyed_rtlil(net, folding=FOLDING, memory="patchable"):
+    with RomLog(keys=1 if memory == "patchable" else None) as log:
+        text = rtlil.convert(NetworkTop(net, folding, memory=memory), name="top")
+    return text, log.roms
+
+
+def test_keys_are_distinct_nonzero_columns_and_repeatable():
+    def keys(seed):
+        with RomLog(keys=seed) as log:
+            from bnnhw.gateware.contents import rom_words
+            for width, depth in ((5, KEY_DEPTH), (13, 2 * KEY_DEPTH), (1, KEY_DEPTH)):
+                rom_words("m", width, depth, [1] * depth)
+        return log.roms
+    roms = keys(7)
+    columns = []
+    for rom in roms:
+        bits = np.array([[(w >> b) & 1 for b in range(rom.width)] for w in rom.built])
+        for block in range(rom.depth // KEY_DEPTH):
+            for b in range(rom.width):
+                columns.append(bits[block * KEY_DEPTH:(block + 1) * KEY_DEPTH, b].tobytes())
+    assert len(set(columns)) == len(columns) == 5 + 26 + 1
+    assert all(any(c) for c in columns)
+    assert [r.built for r in keys(7)] == [r.built for r in roms]
+    assert [r.built for r in keys(8)] != [r.built for r in roms]
+    assert all(r.words == (1,) * r.depth for r in roms)
+
+
+@pytest.mark.parametrize("stalls", [False, True])
+def test_patchable_design_matches_golden(stalls):
+    net = network(1)        # thresholds at the ends of their ranges too (extreme=True)
+    frames = testing.random_inputs(np.random.default_rng(2), net, 12)
+    top = NetworkTop(net, FOLDING, in_simd=4, memory="patchable")
+    assert top.score_width == 16
+    received = testing.run_frames(top, frames, count=4, width=3, stalls=stalls)
+    scores, classes = testing.unpack_results(received, top.classes)
+    expected = golden.run(net, frames)
+    assert np.array_equal(scores, expected.scores)
+    assert np.array_equal(classes, expected.classes)
+
+
+def test_logic_does_not_depend_on_the_trained_values():
+    a, roms_a = keyed_rtlil(network(1))
+    b, roms_b = keyed_rtlil(network(2))
+    assert a == b
+    assert [r.built for r in roms_a] == [r.built for r in roms_b]
+    assert [r.words for r in roms_a] != [r.words for r in roms_b]
+    # Trained contents: weights and thresholds of each layer, the output's biases.
+    assert [r.name for r in roms_a] == ["thresholds", "weights", "thresholds", "weights",
+                                       "weights", "biases"]
+    # The same two networks built as usual differ in their logic: the check above can fail.
+    assert keyed_rtlil(network(1), memory="block")[0] != keyed_rtlil(network(2),
+                                                                     memory="block")[0]
+    # Output scales are constants in the logic: another scale is another design.
+    assert keyed_rtlil(network(3, scales=True))[0] != a
+
+
+def test_kinds_with_constants_in_logic_are_refused():
+    net = testing.random_abc_network(np.random.default_rng(0), [8, 6, 4], weight_bases=2,
+                                     act_bases=2, input_bits=2)
+    with pytest.raises(FoldingError, match="cannot be built patchable"):
+        NetworkTop(net, [(1, 1)] * len(net.layers), memory="patchable")
+
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "digits.npz"
+
+
+def retrained(net, seed):
+    """``net`` with other weights, thresholds and offsets: what a retraining gives."""
+    rng = np.random.default_rng(seed)
+    layers = []
+    for layer in net.layers:
+        changes = {"weights": rng.integers(0, 2, layer.weights.shape, dtype=np.uint8)}
+        if hasattr(layer, "thresholds"):
+            changes["thresholds"] = rng.permutation(layer.thresholds)
+        if hasattr(layer, "offsets"):
+            changes["offsets"] = rng.integers(-20, 21, layer.offsets.shape)
+        layers.append(replace(layer, **changes))
+    return artifact.network(input_shape=net.input.shape, input_bits=net.input.bits,
+                            layers=layers, provenance={"source": "test_patch.retrained"})
+
+
+@pytest.mark.slow
+@pytest.mark.board
+def test_icebreaker_build_patched_with_new_weights(tmp_path):
+    from bnnhw.boards.board import get_board
+    from bnnhw.boards.build import build, reuse
+    from bnnhw.boards.patch import PatchError
+    from bnnhw.folding import default_folding
+    board = get_board("icebreaker")
+    net = artifact.load(EXAMPLE) if EXAMPLE.is_file() else testing.random_network(
+        np.random.default_rng(0), [64, 128, 128, 10], input_bits=5)
+    folding = default_folding(net, target=1024)
+    build_dir = tmp_path / "build"
+    result = build(board, net, folding, build_dir, clock_mhz=30, patchable=True,
+                   log=lambda text: None)
+    assert result.timing_met
+    original = result.bitstream.read_bytes()
+    # Another network of the same shape: a new bitstream, its memories read back inside.
+    seconds, manifest = reuse(board, retrained(net, 1), build_dir, log=lambda text: None)
+    assert len(manifest["roms"]) == 6
+    patched = result.bitstream.read_bytes()
+    assert patched != original and len(patched) == len(original)
+    # And back: the same bytes the build wrote.
+    reuse(board, net, build_dir, log=lambda text: None)
+    assert result.bitstream.read_bytes() == original
+    # Refused, with the reason, and the bitstream left alone.
+    other_shape = testing.random_network(np.random.default_rng(0), [64, 96, 128, 10],
+                                         input_bits=5)
+    with pytest.raises(PatchError, match="layer 0 differs"):
+        reuse(board, other_shape, build_dir, log=lambda text: None)
+    scaled = artifact.network(
+        input_shape=net.input.shape, input_bits=net.input.bits,
+        layers=[*net.layers[:-1], replace(net.layers[-1],
+                                          scales=np.full(net.classes, 2, np.int64))],
+        provenance={})
+    with pytest.raises(PatchError, match="other logic"):
+        reuse(board, scaled, build_dir, log=lambda text: None)
+    assert result.bitstream.read_bytes() == original
+    with pytest.raises(PatchError, match="not a patchable build|no build here"):
+        reuse(board, net, tmp_path, log=lambda text: None)
