@@ -12,7 +12,7 @@ from ..errors import BnnhwError
 from ..progress import Progress
 from .board import get_board
 
-__all__ = ["board_options", "run_build", "run_program", "run_run"]
+__all__ = ["board_options", "run_build", "run_program", "run_run", "run_explore"]
 
 
 def board_options(net, board, args):
@@ -45,7 +45,7 @@ def run_build(args):
     folding, memory = board_options(net, board, args)
     build_dir = args.build_dir or Path("build") / f"{args.network.stem}-{board.name}"
     result = build(board, net, folding, build_dir, memory=memory, clock_mhz=args.clock,
-                   baud=args.baud, scores=not args.no_scores,
+                   baud=args.baud, scores=not args.no_scores, seed=getattr(args, "seed", None),
                    log=lambda text: print(text, file=sys.stderr))
     if getattr(args, "json", False):
         from ..report import document, dumps
@@ -65,6 +65,12 @@ def run_build(args):
               f"{result.clock_mhz:g} MHz needed", file=sys.stderr)
         return 2
     return 0
+
+
+def run_explore(args):
+    """``bnnhw explore BOARD NETWORK``: :func:`bnnhw.boards.explore_command.run_explore`."""
+    from .explore_command import run_explore
+    return run_explore(args)
 
 
 def run_program(args):
