@@ -169,7 +169,11 @@ def run_job(job, build=build_design):
             differ = sorted(k for k in tools if tools.get(k) != job["tools"].get(k))
             raise BnnhwError(f"this worker's {', '.join(differ)} differ from the sweep's: "
                              f"{', '.join(f'{k} {tools[k]}' for k in differ)}")
-        work.mkdir(parents=True)
+        try:
+            work.mkdir(parents=True)
+        except OSError:                      # the client's cache is not this worker's
+            import tempfile
+            work = Path(tempfile.mkdtemp(prefix=f"bnnhw-explore-{job['key'][:16]}-"))
         (work / "network.npz").write_bytes(job["network"])
         net = artifact.load(work / "network.npz")
         from ..perf import performance

@@ -388,3 +388,16 @@ def test_unreachable_scheduler_is_one_line():
     with pytest.raises(SchedulerError, match=r"^--scheduler 'tcp://127\.0\.0\.1:1': cannot "
                                              r"connect \(OSError: Timed out .+\)$"):
         connect("tcp://127.0.0.1:1", timeout=1)
+
+
+def test_worker_without_the_client_s_cache_builds_in_a_folder_of_its_own(net, tmp_path):
+    """On a cluster, the client's cache folder may not exist on a worker: the job still runs
+    (the client caches what it returns)."""
+    from bnnhw.boards.explore import run_job
+    markers = _folder(tmp_path / "markers")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    job = jobs_for(net, blocker / "cache", count=1, seeds=(1,))[0]
+    result = run_job(job, build=functools.partial(fake_build, markers=markers))
+    assert result["error"] is None and result["built"] and result["luts"] > 0
+    assert len(builds(markers)) == 1
