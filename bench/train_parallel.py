@@ -54,7 +54,7 @@ def main(argv=None):
     many = train([sys.executable, "-m", "torch.distributed.run", "--standalone",
                   f"--nproc_per_node={args.processes}", "-m", "bnnhw.train", "-o", many_path,
                   *options], many_path)
-    for name, r in ((f"1 process", one), (f"{args.processes} processes (torchrun)", many)):
+    for name, r in (("1 process", one), (f"{args.processes} processes (torchrun)", many)):
         print(f"{args.model:8} {name:24} golden {100 * r['golden']:.2f}%  torch "
               f"{100 * r['torch']:.2f}%  classes agree {r['agree']}  training "
               f"{r['train_seconds']:.0f} s (wall {r['seconds']:.0f} s)  [{r['device_line']}]")

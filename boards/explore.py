@@ -32,8 +32,9 @@ from .. import __version__, artifact
 from ..errors import BnnhwError
 from ..folding import check_folding, format_folding
 
-__all__ = ["tool_versions", "source_digest", "job_key", "make_jobs", "run_job", "build_design",
-           "pareto_front", "fastest", "sweep", "default_cache", "OBJECTIVES"]
+__all__ = ["tool_versions", "source_digest", "job_key", "make_jobs", "read_cached",
+           "write_cached", "run_job", "build_design", "pareto_front", "fastest", "sweep",
+           "as_folding", "default_cache", "OBJECTIVES"]
 
 # The front: frames/s up, logic and block RAM down.
 OBJECTIVES = {"frames_per_second": "max", "luts": "min", "block_rams": "min"}
@@ -266,7 +267,7 @@ def sweep(jobs, *, workers=1, scheduler=None, retries=2, build=None, log=None):
 
 
 def _describe(row):
-    folding = format_folding(check_folding_dicts(row["folding"]))
+    folding = format_folding(as_folding(row["folding"]))
     if row.get("error"):
         return f"{folding} seed {row['seed']}: FAILED: {row['error']}"
     return (f"{folding} seed {row['seed']}: Fmax {row['fmax_mhz']:.1f} MHz, "
@@ -274,8 +275,8 @@ def _describe(row):
             f"{row['block_rams']} block RAMs" + ("" if row["built"] else " (cached)"))
 
 
-def check_folding_dicts(folding):
-    """A folding of per-layer mappings as :class:`~bnnhw.folding.LayerFolding` objects (for
-    display; no network to check them against)."""
+def as_folding(folding):
+    """A row's folding (per-layer mappings) as :class:`~bnnhw.folding.LayerFolding` objects,
+    for display (unchecked: there is no network to check it against)."""
     from ..folding import LayerFolding
     return tuple(LayerFolding(**fold) for fold in folding)

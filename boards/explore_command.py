@@ -17,7 +17,7 @@ from pathlib import Path
 from .. import artifact
 from ..errors import BnnhwError
 from ..paths import output_dir, output_path
-from .explore import OBJECTIVES, check_folding_dicts, fastest, pareto_front
+from .explore import OBJECTIVES, as_folding, fastest, pareto_front
 
 __all__ = ["run_explore", "front_table", "write_csv", "write_plot", "COLUMNS"]
 
@@ -41,7 +41,7 @@ def _positive(name, value, *, zero=False):
 def _cell(row, column, front, chosen, n):
     if column == "folding":
         from ..folding import format_folding
-        return format_folding(check_folding_dicts(row["folding"]))
+        return format_folding(as_folding(row["folding"]))
     if column == "memory":
         return " ".join(row["memory"])
     if column == "on_front":
@@ -200,18 +200,18 @@ def run_explore(args, *, build=None):
     if chosen is None:
         print("no build succeeded: no front")
         for row in rows:
-            print(f"  {format_folding(check_folding_dicts(row['folding']))} seed "
+            print(f"  {format_folding(as_folding(row['folding']))} seed "
                   f"{row['seed']}: {row['error']}")
         return 1
     print()
-    print(f"Pareto front (frames/s at the Fmax reached, LUTs, block RAMs; * the fastest):")
+    print("Pareto front (frames/s at the Fmax reached, LUTs, block RAMs; * the fastest):")
     print(front_table(rows, front, chosen))
     print()
     print(f"table        {out / 'explore.json'}, {out / 'explore.csv'}")
     print("plot         " + (", ".join(map(str, plots)) if plots else
                              "not written: it needs matplotlib (pip install -e \".[report]\")"))
     best = rows[chosen]
-    folding = check_folding_dicts(best["folding"])
+    folding = as_folding(best["folding"])
     if args.write_folding is not None:
         save_folding(args.write_folding, net, folding,
                      cycles_per_frame=best["cycles_per_frame"])

@@ -14,7 +14,6 @@ import signal
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from bnnhw import artifact
@@ -103,7 +102,6 @@ def test_content_key_changes_with_each_input_but_not_with_paths(net, tmp_path):
     assert job_key(**base) == a[0]["key"]
     other_fold = [dict(fold) for fold in base["folding"]]
     other_fold[0]["pe"] *= 2
-    thresholds = net.layers[-1].thresholds if hasattr(net.layers[-1], "thresholds") else None
     variants = {
         "folding": other_fold, "seed": 2, "memory": ["spram"] + base["memory"][1:],
         "network": "0" * 64, "board": "ulx3s",
@@ -115,7 +113,6 @@ def test_content_key_changes_with_each_input_but_not_with_paths(net, tmp_path):
     # Key order inside the folding's mappings does not matter.
     reordered = [dict(reversed(list(fold.items()))) for fold in base["folding"]]
     assert job_key(**{**base, "folding": reordered}) == a[0]["key"]
-    del thresholds
 
 
 def test_tool_versions_name_the_board_s_place_and_route():
@@ -209,8 +206,8 @@ def test_failed_build_is_a_row_and_the_sweep_goes_on(net, tmp_path):
     markers.mkdir()
     jobs = jobs_for(net, tmp_path / "cache")
     from bnnhw.folding import format_folding
-    from bnnhw.boards.explore import check_folding_dicts
-    bad = format_folding(check_folding_dicts(jobs[2]["folding"]))
+    from bnnhw.boards.explore import as_folding
+    bad = format_folding(as_folding(jobs[2]["folding"]))
     rows = sweep(jobs, workers=2, build=functools.partial(fake_build, markers=markers,
                                                           fail=bad))
     failed = [n for n, r in enumerate(rows) if r["error"]]

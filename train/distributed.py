@@ -22,7 +22,8 @@ import torch.distributed as dist
 
 from bnnhw.errors import BnnhwError
 
-__all__ = ["DEVICES", "DeviceError", "Context", "setup", "teardown", "check_same_parameters", "all_sum"]
+__all__ = ["DEVICES", "DeviceError", "Context", "setup", "teardown", "check_same_parameters",
+           "all_sum"]
 
 DEVICES = ("auto", "cpu", "cuda")
 
