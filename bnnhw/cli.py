@@ -317,7 +317,7 @@ def main(argv=None):
                    help="local worker processes, builds at once (default: %(default)s)")
     p.add_argument("--scheduler", metavar="ADDRESS",
                    help="run on the Dask cluster whose scheduler is at ADDRESS, e.g. "
-                        "tcp://10.0.0.5:8786 (needs the explore extra)")
+                        "tcp://HOST:8786 (needs the explore extra)")
     p.add_argument("--retries", metavar="N", default="2",
                    help="runs again of a build whose worker died (default: %(default)s)")
     p.add_argument("--clock", metavar="MHZ", type=float,
