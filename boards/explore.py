@@ -91,20 +91,24 @@ def default_cache():
 def make_jobs(net, network_bytes, board, designs, seeds, *, cache, clock_mhz=None,
               baud=115200, scores=True, tools=None):
     """The jobs of a sweep: each design ``(folding, memory)`` with each seed, as plain
-    dictionaries (a worker needs nothing else: the network travels as its file's bytes)."""
+    dictionaries (a worker needs nothing else: the network travels as its file's bytes).
+    ``estimate``, the fit estimate's logic, orders the work (not part of the key)."""
+    from .build import estimate
     tools = tool_versions(board) if tools is None else tools
     options = {"clock_mhz": board.max_clock_mhz if clock_mhz is None else clock_mhz,
                "baud": baud, "scores": scores}
     digest = artifact.digest(net)
     jobs = []
     for folding, memory in designs:
+        logic = estimate(net, folding, board, memory=memory).logic
         folding = [fold.as_dict() for fold in check_folding(net, folding)]
         for seed in seeds:
             key = job_key(network=digest, board=board.name, folding=folding, memory=memory,
                           seed=seed, options=options, tools=tools)
             jobs.append({"key": key, "board": board.name, "network": network_bytes,
                          "folding": folding, "memory": list(memory), "seed": seed,
-                         "options": options, "tools": tools, "cache": str(cache)})
+                         "options": options, "tools": tools, "cache": str(cache),
+                         "estimate": logic})
     return jobs
 
 
@@ -223,7 +227,9 @@ def sweep(jobs, *, workers=1, scheduler=None, retries=2, build=None, log=None):
     """Run ``jobs`` (:func:`make_jobs`) and return their result rows, in the jobs' order.
 
     Cached jobs are read, not submitted; the others run on a local pool of ``workers``
-    processes, or on the Dask cluster at ``scheduler`` (an address or a Client). ``build``
+    processes, or on the Dask cluster at ``scheduler`` (an address or a Client), the largest
+    designs (by the fit estimate's logic: place and route takes longer) first, so that the
+    longest builds do not all come last. ``build``
     replaces :func:`build_design` (tests). The client caches each result it receives too (a
     worker may not see the cache folder). ``log(line)`` hears of each job as it finishes.
     """
@@ -236,6 +242,7 @@ def sweep(jobs, *, workers=1, scheduler=None, retries=2, build=None, log=None):
             todo.append(n)
         else:
             rows[n] = {**found, "built": False}
+    todo.sort(key=lambda n: -jobs[n].get("estimate", 0))
     started = time.monotonic()
     done = len(jobs) - len(todo)
     if log is not None:

@@ -398,3 +398,16 @@ def test_worker_without_the_client_s_cache_builds_in_a_folder_of_its_own(net, tm
     result = run_job(job, build=functools.partial(fake_build, markers=markers))
     assert result["error"] is None and result["built"] and result["luts"] > 0
     assert len(builds(markers)) == 1
+
+
+def test_largest_designs_are_built_first(net, tmp_path):
+    markers = _folder(tmp_path / "markers")
+    jobs = jobs_for(net, tmp_path / "cache")
+    sweep(jobs, workers=1, build=functools.partial(fake_build, markers=markers))
+    order = [name.split("-")[0] for name in sorted(builds(markers),
+                                                   key=lambda name: int(name.split("-")[-1]))]
+    estimates = {job["key"]: job["estimate"] for job in jobs}
+    built = [estimates[key] for key in order]
+    assert len(built) == 6 and built == sorted(built, reverse=True) and built[0] > built[-1]
+    # The jobs list itself runs from the most folded (the smallest) to the fastest.
+    assert jobs[0]["estimate"] < jobs[-1]["estimate"]
