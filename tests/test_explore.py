@@ -339,26 +339,27 @@ def test_command_writes_table_plot_and_a_folding_build_reads(net, tmp_path, caps
 
 @pytest.mark.slow
 @pytest.mark.board
-def test_real_sweep_of_two_foldings_then_nothing_to_rebuild(net, tmp_path, capsys):
-    """Real bitstreams: the most folded and the fastest digits design for the iCEBreaker, one
-    seed, one at a time (the suite runs on 2 cores); then the same sweep again builds
-    nothing."""
-    argv = ["explore", "icebreaker", str(EXAMPLE), "--foldings", "2", "--seeds", "1",
-            "--workers", "1", "-o", str(tmp_path / "out"), "--cache", str(tmp_path / "cache"),
-            "--write-folding", str(tmp_path / "best.json")]
-    assert main(argv) == 0
-    assert "2 builds (2 run, 0 from the cache, 0 failed)" in capsys.readouterr().out
-    doc = json.loads((tmp_path / "out" / "explore.json").read_text())
-    for r in doc["rows"]:
+def test_real_sweep_of_two_foldings_then_nothing_to_rebuild(net, tmp_path):
+    """Real bitstreams: the two most folded digits designs for the iCEBreaker (the quickest
+    to place and route), one seed, one build at a time (the suite runs on 2 cores); then the
+    same sweep again builds nothing."""
+    jobs = make_jobs(net, EXAMPLE.read_bytes(), BOARD, fitting_designs(net, BOARD)[:2], [1],
+                     cache=tmp_path / "cache")
+    lines = []
+    rows = sweep(jobs, workers=1, log=lines.append)
+    assert [r["error"] for r in rows] == [None, None] and all(r["built"] for r in rows)
+    for r in rows:
         assert 0 < r["luts"] <= 5280 and 0 < r["block_rams"] <= 30 and r["fmax_mhz"] > 20
         assert r["frames_per_second"] == pytest.approx(r["fmax_mhz"] * 1e6
                                                        / r["cycles_per_frame"])
-    fast, slow = sorted(doc["rows"], key=lambda r: r["cycles_per_frame"])
-    assert fast["frames_per_second"] > slow["frames_per_second"]
-    assert doc["front"][0] in (0, 1) and doc["chosen"] is not None
-    load_folding(tmp_path / "best.json", net)
-    assert main(argv) == 0
-    assert "2 builds (0 run, 2 from the cache, 0 failed)" in capsys.readouterr().out
+    slow, fast = rows                                  # most folded first
+    assert slow["cycles_per_frame"] == 2 * fast["cycles_per_frame"]
+    assert pareto_front(rows) and fastest(rows, pareto_front(rows)) is not None
+    assert len([line for line in lines if line.startswith("explore  ")]) == 2
+    again = sweep(jobs, workers=1)
+    assert not any(r["built"] for r in again) and comparable(again) == comparable(rows)
+    assert not (tmp_path / "cache" / "work").exists() or not os.listdir(tmp_path / "cache"
+                                                                           / "work")
 
 
 def _die(job):
