@@ -55,7 +55,7 @@ from .tensor import ENCODINGS, Tensor
 __all__ = [
     "FORMAT", "VERSION", "READS", "ArtifactError",
     "FirstLayer", "DenseLayer", "OutputLayer", "Network",
-    "network", "load", "save", "input_tensor",
+    "network", "load", "save", "input_tensor", "digest",
 ]
 
 FORMAT, VERSION = "bnnhw-network", 2
@@ -223,6 +223,22 @@ def _manifest(net):
         "layers": layers,
         "provenance": net.provenance,
     }
+
+
+def digest(net):
+    """SHA-256 (hex) of what ``net`` computes: its manifest without the provenance, and every
+    array's dtype, shape and bytes. Equal for the same network saved twice, at any path, with
+    any training history; it changes with any weight, threshold, shape or label."""
+    import hashlib
+    manifest = _manifest(net)
+    del manifest["provenance"]
+    hasher = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode())
+    for n, layer in enumerate(net.layers):
+        for name in layer.ARRAYS:
+            array = np.ascontiguousarray(getattr(layer, name))
+            hasher.update(f"\nlayers.{n}.{name} {array.dtype.str} {array.shape}\n".encode())
+            hasher.update(array.tobytes())
+    return hasher.hexdigest()
 
 
 def save(net, path):

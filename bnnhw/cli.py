@@ -206,6 +206,11 @@ def run_build(args):
     return run_build(args)
 
 
+def run_explore(args):
+    from .boards.commands import run_explore
+    return run_explore(args)
+
+
 def run_program(args):
     from .boards.commands import run_program
     return run_program(args)
@@ -300,9 +305,40 @@ def main(argv=None):
                    help="write NETWORK's weights and thresholds into the bitstream of the "
                         "patchable build in DIR, in seconds (same shape and folding; no "
                         "synthesis, no place and route)")
+    p.add_argument("--seed", metavar="N", type=int,
+                   help="nextpnr's placement seed (default: nextpnr's)")
     _add_folding_arguments(p, default=board_default)
     _add_json_argument(p)
     p.set_defaults(run=run_build)
+
+    p = commands.add_parser("explore", help="build many foldings and seeds, report the Pareto "
+                                            "front of frames/s against LUTs and block RAMs")
+    p.add_argument("board", metavar="BOARD", help=f"one of: {', '.join(sorted(BOARDS))}")
+    p.add_argument("network", metavar="NETWORK", type=Path, help="network file (.npz)")
+    p.add_argument("--foldings", metavar="N", default="4",
+                   help="foldings the fit estimate says fit, from the most folded to the "
+                        "fastest (default: %(default)s)")
+    p.add_argument("--seeds", metavar="N", default="1",
+                   help="nextpnr seeds per folding, 1..N (default: %(default)s)")
+    p.add_argument("--workers", metavar="N", default=str(os.cpu_count() or 1),
+                   help="local worker processes, builds at once (default: %(default)s)")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="run on the Dask cluster whose scheduler is at ADDRESS, e.g. "
+                        "tcp://HOST:8786 (needs the explore extra)")
+    p.add_argument("--retries", metavar="N", default="2",
+                   help="runs again of a build whose worker died (default: %(default)s)")
+    p.add_argument("--clock", metavar="MHZ", type=float,
+                   help="clock nextpnr aims at (default: the board's fastest); the Fmax "
+                        "reached gives the frames/s")
+    p.add_argument("-o", "--output", metavar="DIR", type=Path,
+                   help="where the table and plot go (default: build/explore/NETWORK-BOARD)")
+    p.add_argument("--cache", metavar="DIR", type=Path,
+                   help="results of finished builds, by content key (default: "
+                        "~/.cache/bnnhw/explore)")
+    p.add_argument("--write-folding", metavar="FILE", type=Path,
+                   help="write the fastest design of the front as a folding file for "
+                        "bnnhw build --folding")
+    p.set_defaults(run=run_explore)
 
     p = commands.add_parser("program", help="load a bitstream (and its weight image) onto a "
                                             "board")

@@ -30,6 +30,15 @@ where it does not apply). Numbers are plain JSON numbers; accuracies are fractio
     ``board_accuracy``, ``golden_accuracy``, ``mismatches`` (a count),
     ``first_mismatches`` (up to 10: ``image``, ``golden_class``, ``board_class``),
     ``retries`` (error status -> count), ``bound_by`` (what limits the rate).
+``explore``
+    ``board``, ``network`` (path), ``network_digest`` (:func:`bnnhw.artifact.digest`),
+    ``seeds``, ``foldings`` (designs swept), ``objectives`` (key -> ``"max"``/``"min"``),
+    ``runner``, ``builds`` (run now), ``cached`` (read from the cache), ``failed``,
+    ``seconds``, ``rows`` (one per build: ``key``, ``board``, ``folding`` (per layer its
+    parameters), ``memory``, ``seed``, ``options``, ``cycles_per_frame``, ``fmax_mhz``,
+    ``clock_mhz``, ``frames_per_second`` (at the Fmax), ``luts``, ``block_rams``, ``sprams``,
+    ``worker``, ``seconds``, ``built``, ``error`` (null, or why the build failed)), ``front``
+    (indices of ``rows`` on the Pareto front), ``chosen`` (the front's fastest, or null).
 ``flow``
     ``output`` (its folder), ``network``, ``dataset``, ``golden_accuracy``, ``test_frames``,
     ``self_check`` (null, or the training self-check), ``training`` (null, or ``epochs``:
@@ -95,6 +104,8 @@ KEYS = {
     "import": ("model", "network", "layers", "input_bits", "input_divisor", "dataset", "split",
                "frames", "agreeing", "class_agreement", "layer_bits", "differences",
                "float_ties", "seconds"),
+    "explore": ("board", "network", "network_digest", "seeds", "foldings", "objectives",
+                "runner", "builds", "cached", "failed", "seconds", "rows", "front", "chosen"),
     "flow": ("output", "network", "dataset", "golden_accuracy", "test_frames", "self_check",
              "training", "folding", "performance", "verilog", "simulation", "build",
              "seconds", "ok", "samples"),

@@ -19,7 +19,8 @@ from .toolchain import ToolchainError, default_cache_dir, run_plan, toolchain_en
 from ..errors import BnnhwError
 
 __all__ = ["FitError", "Estimate", "estimate", "layer_cost", "check_fit", "board_memory",
-           "board_design", "fitting_design", "fitting_folding", "LOGIC_BUDGET", "BuildResult",
+           "board_design", "fitting_design", "fitting_designs", "fitting_folding", "LOGIC_BUDGET",
+           "BuildResult",
            "uart_divisor", "check_baud", "clock_setting", "build", "read_summary",
            "format_result"]
 
@@ -283,6 +284,36 @@ def fitting_design(net, board, *, budget=None, patchable=False):
     return folding, memory
 
 
+def fitting_designs(net, board, *, count=None, budget=None):
+    """The designs whose estimate fits the board, from the most folded to the fastest: a list
+    of ``(folding, memory)``, each the :func:`board_design` of some cycle target, no two
+    alike, every one fitting as :func:`fitting_design`'s does.
+
+    With ``count``, at most that many, spread evenly over the list: the most folded and the
+    fastest always, the others at even steps between them (cycle targets grow by factors of
+    about two, so even steps in the list are about even steps in log cycles per frame).
+    Raises :class:`FitError` as :func:`fitting_design` does if none fits.
+    """
+    from ..folding import cycle_targets
+    if count is not None and (not isinstance(count, int) or isinstance(count, bool)
+                              or count < 1):
+        raise BnnhwError(f"count must be a positive integer, not {count!r}")
+    budget = LOGIC_BUDGET if budget is None else budget
+    designs = []
+    for target in reversed(cycle_targets(net)):
+        folding, memory = board_design(net, board, target)
+        if ((folding, memory) not in designs
+                and _fits(estimate(net, folding, board, memory=memory), board, budget)):
+            designs.append((folding, memory))
+    if not designs:
+        fitting_design(net, board, budget=budget)     # raises FitError saying why
+    if count is not None and count < len(designs):
+        last = len(designs) - 1
+        picks = sorted({round(n * last / max(count - 1, 1)) for n in range(count)})
+        designs = [designs[n] for n in picks]
+    return designs
+
+
 def fitting_folding(net, board, *, budget=None):
     """The folding of :func:`fitting_design`."""
     return fitting_design(net, board, budget=budget)[0]
@@ -357,7 +388,8 @@ STEP_DOWN = 0.03
 
 
 def build(board, net, folding, build_dir, *, memory=None, clock_mhz=None, baud=115200,
-          scores=True, cache_dir=None, log=print, attempts=4, patchable=False):
+          scores=True, cache_dir=None, log=print, attempts=4, seed=None, progress=True,
+          patchable=False):
     """Build a bitstream of ``net`` with ``folding`` for ``board`` in ``build_dir``.
 
     ``memory``: the memory style of each layer (by default :func:`board_memory`'s). With
@@ -370,10 +402,15 @@ def build(board, net, folding, build_dir, *, memory=None, clock_mhz=None, baud=1
     (:data:`STEP_DOWN`), and so on, stepping down, for at most ``attempts`` runs. Returns the
     last run's :class:`BuildResult`.
 
+    ``seed``: nextpnr's placement seed (placement moves the Fmax by several percent from one
+    seed to the next); ``progress``: show the running build's step on stderr.
+
     ``patchable``: every trained value in block RAM, placed and routed with keys in their place
     and then written into the bitstream (:mod:`.patch`), so that ``bnnhw build --reuse`` can
     later write a retrained network's there in seconds. ``memory`` must then be None.
     """
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 1):
+        raise BnnhwError(f"seed must be a positive integer, not {seed!r}")
     from ..folding import format_folding, save_folding
     from ..gateware.top import NetworkTop
     from ..gateware.weights import IMAGE_OFFSET, weight_image
@@ -423,16 +460,18 @@ def build(board, net, folding, build_dir, *, memory=None, clock_mhz=None, baud=1
                                     # Report a failed timing rather than stop: the report
                                     # says by how much, for the next, slower try.
                                     nextpnr_opts=f"--report {name}.report.json "
-                                                 f"--timing-allow-fail",
+                                                 f"--timing-allow-fail"
+                                                 + ("" if seed is None else f" --seed {seed}"),
                                     synth_opts=board.synth_opts)
         log(f"place and route at {hz / 1e6:g} MHz"
             + ("" if setting is None else f" (PLL {setting.describe()})")
             + f", {hz / interval:,.0f} frames/s; Yosys and nextpnr in {build_dir}")
-        status = Status("  build")
+        status = Status("  build") if progress else None
         try:
             report = run_plan(plan, build_dir, env, name=name, status=status)
         finally:
-            status.done()
+            if status is not None:
+                status.done()
         bitstream = build_dir / f"{name}.{board.bitstream}"
         if not bitstream.is_file():
             raise ToolchainError(f"{bitstream}: the packer wrote no bitstream")

@@ -12,7 +12,7 @@ from ..errors import BnnhwError
 from ..progress import Progress
 from .board import get_board
 
-__all__ = ["board_options", "run_build", "run_program", "run_run"]
+__all__ = ["board_options", "run_build", "run_program", "run_run", "run_explore"]
 
 
 def board_options(net, board, args):
@@ -55,7 +55,8 @@ def run_build(args):
         memory = None
     build_dir = args.build_dir or Path("build") / f"{args.network.stem}-{board.name}"
     result = build(board, net, folding, build_dir, memory=memory, clock_mhz=args.clock,
-                   baud=args.baud, scores=not args.no_scores, patchable=args.patchable,
+                   baud=args.baud, scores=not args.no_scores, seed=getattr(args, "seed", None),
+                   patchable=args.patchable,
                    log=lambda text: print(text, file=sys.stderr))
     if getattr(args, "json", False):
         from ..report import document, dumps
@@ -81,7 +82,7 @@ def _reuse(board, net, args):
     """``bnnhw build BOARD NETWORK --reuse DIR``: a new bitstream by patching block RAMs."""
     from .build import reuse
     given = [f"--{name.replace('_', '-')}" for name in
-             ("pe", "simd", "folding", "target", "memory", "clock", "build_dir")
+             ("pe", "simd", "folding", "target", "memory", "clock", "build_dir", "seed")
              if getattr(args, name, None) is not None] + (["--patchable"] if args.patchable
                                                           else [])
     if given:
@@ -102,6 +103,12 @@ def _reuse(board, net, args):
               f"design         {manifest['folding']}, {manifest['clock_mhz']:g} MHz, as built\n"
               f"time           {seconds:.1f} s")
     return 0
+
+
+def run_explore(args):
+    """``bnnhw explore BOARD NETWORK``: :func:`bnnhw.boards.explore_command.run_explore`."""
+    from .explore_command import run_explore
+    return run_explore(args)
 
 
 def run_program(args):

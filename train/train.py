@@ -32,6 +32,7 @@ from bnnhw import artifact
 from bnnhw.datasets import DatasetError, dataset_name, fingerprint, load_dataset
 from bnnhw.errors import BnnhwError
 
+from . import distributed
 from . import export as export_
 from .model import (PRESETS, SCALINGS, BinaryNet, LayerSpecError, format_layers,
                     parse_layers)
@@ -85,7 +86,12 @@ class Config:
     shift: int = 0                # augmentation: move each training image by up to this many
                                   # pixels in x and y (zero fill), a fresh draw per step
     seed: int = 0                 # seeds weights, dropout and the per-epoch data order
-    threads: int = 2              # torch CPU threads (results depend on it, bit for bit)
+    threads: int = 2              # torch CPU threads per process (results depend on it, bit
+                                  # for bit; under torchrun, cores / processes)
+    device: str = "auto"          # "cpu", "cuda" or "auto" (CUDA when there is a GPU); not in
+                                  # the recorded fields: the provenance says what was used
+    processes: int = 1            # data-parallel processes: torchrun's WORLD_SIZE, set by
+                                  # train() (the global batch is split among them)
     checkpoint_dir: str = None    # per-epoch checkpoints; None: OUTPUT.ckpt/, removed on success
     resume: bool = False          # continue from the checkpoint in checkpoint_dir
     output: str = "network.npz"   # the network file to write
@@ -126,7 +132,8 @@ class Config:
         for name, value in PRESET_DEFAULTS[c.model].items():
             if getattr(c, name) is None:
                 setattr(c, name, value)
-        positive = {"epochs": c.epochs, "batch_size": c.batch_size, "threads": c.threads}
+        positive = {"epochs": c.epochs, "batch_size": c.batch_size, "threads": c.threads,
+                    "processes": c.processes}
         for name, value in positive.items():
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, not {value!r}")
@@ -135,6 +142,12 @@ class Config:
                               f"not {c.real_epochs!r}")
         if c.batch_size < 2:
             raise ConfigError(f"batch_size must be at least 2 for BatchNorm, not {c.batch_size}")
+        if c.batch_size % c.processes or c.batch_size // c.processes < 2:
+            raise ConfigError(f"batch_size {c.batch_size} must split into {c.processes} "
+                              f"processes' batches of at least 2 frames each")
+        if c.device not in distributed.DEVICES:
+            raise ConfigError(f"device {c.device!r} is not one of "
+                              f"{', '.join(distributed.DEVICES)}")
         if not (isinstance(c.lr, (int, float)) and c.lr > 0 and math.isfinite(c.lr)):
             raise ConfigError(f"lr must be a positive number, not {c.lr!r}")
         if not (isinstance(c.lr_min, (int, float)) and 0 <= c.lr_min <= c.lr):
@@ -183,7 +196,9 @@ class Config:
         ``dataset`` is reduced to the dataset's name (no path of this machine); its files are
         told apart by :func:`~bnnhw.datasets.fingerprint`, recorded beside these fields.
         """
-        skip = {"checkpoint_dir", "resume", "output", "progress"}
+        skip = {"checkpoint_dir", "resume", "output", "progress", "device"}
+        if self.processes == 1:           # one-process runs are recorded as before
+            skip.add("processes")
         if not self.multibase:            # single-base runs are recorded as before
             skip |= {"weight_bases", "act_bases", "fraction_bits", "quantize_epochs"}
         fields = {k: (list(v) if isinstance(v, tuple) else v)
@@ -246,7 +261,7 @@ def _torch_settings(threads):
 
 
 def _evaluate(model, x, y, batch=4096):
-    """Torch eval-mode accuracy on float inputs `x` and labels `y`."""
+    """Torch eval-mode accuracy on float inputs `x` and labels `y` (on the model's device)."""
     model.eval()
     correct = 0
     with torch.no_grad():
@@ -263,13 +278,13 @@ def _save_checkpoint(path, state):
     os.replace(temporary, path)
 
 
-def _load_checkpoint(path, config, dataset):
+def _load_checkpoint(path, config, dataset, device="cpu"):
     """Return the checkpoint at `path` if it was written for `config` and `dataset` (its
     :func:`~bnnhw.datasets.fingerprint`); raise ConfigError otherwise."""
     if not path.is_file():
         raise ConfigError(f"resume: no checkpoint at {path}")
     try:
-        state = torch.load(path, weights_only=True)
+        state = torch.load(path, weights_only=True, map_location=device)
     except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as error:
         raise ConfigError(f"{path}: not a readable checkpoint ({error})") from None
     if not isinstance(state, dict) or state.get("format") != _CHECKPOINT_FORMAT:
@@ -286,30 +301,45 @@ def _load_checkpoint(path, config, dataset):
     return state
 
 
-def train(config, dataset=None, *, log=None):
+def train(config, dataset=None, *, log=None, context=None):
     """Train a model for `config` and return ``(model, history)``.
 
     `dataset` defaults to ``load_dataset(config.dataset)``. `history` lists one dict per epoch
     (``epoch``, ``binary``, ``lr``, ``loss``, ``train_accuracy``, ``test_accuracy``: torch
     eval-mode accuracy; ``seconds``: wall time of the epoch including that evaluation). Writes
     a checkpoint after each epoch to ``config.checkpoint_path()``; with ``config.resume``,
-    starts from it. The model is returned in eval mode, binarized.
+    starts from it. The model is returned in eval mode, binarized, on the CPU.
+
+    `context` (:func:`~.distributed.setup`, by default this process's, from ``config.device``
+    and torchrun's environment) says where to train: under torchrun every process trains its
+    shard of the data with DistributedDataParallel; only rank 0 evaluates, logs and writes
+    the checkpoint, and only its `history` is filled.
     """
     config = config.resolved()
+    if context is None:
+        context = distributed.setup(config.device)
+    config = dataclasses.replace(config, processes=context.world).resolved()
     if dataset is None:
         dataset = load_dataset(config.dataset)
+    lead = context.rank == 0
+    if lead:
+        (log or (lambda text: print(text, file=sys.stderr, flush=True)))(
+            f"train: {context.describe()}")
+    device = context.device
     checkpoint = config.checkpoint_path()
     total = config.real_epochs + config.epochs
     with _torch_settings(config.threads):
         torch.manual_seed(config.seed)
-        model = build_model(config, dataset)
-        train_x = torch.from_numpy(dataset.train_x.astype(np.float32))
-        train_y = torch.from_numpy(dataset.train_y.astype(np.int64))
-        test_x = torch.from_numpy(dataset.test_x.astype(np.float32))
-        test_y = torch.from_numpy(dataset.test_y.astype(np.int64))
+        model = build_model(config, dataset).to(device)
+        distributed.check_same_parameters(model, context)
+        train_x = torch.from_numpy(dataset.train_x.astype(np.float32)).to(device)
+        train_y = torch.from_numpy(dataset.train_y.astype(np.int64)).to(device)
+        test_x = torch.from_numpy(dataset.test_x.astype(np.float32)).to(device)
+        test_y = torch.from_numpy(dataset.test_y.astype(np.int64)).to(device)
         start, history = 0, []
         identity = fingerprint(dataset)
-        state = _load_checkpoint(checkpoint, config, identity) if config.resume else None
+        state = (_load_checkpoint(checkpoint, config, identity, device) if config.resume
+                 else None)
         if state is not None:
             start, history = state["epoch"], list(state["history"])
         model.binary = start >= config.real_epochs
@@ -317,9 +347,15 @@ def train(config, dataset=None, *, log=None):
         if state is not None:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
-            torch.set_rng_state(state["rng"])
+            torch.set_rng_state(state["rng"].cpu())
+        # The module the steps run: DistributedDataParallel averages the processes' gradients.
+        runner = model
+        if context.parallel:
+            from torch.nn.parallel import DistributedDataParallel
+            runner = DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None)
         steps = len(train_x) // config.batch_size
-        bar = _progress(config, total * steps, start * steps)
+        bar = _progress(config, total * steps, start * steps) if lead else None
         try:
             for epoch in range(start, total):
                 if epoch == config.real_epochs and config.real_epochs:
@@ -331,7 +367,9 @@ def train(config, dataset=None, *, log=None):
                     model.quantized = epoch >= total - config.quantize_epochs
                 began = time.monotonic()
                 record = _epoch(model, optimizer, config, epoch, train_x, train_y,
-                                dataset.shape, bar)
+                                dataset.shape, bar, context=context, runner=runner)
+                if not lead:
+                    continue
                 record["test_accuracy"] = _evaluate(model, test_x, test_y)
                 record["seconds"] = time.monotonic() - began
                 history.append(record)
@@ -348,7 +386,7 @@ def train(config, dataset=None, *, log=None):
         if config.multibase:
             model.quantized = True
         model.eval()
-    return model, history
+    return model.cpu(), history
 
 
 def _shifted(x, shape, limit, generator):
@@ -365,23 +403,44 @@ def _shifted(x, shape, limit, generator):
     return out.reshape(len(x), -1)
 
 
-def _epoch(model, optimizer, config, epoch, x, y, shape, bar=None):
-    """Run one epoch of training; return its record (without the test accuracy)."""
+def _epoch(model, optimizer, config, epoch, x, y, shape, bar=None, *, context=None,
+           runner=None):
+    """Run one epoch of training; return its record (without the test accuracy).
+
+    In one process, the data order is a permutation drawn from ``(seed, epoch)``; under
+    torchrun (``context.parallel``), each process takes its shard of the epoch from a
+    ``DistributedSampler`` seeded the same way and steps ``runner`` (the model wrapped in
+    DistributedDataParallel) on ``batch_size / processes`` frames at a time. The loss and
+    accuracy of the record are over every process's frames."""
+    runner = model if runner is None else runner
+    parallel = context is not None and context.parallel
     lr = _lr(config, epoch)
     for group in optimizer.param_groups:
         group["lr"] = lr
     model.train()
     # The data order depends only on (seed, epoch), so a resumed run sees the same batches.
     generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
-    order = torch.randperm(len(x), generator=generator)
-    steps = len(x) // config.batch_size      # drop the last partial batch (BatchNorm needs 2+)
+    if parallel:
+        from torch.utils.data import DistributedSampler
+        sampler = DistributedSampler(range(len(x)), num_replicas=context.world,
+                                     rank=context.rank, shuffle=True, seed=config.seed,
+                                     drop_last=True)
+        sampler.set_epoch(epoch)
+        order = torch.tensor(list(sampler), dtype=torch.int64)
+        # Each process shifts its own images: a generator of its own.
+        generator.manual_seed(config.seed * 1_000_003 + epoch + 7_919 * context.rank)
+        batch_size = config.batch_size // context.world
+    else:
+        order = torch.randperm(len(x), generator=generator)
+        batch_size = config.batch_size
+    steps = len(order) // batch_size     # drop the last partial batch (BatchNorm needs 2+)
     loss_sum, correct, seen = 0.0, 0, 0
     for step in range(steps):
-        index = order[step * config.batch_size:(step + 1) * config.batch_size]
+        index = order[step * batch_size:(step + 1) * batch_size].to(x.device)
         batch = x[index]
         if config.shift:
             batch = _shifted(batch, shape, config.shift, generator)
-        logits = model(batch)
+        logits = runner(batch)
         loss = F.cross_entropy(logits, y[index])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -392,6 +451,8 @@ def _epoch(model, optimizer, config, epoch, x, y, shape, bar=None):
         seen += len(index)
         if bar is not None:             # progress within the epoch, a step at a time
             bar.update(1)
+    if parallel:
+        loss_sum, correct, seen = distributed.all_sum([loss_sum, correct, seen], context)
     return {"epoch": epoch + 1, "binary": model.binary, "lr": lr,
             "loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1)}
 
@@ -441,6 +502,9 @@ def main_train(config, *, log=None):
     :class:`ConfigError`, :class:`~bnnhw.datasets.DatasetError` or
     :class:`~bnnhw.train.export.SelfCheckError` (nothing is written then). The checkpoint is
     removed on success when ``checkpoint_dir`` was left at None.
+
+    Under torchrun, every process trains (:func:`train`); rank 0 alone exports, checks and
+    writes the file, the others return None.
     """
     config = config.resolved()
     output = Path(config.output)
@@ -455,9 +519,16 @@ def main_train(config, *, log=None):
         raise ConfigError(f"output {output}: cannot write in {output.parent} "
                           f"({error.strerror})") from None
     dataset = load_dataset(config.dataset)
-    started = time.monotonic()
-    model, history = train(config, dataset, log=log)
-    seconds = time.monotonic() - started
+    context = distributed.setup(config.device)
+    try:
+        started = time.monotonic()
+        model, history = train(config, dataset, log=log, context=context)
+        seconds = time.monotonic() - started
+    finally:
+        distributed.teardown(context)
+    if context.rank != 0:
+        return None
+    config = dataclasses.replace(config, processes=context.world)
     with _torch_settings(config.threads):
         if config.multibase:
             from .abc import export_abc
@@ -478,6 +549,8 @@ def main_train(config, *, log=None):
         "history": [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in r.items()}
                     for r in history],
         "train_seconds": round(seconds, 2),
+        "device": str(context.device),
+        "processes": context.world,
         "bnnhw_version": bnnhw.__version__,
         "torch_version": torch.__version__,
         "git_revision": _git_revision(),
@@ -543,7 +616,11 @@ def add_arguments(parser):
     parser.add_argument("--seed", metavar="N", type=int, default=d.seed,
                         help="random seed (default: %(default)s)")
     parser.add_argument("--threads", metavar="N", type=int, default=d.threads,
-                        help="torch CPU threads (default: %(default)s)")
+                        help="torch CPU threads per process (default: %(default)s)")
+    parser.add_argument("--device", choices=distributed.DEVICES, default=d.device,
+                        help="where to train: cpu, cuda, or auto: cuda when there is a GPU "
+                             "(default: %(default)s); under torchrun, data-parallel over the "
+                             "processes (gloo on CPUs, NCCL on GPUs)")
     parser.add_argument("--checkpoint-dir", metavar="DIR", default=None,
                         help="keep per-epoch checkpoints here (default: FILE.ckpt, removed "
                              "when done)")
@@ -572,6 +649,7 @@ def config_from_args(args):
                   shift=args.shift,
                   batch_size=args.batch_size, lr=args.lr, schedule=args.schedule,
                   dropout=args.dropout, seed=args.seed, threads=args.threads,
+                  device=args.device,
                   checkpoint_dir=args.checkpoint_dir, resume=args.resume,
                   output=str(args.output), progress=args.progress)
 
@@ -584,9 +662,12 @@ def run_from_args(args):
         log = None if config.progress else (lambda text: print(text, file=sys.stderr,
                                                                 flush=True))
         path = main_train(config, log=log)
-    except (ConfigError, DatasetError, export_.SelfCheckError) as error:
+    except (ConfigError, DatasetError, export_.SelfCheckError,
+            distributed.DeviceError) as error:
         print(f"bnnhw: error: {error}", file=sys.stderr)
         return 1
+    if path is None:                         # a torchrun process other than rank 0
+        return 0
     print(summary(artifact.load(path), path))
     return 0
 
@@ -602,6 +683,8 @@ def summary(net, path):
         f"dataset      {p['dataset']['name']} ({p['dataset']['train_frames']:,} train / "
         f"{p['dataset']['test_frames']:,} test frames)",
         f"training     {len(p['history'])} epochs in {seconds:.1f} s, "
-        f"{seconds / max(len(p['history']), 1):.2f} s/epoch ({p['training']['threads']} threads)",
+        f"{seconds / max(len(p['history']), 1):.2f} s/epoch ({p['training']['threads']} threads"
+        + (f" x {p['processes']} processes" if p.get("processes", 1) > 1 else "")
+        + (f", {p['device']}" if "device" in p else "") + ")",
         export_.format_report(p["self_check"]),
     ])
