@@ -153,7 +153,8 @@ def _add_folding_arguments(p, default="layers balanced for a UP5K's block RAM ba
     group.add_argument("--memory", metavar="STYLE,...", type=_word_list,
                        help="weight memories: block, distributed or spram (an iCE40 "
                             "UltraPlus's, loaded from flash at run time), one for all layers "
-                            "or one per layer")
+                            "or one per layer; patchable: what `bnnhw build --patchable` "
+                            "builds")
 
 
 def _word_list(text):
