@@ -22,6 +22,8 @@ The checkers here are written once and used for every component:
 * :func:`bounded_liveness`: with input always offered and output always taken, an output beat
   leaves at least every ``within`` cycles.
 
+:func:`elements` splits a packed value (a beat's payload, a recorded frame) into its fields.
+
 Every check assumes the ``sync`` domain's reset low; registers start at their reset values.
 """
 
@@ -42,7 +44,7 @@ from amaranth.hdl import Assert, Assume
 from .errors import BnnhwError
 
 __all__ = ["FormalError", "Result", "run", "drive", "watch", "Tracker", "FrameTracker",
-           "bounded_liveness", "solver_available"]
+           "bounded_liveness", "elements", "solver_available"]
 
 
 class FormalError(BnnhwError):
@@ -139,6 +141,11 @@ def run(check, *, name, depth, directory, mode="bmc", cache_dir=None):
                       f"({lines[-1].strip() if lines else f'exit {done.returncode}'})")
 
 
+def elements(value, count, width):
+    """The ``count`` fields of ``width`` bits of ``value``, field ``k`` at bit ``k * width``."""
+    return [value[k * width:(k + 1) * width] for k in range(count)]
+
+
 def _contract(m, stream, check):
     """``check(condition)`` for each cycle that must repeat the last one: ``valid`` was high
     without ``ready``, so ``valid`` and the payload must hold."""
@@ -211,15 +218,21 @@ class FrameTracker:
     ``k * elem_width``) includes the beat entering in this very cycle, so a component may
     pass a value on in the cycle it arrives. :meth:`leave` checks each output beat of the
     tracked frame against ``expected[beat]``, values computed from :attr:`frame`: an output
-    that needs an element not yet in fails, because the solver is free to choose it."""
+    that needs an element not yet in fails, because the solver is free to choose it.
 
-    def __init__(self, *, elements, elem_width, frame_bits=2):
+    The solver chooses among the first ``2 ** frame_bits`` frames; frames are counted in
+    ``count_bits``-bit counters (default ``frame_bits + 2``), which must not wrap within the
+    depth checked: a component that takes a frame in every cycle needs about
+    ``log2(depth)``."""
+
+    def __init__(self, *, elements, elem_width, frame_bits=2, count_bits=None):
         self.elements, self.elem_width = elements, elem_width
         self.index = AnyConst(frame_bits)
         self.recorded = Signal(elements * elem_width, name="recorded_frame")
         self.frame = Signal(elements * elem_width, name="tracked_frame")
         self.in_pos = Signal(range(elements + 1), name="in_pos")
-        self.in_frame = Signal(frame_bits + 2, name="in_frame")
+        self.in_frame = Signal(frame_bits + 2 if count_bits is None else count_bits,
+                               name="in_frame")
 
     def enter(self, m, fire, values):
         n, w = len(values), self.elem_width
@@ -237,10 +250,12 @@ class FrameTracker:
             with m.Else():
                 m.d.sync += self.in_pos.eq(self.in_pos + n)
 
-    def leave(self, m, fire, value, expected, *, last=None):
+    def leave(self, m, fire, value, expected, *, last=None, whole=False):
         """Check output beats: ``value`` (the beat's payload to compare), ``expected`` (one
         value per output beat of a frame), ``last`` (the beat's ``last`` flag, if any: high
-        on a frame's final beat only)."""
+        on a frame's final beat only). With ``whole`` (a component that needs a whole frame
+        before it emits any of its output: the matrix engines), no output beat of a frame
+        leaves before that frame's last input beat went in, in an earlier cycle."""
         beats = len(expected)
         out_beat = Signal(range(beats), name="out_beat")
         out_frame = Signal(len(self.in_frame), name="out_frame")
@@ -256,8 +271,12 @@ class FrameTracker:
         if last is not None:
             with m.If(fire):
                 m.d.comb += Assert(last == (out_beat == beats - 1))
-        # No output beat of a frame before any of its input: frames are not invented.
-        m.d.comb += Assert(~fire | (out_frame <= self.in_frame))
+        # No output beat of a frame before any of its input (with `whole`, before all of it):
+        # frames are not invented.
+        if whole:
+            m.d.comb += Assert(~fire | (out_frame < self.in_frame))
+        else:
+            m.d.comb += Assert(~fire | (out_frame <= self.in_frame))
 
 
 def bounded_liveness(m, fire, *, within, name="idle"):

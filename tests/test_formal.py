@@ -14,17 +14,14 @@ from amaranth.asserts import AnyConst, AnySeq
 from amaranth.hdl import Assert, Assume
 from amaranth.lib import wiring
 
-from bnnhw.formal import Tracker, bounded_liveness, drive, run, solver_available, watch
+from bnnhw.formal import (Tracker, bounded_liveness, drive, elements, run, solver_available,
+                          watch)
 from bnnhw.gateware.engine import MatrixEngine
 from bnnhw.gateware.fifo import CreditFIFO
 from bnnhw.gateware.glue import WidthConverter
 
 pytestmark = pytest.mark.skipif(not solver_available(),
                                 reason="no yices-smt2: install the formal extra")
-
-
-def elements(value, count, width):
-    return [value[k * width:(k + 1) * width] for k in range(count)]
 
 
 def check_converter(a, b, w, *, live=False, dut=None):
