@@ -553,14 +553,13 @@ def reuse(board, net, build_dir, *, cache_dir=None, log=print):
     if manifest["board"] != board.name:
         raise PatchError(f"{build_dir}: built for the {manifest['board']}, not the "
                          f"{board.name}")
-    shape = _network_shape(net)
-    if shape != manifest["network"]:
-        differ = next(n for n, (a, b) in enumerate(zip(shape + [None] * 99,
-                                                       manifest["network"] + [None] * 99))
-                      if a != b)
+    shape, built = _network_shape(net), manifest["network"]
+    if shape != built:
+        differ = next(n for n in range(max(len(shape), len(built)))
+                      if n >= len(shape) or n >= len(built) or shape[n] != built[n])
         raise PatchError(f"{build_dir}: layer {differ} differs from the build's: "
                          f"{shape[differ] if differ < len(shape) else 'none'} (build: "
-                         f"{manifest['network'][differ] if differ < len(manifest['network']) else 'none'})")
+                         f"{built[differ] if differ < len(built) else 'none'})")
     try:
         folding = load_folding(build_dir / "folding.json", net)
     except BnnhwError as error:

@@ -94,7 +94,8 @@ def _run(command, args, env, what, cwd):
         raise ToolchainError(f"{command} does not run: {error}") from None
     if done.returncode:
         message = (done.stderr or done.stdout).strip().splitlines()
-        raise PatchError(f"{what}: {command} failed: {message[-1] if message else done.returncode}")
+        reason = message[-1] if message else f"exit {done.returncode}"
+        raise PatchError(f"{what}: {command} failed: {reason}")
     return done.stdout
 
 

@@ -144,3 +144,20 @@ def test_icebreaker_build_patched_with_new_weights(tmp_path):
     assert result.bitstream.read_bytes() == original
     with pytest.raises(PatchError, match="not a patchable build|no build here"):
         reuse(board, net, tmp_path, log=lambda text: None)
+
+
+def test_reuse_names_the_first_layer_that_differs(tmp_path):
+    import json
+    from bnnhw.boards.board import get_board
+    from bnnhw.boards.build import _network_shape, reuse
+    from bnnhw.boards.patch import PatchError
+    built = testing.random_network(np.random.default_rng(0), [16, 12, 8, 4], input_bits=3)
+    (tmp_path / "patch.json").write_text(json.dumps({
+        "board": "icebreaker", "family": "ice40", "design": "0" * 64, "roms": [],
+        "network": _network_shape(built)}))
+    for sizes, layer in (([16, 12, 9, 4], 1), ([16, 12, 8, 4, 4], 2), ([16, 10, 8, 4], 0)):
+        other = testing.random_network(np.random.default_rng(1), sizes, input_bits=3)
+        with pytest.raises(PatchError, match=f"layer {layer} differs"):
+            reuse(get_board("icebreaker"), other, tmp_path, log=lambda text: None)
+    with pytest.raises(PatchError, match="built for the icebreaker"):
+        reuse(get_board("ulx3s"), built, tmp_path, log=lambda text: None)

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 from ..errors import FoldingError
 
-__all__ = ["MEMORIES", "PATCHABLE", "KEY_DEPTH", "PATCHABLE_SCORE_WIDTH", "SPRAM_WIDTH", "SPRAM_DEPTH", "MemoryPlan", "MatrixPlan", "matrix_plan",
+__all__ = ["MEMORIES", "PATCHABLE", "KEY_DEPTH", "PATCHABLE_SCORE_WIDTH", "SPRAM_WIDTH",
+           "SPRAM_DEPTH", "MemoryPlan", "MatrixPlan", "matrix_plan",
            "multibase_plan", "WindowPlan", "window_plan", "PoolPlan", "pool_plan", "tree_levels",
            "range_width", "signed_width", "check_memory", "check_memories"]
 
