@@ -412,13 +412,9 @@ def build(board, net, folding, build_dir, *, memory=None, clock_mhz=None, baud=1
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 1):
         raise BnnhwError(f"seed must be a positive integer, not {seed!r}")
     from ..folding import format_folding, save_folding
-    from ..gateware.top import NetworkTop
+    from ..gateware.plan import PATCHABLE
     from ..gateware.weights import IMAGE_OFFSET, weight_image
     from ..perf import performance
-    from .shell import Shell
-
-    from ..gateware.contents import RomLog
-    from ..gateware.plan import PATCHABLE
     from .patch import KEYS
     setting = clock_setting(board, board.max_clock_mhz if clock_mhz is None else clock_mhz,
                             baud)
@@ -451,18 +447,10 @@ def build(board, net, folding, build_dir, *, memory=None, clock_mhz=None, baud=1
     while True:
         hz = board.clock_hz if setting is None else setting.output_hz
         divisor = check_baud(baud, hz, board)
-        design = BoardTop(board, Shell(NetworkTop(net, folding, memory=memory),
-                                       divisor=divisor, scores=scores), clock=setting)
-        platform = board.platform()
         # A patchable design is built with keys in its ROMs (no effect on other designs).
-        with RomLog(keys=KEYS if patchable else None) as roms:
-            plan = platform.prepare(design, name=name,
-                                    # Report a failed timing rather than stop: the report
-                                    # says by how much, for the next, slower try.
-                                    nextpnr_opts=f"--report {name}.report.json "
-                                                 f"--timing-allow-fail"
-                                                 + ("" if seed is None else f" --seed {seed}"),
-                                    synth_opts=board.synth_opts)
+        plan, roms = _prepare(board, net, folding, memory, divisor=divisor, scores=scores,
+                              setting=setting, keys=KEYS if patchable else None, seed=seed,
+                              name=name)
         log(f"place and route at {hz / 1e6:g} MHz"
             + ("" if setting is None else f" (PLL {setting.describe()})")
             + f", {hz / interval:,.0f} frames/s; Yosys and nextpnr in {build_dir}")
@@ -509,6 +497,26 @@ def build(board, net, folding, build_dir, *, memory=None, clock_mhz=None, baud=1
             return result
 
 
+def _prepare(board, net, folding, memory, *, divisor, scores, setting, keys, seed=None,
+             name="bnnhw"):
+    """Elaborate the board design of ``net`` and write its build plan (no tool runs):
+    ``(plan, RomLog)``, the ROMs built from keys when ``keys`` is a seed."""
+    from ..gateware.contents import RomLog
+    from ..gateware.top import NetworkTop
+    from .shell import Shell
+    design = BoardTop(board, Shell(NetworkTop(net, folding, memory=memory), divisor=divisor,
+                                   scores=scores), clock=setting)
+    with RomLog(keys=keys) as roms:
+        plan = board.platform().prepare(
+            design, name=name,
+            # Report a failed timing rather than stop: the report says by how much, for the
+            # next, slower try.
+            nextpnr_opts=f"--report {name}.report.json --timing-allow-fail"
+                         + ("" if seed is None else f" --seed {seed}"),
+            synth_opts=board.synth_opts)
+    return plan, roms
+
+
 def _network_shape(net):
     """What a patch must keep of a network: each layer's kind and tensors."""
     return [f"{layer.KIND} {layer.input.describe()} -> "
@@ -543,10 +551,7 @@ def reuse(board, net, build_dir, *, cache_dir=None, log=print):
     without synthesis or place and route; refuse, with the reason, a network that the build
     cannot hold. Return ``(seconds, manifest)``."""
     from ..folding import load_folding
-    from ..gateware.contents import RomLog
-    from ..gateware.top import NetworkTop
     from .patch import KEYS, PatchError, design_hash, patch, read_manifest
-    from .shell import Shell
     start = time.perf_counter()
     build_dir = Path(build_dir)
     manifest = read_manifest(build_dir)
@@ -567,17 +572,12 @@ def reuse(board, net, build_dir, *, cache_dir=None, log=print):
                          f"{error}") from None
     setting = clock_setting(board, manifest["clock_mhz"], manifest["baud"])
     try:
-        design = BoardTop(board, Shell(NetworkTop(net, folding, memory=manifest["memory"]),
-                                       divisor=manifest["divisor"], scores=manifest["scores"]),
-                          clock=setting)
+        plan, roms = _prepare(board, net, folding, manifest["memory"],
+                              divisor=manifest["divisor"], scores=manifest["scores"],
+                              setting=setting, keys=KEYS)
     except (BnnhwError, ValueError) as error:
         raise PatchError(f"{build_dir}: the network does not fit the build's design: "
                          f"{error}") from None
-    with RomLog(keys=KEYS) as roms:
-        plan = board.platform().prepare(design, name="bnnhw",
-                                        nextpnr_opts="--report bnnhw.report.json "
-                                                     "--timing-allow-fail",
-                                        synth_opts=board.synth_opts)
     if design_hash(plan.files["bnnhw.il"]) != manifest["design"]:
         raise PatchError(f"{build_dir}: the network elaborates to other logic than the "
                          f"build's (something outside the block RAMs differs, such as "

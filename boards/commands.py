@@ -46,13 +46,9 @@ def run_build(args):
     net = artifact.load(args.network)
     if getattr(args, "reuse", None) is not None:
         return _reuse(board, net, args)
-    if args.patchable:
-        if args.memory is not None:
-            raise BnnhwError("--patchable keeps every memory in block RAM: leave out --memory")
-        args.memory = None
+    if args.patchable and args.memory is not None:
+        raise BnnhwError("--patchable keeps every memory in block RAM: leave out --memory")
     folding, memory = board_options(net, board, args)
-    if args.patchable:
-        memory = None
     build_dir = args.build_dir or Path("build") / f"{args.network.stem}-{board.name}"
     result = build(board, net, folding, build_dir, memory=memory, clock_mhz=args.clock,
                    baud=args.baud, scores=not args.no_scores, seed=getattr(args, "seed", None),

@@ -252,11 +252,12 @@ def patch(build_dir, roms, env, *, log=print):
             filler = [rng.integers(0, 2, depth, dtype=np.uint8).tobytes() for _ in range(need)]
             groups.append((rest_f + filler, rest_t + filler))
         else:
+            keys = set(froms)
             counts = {}
             for column in tos:
                 counts[column] = counts.get(column, 0) + 1
             unique = [c for c in tos[:whole] if counts[c] == 1 and any(c)
-                      and c not in set(froms)][:need]
+                      and c not in keys][:need]
             if len(unique) < need:
                 raise PatchError(f"{build_dir}: too few distinct memory columns to patch with "
                                  f"icebram ({len(froms)} columns)")

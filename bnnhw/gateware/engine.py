@@ -12,7 +12,7 @@ from amaranth.lib.wiring import In, Out
 
 from .contents import rom_words
 from .fifo import CreditFIFO
-from .plan import PATCHABLE, matrix_plan, multibase_plan
+from .plan import matrix_plan, multibase_plan
 from .ports import beat_layout
 from .spram import SPRAMBank
 from .weights import multibase_words, weight_words, write_signature
@@ -105,11 +105,6 @@ class MatrixEngine(wiring.Component):
             # A term is w ? x : ~x = w ? x : -x - 1: a XOR instead of a negation. The -1 per
             # zero weight is moved into that neuron's threshold.
             self.thresholds = np.asarray(thresholds, dtype=np.int64) - (self.mw - weight_ones)
-        if self.thresholds is not None and self.coefficients is None and memory == PATCHABLE:
-            # Widths planned for any thresholds: one beyond the accumulator's range acts as
-            # that end (plus one, for never), and is stored so.
-            lo, hi = plan.acc_bounds
-            self.thresholds = np.clip(self.thresholds, lo, hi + 1)
         # Weights in run-time memories (SPRAM) are written through `load`, from the weight
         # image (:mod:`.weights`), one 16-bit column (block) at a time, in plan order.
         self.blocks = sum(memory.spram_blocks for memory in plan.memories if memory.loaded)

@@ -213,8 +213,9 @@ def matrix_plan(*, mh, mw, pe, simd, in_bits=None, thresholds=None, weight_ones=
     else:
         t_lo, t_hi = min(adjusted), max(adjusted)
         if memory == PATCHABLE:
-            # Widths for any thresholds: a threshold beyond the accumulator's range acts as
-            # the nearest end of it plus one (always or never), and the engine stores it so.
+            # Widths for any thresholds the network file allows: they lie in the
+            # accumulator's range or one above it (0..N+1 for binary inputs; for unsigned
+            # ones the file's -bound..bound+1 less the zero weights stays within it).
             t_lo, t_hi = acc_bounds[0], acc_bounds[1] + 1
         acc_lo, acc_hi = acc_bounds[0] - max(0, t_hi), acc_bounds[1] - min(0, t_lo)
         result_width = 1
