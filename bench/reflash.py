@@ -5,7 +5,8 @@
 Builds NETWORK patchable once (skipped when DIR already holds a patchable build of it), then
 patches RETRAINED and NETWORK in turn ``--runs`` times, each time checking the bitstream's
 memories read back as written (inside the patch), and prints each time, the median, and
-whether patching the original back gives the very bytes of the first bitstream.
+whether patching the original back gives the very bytes of the first bitstream (and of the
+weight image, for a build with weights in SPRAM).
 """
 
 import argparse
@@ -45,6 +46,8 @@ def main():
     bitstream = next(p for p in (args.build_dir / "bnnhw.bin", args.build_dir / "bnnhw.bit")
                      if p.is_file())
     original = bitstream.read_bytes()
+    image = args.build_dir / "weights.bin"
+    first_image = image.read_bytes() if image.is_file() else None
     times = []
     for _ in range(args.runs):
         for network in (new, net):
@@ -55,6 +58,16 @@ def main():
     print(f"reuse ({board.name})  " + ", ".join(f"{t:.1f}" for t in times)
           + f" s; median {statistics.median(times):.1f} s")
     print(f"original again    {'the same bytes' if same else 'DIFFERENT bytes'}")
+    if first_image is not None:
+        # Weights in SPRAM: each patch writes the network's image too.
+        reuse(board, new, args.build_dir, log=quiet)
+        changed = image.read_bytes() != first_image
+        reuse(board, net, args.build_dir, log=quiet)
+        again = image.read_bytes() == first_image
+        same = same and changed and again
+        print(f"weight image      {len(first_image):,} bytes: "
+              f"{'rewritten' if changed else 'NOT rewritten'} for the retrained network, "
+              f"{'the same bytes' if again else 'DIFFERENT bytes'} for the original again")
     return 0 if same else 1
 
 

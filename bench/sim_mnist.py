@@ -47,6 +47,8 @@ def main(argv=None):
                         help="folding: inputs per cycle per layer")
     parser.add_argument("--board", metavar="BOARD",
                         help="simulate what `bnnhw build BOARD` builds (folding, memories)")
+    parser.add_argument("--patchable", action="store_true",
+                        help="with --board: the design `bnnhw build BOARD --patchable` builds")
     parser.add_argument("--build-dir", metavar="DIR", type=Path,
                         help="Verilator build cache (default: ~/.cache/bnnhw/verilator)")
     args = parser.parse_args(argv)

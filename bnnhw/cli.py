@@ -300,12 +300,13 @@ def main(argv=None):
     p.add_argument("--no-scores", action="store_true",
                    help="reply with the class only, not the class scores")
     p.add_argument("--patchable", action="store_true",
-                   help="keep every weight and threshold in block RAM, so that --reuse can "
-                        "write a retrained network into this build's bitstream later")
+                   help="keep every weight and threshold in block RAM (weights in SPRAM "
+                        "where the board needs it), so that --reuse can write a retrained "
+                        "network into this build's bitstream and weight image later")
     p.add_argument("--reuse", metavar="DIR", type=Path,
-                   help="write NETWORK's weights and thresholds into the bitstream of the "
-                        "patchable build in DIR, in seconds (same shape and folding; no "
-                        "synthesis, no place and route)")
+                   help="write NETWORK's weights and thresholds into the bitstream (and "
+                        "weight image) of the patchable build in DIR, in seconds (same shape "
+                        "and folding; no synthesis, no place and route)")
     p.add_argument("--seed", metavar="N", type=int,
                    help="nextpnr's placement seed (default: nextpnr's)")
     _add_folding_arguments(p, default=board_default)

@@ -120,16 +120,30 @@ def estimate(net, folding, board, *, in_simd=None, memory="block"):
     every memory it instantiates, in the style the gateware asks Yosys for, and the size of its
     datapath; adds the shell and its frame buffer, and the weight image's loader if any.
     """
+    from ..gateware.plan import check_memories
     from ..perf import performance
     model = performance(net, folding, in_simd, memory=memory)
     per_layer = tuple(layer_cost(figures, board) for figures in model.layers)
     in_simd = model.layers[0].in_count if in_simd is None else in_simd
-    return _total(net, per_layer, in_simd, board)
+    return _total(net, per_layer, in_simd, board,
+                  patchable=_patchable(check_memories(memory, len(net.layers))))
 
 
-def _total(net, per_layer, in_simd, board):
+def _patchable(memory):
+    from ..gateware.plan import is_patchable
+    return any(map(is_patchable, memory))
+
+
+def _in_spram(style):
+    """Whether a layer of memory ``style`` keeps its weights in SPRAM."""
+    from ..gateware.plan import PATCHABLE_SPRAM
+    return style in ("spram", PATCHABLE_SPRAM)
+
+
+def _total(net, per_layer, in_simd, board, *, patchable=False):
     """The :class:`Estimate` of layers costing ``per_layer``, with the shell (its frame buffer
-    of ``in_simd`` values per word) and the weight image's loader if any layer has SPRAMs."""
+    of ``in_simd`` values per word) and the weight image's loader if any layer has SPRAMs
+    (``patchable``: its expected header in a block RAM)."""
     _, _, bits, widest = board.block_ram
     # The shell's frame buffer: flip-flops up to four words (as Yosys maps it), else RAM.
     depth, width = net.input_size // in_simd, in_simd * net.input_bits
@@ -139,7 +153,8 @@ def _total(net, per_layer, in_simd, board):
     sprams = sum(s for _, _, s in per_layer)
     return Estimate(logic=sum(l for l, _, _ in per_layer) + round(shell_logic)
                     + (_LUTS_LOADER if sprams else 0),
-                    block_rams=sum(b for _, b, _ in per_layer) + shell_rams,
+                    block_rams=sum(b for _, b, _ in per_layer) + shell_rams
+                    + (1 if sprams and patchable else 0),
                     per_layer=tuple(per_layer), sprams=sprams)
 
 
@@ -177,36 +192,43 @@ def check_fit(net, folding, board, *, memory="block", margin=1.25):
     return need
 
 
-def _styles(layer, fold, board):
-    """The memory styles a layer folded by ``fold`` may use on ``board``."""
-    styles = ["block"]
+def _styles(layer, fold, board, *, patchable=False):
+    """The memory styles a layer folded by ``fold`` may use on ``board``: block RAM, and
+    SPRAM where the board has it and the layer's weights fit; their patchable forms if
+    ``patchable``."""
+    from ..gateware.plan import PATCHABLE, PATCHABLE_SPRAM
+    block, spram = (PATCHABLE, PATCHABLE_SPRAM) if patchable else ("block", "spram")
+    styles = [block]
     if board.spram:
         try:
-            layer.figures(fold, "spram")
-        except ValueError:                     # too deep for an SPRAM
+            layer.figures(fold, spram)
+        except ValueError:                     # too deep for an SPRAM, or not patchable
             pass
         else:
-            styles.append("spram")
+            styles.append(spram)
     return styles
 
 
-def board_memory(net, folding, board, *, logic_budget=1.0):
+def board_memory(net, folding, board, *, logic_budget=1.0, patchable=False):
     """The memory style of each layer of ``net`` folded by ``folding`` on ``board``: block RAM
     where it fits, SPRAM (loaded from the weight image) for the fewest layers that make the
-    rest fit; all block RAM if nothing fits (the fit check then says why)."""
+    rest fit; all block RAM if nothing fits (the fit check then says why). ``patchable``:
+    the patchable forms of both (:data:`~bnnhw.gateware.plan.PATCHABLE_STYLES`)."""
     from itertools import product
     from ..folding import check_folding
+    from ..gateware.plan import PATCHABLE
     folding = check_folding(net, folding)
-    options = [_styles(layer, fold, board) for layer, fold in zip(net.layers, folding)]
+    options = [_styles(layer, fold, board, patchable=patchable)
+               for layer, fold in zip(net.layers, folding)]
     best = None
     for memory in product(*options):
         need = estimate(net, folding, board, memory=memory)
         if not _fits(need, board, logic_budget):
             continue
-        key = (memory.count("spram"), need.block_rams, need.sprams)
+        key = (sum(map(_in_spram, memory)), need.block_rams, need.sprams)
         if best is None or key < best[0]:
             best = key, memory
-    return best[1] if best else ("block",) * len(net.layers)
+    return best[1] if best else (PATCHABLE if patchable else "block",) * len(net.layers)
 
 
 def board_design(net, board, target, *, patchable=False):
@@ -241,7 +263,7 @@ def board_design(net, board, target, *, patchable=False):
             fits = [fold for cycles, fold in candidates if cycles == fastest]
         per_style = {}
         for fold in fits:
-            for style in (["patchable"] if patchable else _styles(layer, fold, board)):
+            for style in _styles(layer, fold, board, patchable=patchable):
                 figures = layer.figures(fold, style)
                 cost = layer_cost(figures, board)
                 per_style.setdefault(style, []).append(
@@ -251,10 +273,10 @@ def board_design(net, board, target, *, patchable=False):
                         for option in sorted(options, key=lambda o: o[0])[:keep]])
     best = None
     for combination in product(*choices):
-        need = _total(net, [cost for _, _, _, cost, _ in combination], combination[0][4],
-                      board)
         memory = tuple(style for _, style, _, _, _ in combination)
-        key = (not _fits(need, board, LOGIC_BUDGET), memory.count("spram"),
+        need = _total(net, [cost for _, _, _, cost, _ in combination], combination[0][4],
+                      board, patchable=patchable)
+        key = (not _fits(need, board, LOGIC_BUDGET), sum(map(_in_spram, memory)),
                share((need.logic, need.block_rams, need.sprams)))
         if best is None or key < best[0]:
             best = key, tuple(fold for _, _, fold, _, _ in combination), memory
@@ -266,7 +288,8 @@ def fitting_design(net, board, *, budget=None, patchable=False):
     :data:`LOGIC_BUDGET` by default; its block RAMs and SPRAMs), and its memory styles:
     ``(folding, memory)``.
 
-    ``patchable``: every layer's memories :data:`~bnnhw.gateware.plan.PATCHABLE`.
+    ``patchable``: every layer's memories patchable
+    (:data:`~bnnhw.gateware.plan.PATCHABLE_STYLES`).
 
     Tries :func:`board_design` for growing cycle targets (each layer's possible cycle counts)
     and keeps the first that fits; raises :class:`FitError` if even the most folded network
@@ -405,24 +428,27 @@ def build(board, net, folding, build_dir, *, memory=None, clock_mhz=None, baud=1
     ``seed``: nextpnr's placement seed (placement moves the Fmax by several percent from one
     seed to the next); ``progress``: show the running build's step on stderr.
 
-    ``patchable``: every trained value in block RAM, placed and routed with keys in their place
-    and then written into the bitstream (:mod:`.patch`), so that ``bnnhw build --reuse`` can
-    later write a retrained network's there in seconds. ``memory`` must then be None.
+    ``patchable``: every trained value in block RAM (or weights in SPRAM, from the weight
+    image), placed and routed with keys in their place and then written into the bitstream
+    (:mod:`.patch`), so that ``bnnhw build --reuse`` can later write a retrained network's
+    there (and its weight image) in seconds. ``memory``, if given, must then hold only
+    :data:`~bnnhw.gateware.plan.PATCHABLE_STYLES`.
     """
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 1):
         raise BnnhwError(f"seed must be a positive integer, not {seed!r}")
     from ..folding import format_folding, save_folding
-    from ..gateware.plan import PATCHABLE
+    from ..gateware.plan import PATCHABLE_STYLES
     from ..gateware.weights import IMAGE_OFFSET, weight_image
     from ..perf import performance
     from .patch import KEYS
     setting = clock_setting(board, board.max_clock_mhz if clock_mhz is None else clock_mhz,
                             baud)
     if patchable:
-        if memory is not None and set(memory) != {PATCHABLE}:
-            raise BoardError(f"a patchable build keeps every memory in block RAM; --memory "
-                             f"{','.join(memory)} cannot be patchable")
-        memory = (PATCHABLE,) * len(net.layers)
+        if memory is None:
+            memory = board_memory(net, folding, board, patchable=True)
+        elif not set(memory) <= set(PATCHABLE_STYLES):
+            raise BoardError(f"memory {','.join(memory)} cannot be patchable: a patchable "
+                             f"build's are {' or '.join(PATCHABLE_STYLES)}")
     elif memory is None:
         memory = board_memory(net, folding, board)
     need = check_fit(net, folding, board, memory=memory)
@@ -548,9 +574,11 @@ def _finish_patchable(board, net, folding, memory, build_dir, plan, roms, env, *
 
 def reuse(board, net, build_dir, *, cache_dir=None, log=print):
     """Write ``net``'s weights and thresholds into the patchable build in ``build_dir``,
-    without synthesis or place and route; refuse, with the reason, a network that the build
-    cannot hold. Return ``(seconds, manifest)``."""
+    without synthesis or place and route, and its weight image (``weights.bin``) if its
+    weights are in SPRAM; refuse, with the reason, a network that the build cannot hold.
+    Return ``(seconds, manifest)``."""
     from ..folding import load_folding
+    from ..gateware.weights import IMAGE_OFFSET, weight_image
     from .patch import KEYS, PatchError, design_hash, patch, read_manifest
     start = time.perf_counter()
     build_dir = Path(build_dir)
@@ -585,6 +613,16 @@ def reuse(board, net, build_dir, *, cache_dir=None, log=print):
     env = toolchain_env(cache_dir or default_cache_dir(), board.tools, log=log)
     patch(build_dir, [dict(name=r.name, width=r.width, depth=r.depth, words=r.words)
                       for r in roms.roms], env, log=log)
+    image = weight_image(net, folding, manifest["memory"])
+    if image:
+        # Weights in SPRAM: the new image, which the patched bitstream's loader expects (its
+        # header is in a patched block RAM); the old one is refused by it from now on.
+        path = build_dir / "weights.bin"
+        temporary = path.with_name(f".{path.name}.tmp")
+        temporary.write_bytes(image)
+        temporary.replace(path)
+        log(f"weight image {path} ({len(image):,} bytes), for flash offset "
+            f"0x{IMAGE_OFFSET:X}")
     return time.perf_counter() - start, manifest
 
 

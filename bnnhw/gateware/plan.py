@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 from ..errors import FoldingError
 
-__all__ = ["MEMORIES", "PATCHABLE", "KEY_DEPTH", "PATCHABLE_SCORE_WIDTH", "SPRAM_WIDTH",
+__all__ = ["MEMORIES", "PATCHABLE", "PATCHABLE_SPRAM", "PATCHABLE_STYLES", "is_patchable",
+           "KEY_DEPTH", "PATCHABLE_SCORE_WIDTH", "SPRAM_WIDTH",
            "SPRAM_DEPTH", "MemoryPlan", "MatrixPlan", "matrix_plan",
            "multibase_plan", "WindowPlan", "window_plan", "PoolPlan", "pool_plan", "tree_levels",
            "range_width", "signed_width", "check_memory", "check_memories"]
@@ -30,6 +31,17 @@ MEMORIES = ("block", "distributed", "spram")
 # logic and differ only in the block RAMs' contents. Not one of the styles a build picks.
 PATCHABLE = "patchable"
 
+# The same with the weights in SPRAM (an iCE40 UltraPlus), loaded from the weight image: a
+# retrained network is then a new image and new words in the block RAMs that keep its
+# thresholds (and the image header the loader expects: :class:`~.weights.WeightLoader`).
+PATCHABLE_SPRAM = "patchable-spram"
+PATCHABLE_STYLES = (PATCHABLE, PATCHABLE_SPRAM)
+
+
+def is_patchable(memory):
+    """Whether ``memory`` is a style of a patchable build."""
+    return memory in PATCHABLE_STYLES
+
 # The bitstream tools find a memory by 256-word columns of one bit (:mod:`.contents`): a
 # patchable ROM is at least this deep, which costs no block RAM (an iCE40 block is 256 words
 # deep at its widest, an ECP5 one 512).
@@ -43,8 +55,9 @@ SPRAM_WIDTH, SPRAM_DEPTH = 16, 16384
 
 
 def check_memory(memory):
-    """Check a memory style: ``"block"``, ``"distributed"`` or ``"spram"``."""
-    if memory not in MEMORIES and memory != PATCHABLE:
+    """Check a memory style: ``"block"``, ``"distributed"`` or ``"spram"`` (or one of
+    :data:`PATCHABLE_STYLES`)."""
+    if memory not in MEMORIES and not is_patchable(memory):
         raise ValueError(f"memory must be one of {', '.join(map(repr, MEMORIES))}, "
                          f"not {memory!r}")
     return memory
@@ -162,9 +175,9 @@ def _engine_memories(*, nf, sf, buffer_width, buffer_depth, threshold_width, wei
     the thresholds (``threshold_width`` bits per neuron group, or None without), the weights
     (``weight_width`` bits per (group, beat)). ``memory`` is the weights' style; buffers and
     thresholds beside weights in SPRAM go to block RAM."""
-    patchable = memory == PATCHABLE
+    patchable = is_patchable(memory)
     if patchable:
-        memory = "block"
+        memory = "spram" if memory == PATCHABLE_SPRAM else "block"
     weight_memory, memory = memory, "block" if memory == "spram" else memory
     if weight_memory == "spram" and nf * sf > SPRAM_DEPTH:
         raise FoldingError(f"an SPRAM holds {SPRAM_DEPTH} words; {nf * sf} words of weights "
@@ -183,8 +196,10 @@ def _engine_memories(*, nf, sf, buffer_width, buffer_depth, threshold_width, wei
     # side.
     style = ("constant" if nf * sf == 1 and weight_memory != "spram" and not patchable
              else weight_memory)
+    # (SPRAM weights are in the image, not keyed: no need to be KEY_DEPTH deep.)
     memories.append(MemoryPlan("weights", "weights", weight_width,
-                               max(nf * sf, KEY_DEPTH) if patchable else nf * sf, style,
+                               max(nf * sf, KEY_DEPTH) if patchable and style != "spram"
+                               else nf * sf, style,
                                rom=style != "spram"))
     return memories
 
@@ -212,7 +227,7 @@ def matrix_plan(*, mh, mw, pe, simd, in_bits=None, thresholds=None, weight_ones=
         result_width, threshold_width = range_width(*acc_bounds), 0
     else:
         t_lo, t_hi = min(adjusted), max(adjusted)
-        if memory == PATCHABLE:
+        if is_patchable(memory):
             # Widths for any thresholds the network file allows: they lie in the
             # accumulator's range or one above it (0..N+1 for binary inputs; for unsigned
             # ones the file's -bound..bound+1 less the zero weights stays within it).
@@ -248,7 +263,7 @@ def multibase_plan(*, mh, mw, pe, simd, coefficients, in_bits=None, thresholds=N
     for a -1 weight), so ``z = acc + sum_m c_m * weight_zeros[m][j]``. Without thresholds the
     output is the accumulator.
     """
-    if memory == PATCHABLE:
+    if is_patchable(memory):
         raise FoldingError("a multi-base engine keeps its coefficients in the logic: it "
                            "cannot be built patchable")
     coefficients = [[int(c) for c in row] for row in coefficients]
@@ -332,7 +347,7 @@ def window_plan(*, height, width, channels, kh, kw, simd, bits, memory="block"):
     slots = 2 * kh
     # Only weights go to SPRAM; a layer whose weights are there keeps its lines in block RAM.
     ring = MemoryPlan("lines", "buffer", simd * bits, slots << (word_bits + column_bits),
-                      "block" if memory in ("spram", PATCHABLE) else memory, rom=False)
+                      "block" if memory == "spram" or is_patchable(memory) else memory, rom=False)
     oh, ow = height - kh + 1, width - kw + 1
     return WindowPlan(height=height, width=width, channels=channels, kh=kh, kw=kw, simd=simd,
                       bits=bits, out_height=oh, out_width=ow, words=words, slots=slots,

@@ -11,7 +11,7 @@ from ..folding import check_folding, default_folding, divisors
 from ..perf import performance
 from .flash import SPIFlashReader
 from .glue import WidthConverter
-from .plan import PATCHABLE, PATCHABLE_SCORE_WIDTH, check_memories
+from .plan import PATCHABLE_SCORE_WIDTH, check_memories, is_patchable
 from .ports import Ports
 from .weights import IMAGE_OFFSET, LoadStatus, WeightLoader, image_blocks, weight_image
 
@@ -48,7 +48,8 @@ class NetworkTop(wiring.Component):
         ``"block"`` (default: block RAM, for an iCE40), ``"distributed"`` (LUT RAM, faster
         on an ECP5) or ``"spram"`` (weights in an iCE40 UltraPlus's SPRAM, loaded at run
         time), for all layers or one per layer; or ``"patchable"`` (block RAM holding every
-        trained value, widths from the shapes: :data:`~.plan.PATCHABLE`).
+        trained value, widths from the shapes: :data:`~.plan.PATCHABLE`) and
+        ``"patchable-spram"`` (the same with the weights in SPRAM) for all layers.
     image_offset : int
         Where the weight image starts in the SPI flash, for a network with weights in SPRAM
         (default: :data:`bnnhw.gateware.weights.IMAGE_OFFSET`).
@@ -86,6 +87,10 @@ class NetworkTop(wiring.Component):
             self.memory = check_memories(memory, len(net.layers))
         except ValueError as error:
             raise FoldingError(str(error)) from None
+        patchable = list(map(is_patchable, self.memory))
+        if any(patchable) and not all(patchable):
+            raise FoldingError(f"memory {', '.join(self.memory)}: a patchable design's layers "
+                               f"must all be patchable (or none)")
         self.net = net
         self.figures = tuple(layer.figures(fold, style)
                              for layer, fold, style in zip(net.layers, self.folding,
@@ -104,7 +109,7 @@ class NetworkTop(wiring.Component):
         # A patchable output layer makes 16-bit scores, whatever its offsets.
         self.ports = Ports.for_network(
             net, in_simd, image=bool(self.blocks),
-            score_width=PATCHABLE_SCORE_WIDTH if self.memory[-1] == PATCHABLE else None)
+            score_width=PATCHABLE_SCORE_WIDTH if is_patchable(self.memory[-1]) else None)
         self.in_bits, self.in_simd, self.n_pixels = net.input.bits, in_simd, size
         self.classes, self.score_width = self.ports.classes, self.ports.score_width
         self.cls_width = self.ports.cls_width
@@ -127,7 +132,8 @@ class NetworkTop(wiring.Component):
             length = len(self.image())
             m.submodules.reader = reader = SPIFlashReader(offset=self.image_offset,
                                                           length=length, half=self.flash_half)
-            m.submodules.loader = loader = WeightLoader(self.blocks)
+            m.submodules.loader = loader = WeightLoader(
+                self.blocks, patchable=any(map(is_patchable, self.memory)))
             wiring.connect(m, reader.o, loader.i)
             wiring.connect(m, reader.flash, wiring.flipped(self.flash))
             m.d.comb += self.status.eq(loader.status)

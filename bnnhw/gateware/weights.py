@@ -42,10 +42,12 @@ from dataclasses import dataclass
 import numpy as np
 from amaranth import Array, Cat, Module, Mux, Signal
 from amaranth.lib import crc, stream, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..bits import words as pack_words
-from .plan import SPRAM_DEPTH, SPRAM_WIDTH
+from .contents import rom_words
+from .plan import KEY_DEPTH, SPRAM_DEPTH, SPRAM_WIDTH
 
 __all__ = ["MAGIC", "VERSION", "HEADER_BYTES", "IMAGE_OFFSET", "LoadStatus", "Block",
            "multibase_words", "weight_words", "image_blocks", "image_header", "weight_image",
@@ -180,13 +182,19 @@ class WeightLoader(wiring.Component):
     ----------
     blocks : sequence of Block
         The image's blocks (:func:`image_blocks`), at least one.
+    patchable : bool
+        Keep the expected header in a block RAM (a ROM of :func:`~.contents.rom_words`) rather
+        than in the logic: the header names the weights (a digest of the body), and a
+        patchable build's logic must not depend on them (:data:`~.plan.PATCHABLE_SPRAM`).
+        The ROM is read a cycle ahead, as the constants are otherwise.
     """
 
-    def __init__(self, blocks):
+    def __init__(self, blocks, *, patchable=False):
         self.blocks = tuple(blocks)
         if not self.blocks:
             raise ValueError("blocks must hold at least one block")
         self.header = image_header(self.blocks)
+        self.patchable = bool(patchable)
         super().__init__({"i": In(stream.Signature(8)),
                           "write": Out(write_signature(len(self.blocks))),
                           "status": Out(2, init=LoadStatus.LOADING)})
@@ -217,8 +225,15 @@ class WeightLoader(wiring.Component):
         low = Signal(8)
         expected = Signal(8)
         last_header, last_word, last_block, last_crc = Signal(), Signal(), Signal(), Signal()
+        if self.patchable:
+            words = rom_words("header", 8, KEY_DEPTH, self.header)
+            m.submodules.header = rom = Memory(shape=8, depth=KEY_DEPTH, init=words,
+                                               attrs={"rom_style": "block"})
+            port = rom.read_port()
+            m.d.comb += [port.addr.eq(count), expected.eq(port.data)]
+        else:
+            m.d.sync += expected.eq(Array(self.header)[count])
         m.d.sync += [
-            expected.eq(Array(self.header)[count]),
             last_header.eq(count == HEADER_BYTES - 1),
             # the address at the current block's last word: one compare per block
             last_word.eq(Cat(*(block[k] & (write.addr == depth - 1)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import FoldingError
-from ..gateware.plan import PATCHABLE
+from ..gateware.plan import is_patchable
 from ..tensor import Tensor
 from .base import Figures, Layer
 
@@ -57,7 +57,7 @@ class BinarizeLayer(Layer):
 
     def figures(self, fold, memory="block"):
         fold = self.check_fold(fold)
-        if memory == PATCHABLE:
+        if is_patchable(memory):
             raise FoldingError("a binarize layer compares with constants in the logic: it "
                                "cannot be built patchable")
         cycles = self.input.size // fold.simd

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..bits import xnor_popcount
-from ..gateware.plan import (KEY_DEPTH, PATCHABLE, PATCHABLE_SCORE_WIDTH, MemoryPlan,
+from ..gateware.plan import (KEY_DEPTH, PATCHABLE_SCORE_WIDTH, is_patchable, MemoryPlan,
                               signed_width, tree_levels)
 from ..tensor import Tensor
 from .matrix import MatrixLayer, plan_for
@@ -84,7 +84,7 @@ class OutputLayer(MatrixLayer):
                                       cycles=max(plan.cycles, self.classes + 1), depth=depth,
                                       latency=plan.cycles + depth + 1 + fold.pe + 2,
                                       out_count=1)
-        if memory == PATCHABLE:
+        if is_patchable(memory):
             # The argmax unit's class biases, in block RAM too.
             biases = MemoryPlan("biases", "thresholds", PATCHABLE_SCORE_WIDTH,
                                 max(self.classes, KEY_DEPTH), "block", rom=True)
@@ -101,5 +101,5 @@ class OutputLayer(MatrixLayer):
         engine = self.matrix_engine(fold, memory)
         argmax = ArgmaxUnit(scales=self.scales, offsets=self.offsets, fan_in=self.fan_in,
                             lanes=fold.pe, pop_width=engine.plan.result_width,
-                            patchable=memory == PATCHABLE)
+                            patchable=is_patchable(memory))
         return Pipeline([engine, argmax])
