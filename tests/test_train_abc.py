@@ -11,7 +11,8 @@ from bnnhw.datasets import load_dataset
 torch = pytest.importorskip("torch")
 
 from bnnhw.train import export, train as t                       # noqa: E402
-from bnnhw.train.abc import ABCNet, export_abc, fit_alpha, spread_shifts  # noqa: E402
+from bnnhw.train.abc import (ABCConv2d, ABCLinear, ABCNet, export_abc, fit_alpha,  # noqa: E402
+                             spread_shifts)
 
 
 def _random_model(seed, in_bits, weight_bases, act_bases, layers="dense:13,dense:7", classes=4,
@@ -44,6 +45,47 @@ def _random_model(seed, in_bits, weight_bases, act_bases, layers="dense:13,dense
         model.offset.copy_(torch.as_tensor(rng.normal(size=classes)))
     model.eval()
     return model, x
+
+
+def _sum_of_products(layer, x, bases, c):
+    """``Z`` as the paper writes it: M K products, each times its coefficient."""
+    import torch.nn.functional as F
+    x = x.unsqueeze(1) if layer.in_bits is not None else x
+    product = F.conv2d if isinstance(layer, ABCConv2d) else F.linear
+    return sum(c[m, k] * product(x[:, k], bases[m])
+               for m in range(bases.shape[0]) for k in range(x.shape[1]))
+
+
+@pytest.mark.parametrize("quantized", [False, True])
+@pytest.mark.parametrize("weight_bases", [1, 3])
+@pytest.mark.parametrize("kind", ["dense", "conv"])
+def test_layer_products_equal_the_sum_of_base_products(kind, weight_bases, quantized):
+    """Training computes a layer as one product (rank-one coefficients before rounding) or K
+    stacked ones (after): the same values and gradients as the M K products."""
+    torch.manual_seed(weight_bases)
+    if kind == "dense":
+        layer, x = ABCLinear(20, 7, weight_bases=weight_bases, in_bases=3,
+                             fraction_bits=4), torch.randn(5, 3, 20).sign()
+    else:
+        layer, x = ABCConv2d(4, 7, 3, weight_bases=weight_bases, in_bases=3,
+                             fraction_bits=4), torch.randn(5, 3, 4, 6, 6).sign()
+    with torch.no_grad():
+        layer.log_beta.copy_(torch.randn(3) * 0.3)
+    layer.quantized = quantized
+    x.requires_grad_(True)
+    z = layer.integer(x)
+    bases = layer.weight_bases()
+    expected = _sum_of_products(layer, x, bases, layer.coefficients(bases))
+    weights = torch.randn_like(z)
+    parameters = [layer.weight, layer.log_beta, x]
+    got = torch.autograd.grad((z * weights).sum(), parameters)
+    want = torch.autograd.grad((expected * weights).sum(), parameters)
+    z, expected = z.detach(), expected.detach()
+    assert float((z - expected).abs().max()) <= 1e-5 * float(expected.abs().max())
+    if quantized:
+        assert torch.equal(z, expected)          # integer coefficients: exact
+    for a, b in zip(got, want):
+        assert float((a - b).abs().max()) <= 1e-5 * float(b.abs().max())
 
 
 @pytest.mark.parametrize("seed", range(3))

@@ -100,40 +100,62 @@ class ABCLinear(nn.Module):
         shifts = self.shifts.view(-1, *([1] * w.dim()))
         return binarize(w.unsqueeze(0) - centre + shifts * spread)
 
+    def _factors(self, bases):
+        """``alpha`` ``(M,)`` (fitted, no gradient), ``beta`` ``(K,)`` and the common scale
+        ``2**f / max(alpha beta)`` (no gradient): ``c_mn = scale alpha_m beta_n`` before
+        rounding."""
+        alpha = fit_alpha(self.weight, bases.detach()).abs().clamp_min(1e-8)
+        beta = (torch.ones(1) if self.log_beta is None else self.log_beta.exp())
+        scale = (1 << self.fraction_bits) / (alpha.max() * beta.detach().max())
+        return alpha, beta, scale
+
     def coefficients(self, bases=None):
         """``(M, K)`` coefficients ``c_mn``: integers (as floats) once quantized."""
         bases = self.weight_bases() if bases is None else bases
-        alpha = fit_alpha(self.weight, bases.detach()).abs().clamp_min(1e-8)
-        beta = (torch.ones(1) if self.log_beta is None else self.log_beta.exp())
-        product = alpha.view(-1, 1) * beta.view(1, -1)
-        c = product / product.detach().max() * (1 << self.fraction_bits)
+        alpha, beta, scale = self._factors(bases)
+        c = alpha.view(-1, 1) * beta.view(1, -1) * scale
         if self.quantized:
             c = RoundSTE.apply(c).clamp(1, 1 << self.fraction_bits)
         return c
 
+    def _product(self, x, weight):
+        """One layer product of ``x`` (a batch of inputs) and ``weight`` (out first)."""
+        return F.linear(x, weight)
+
     def integer(self, x, bases=None, c=None):
-        """``Z`` per neuron: ``(B, out)``, float64 and exact when quantized, in eval mode."""
+        """``Z`` per neuron: ``(B, out, ...)``, float64 and exact in eval mode once quantized.
+
+        Before rounding, ``c`` is rank one (``c_mn = scale alpha_m beta_n``), so in training
+        ``Z = scale (sum_m alpha_m B_m) . (sum_n beta_n H_n)``: one product, whatever M and K
+        (same values and gradients as the sum of M K products). Otherwise the K input bases
+        are stacked along the features, each against ``sum_m c_mn B_m``: one product K times
+        as wide, in float32 where its integer sums stay below ``2**24`` (exact), else float64.
+        """
         bases = self.weight_bases() if bases is None else bases
-        c = self.coefficients(bases) if c is None else c
-        m, out, fan_in = bases.shape
-        stacked = bases.reshape(m * out, fan_in)
         if self.in_bits is not None:
-            d = F.linear(x, stacked).view(len(x), m, out)               # (B, M, out)
-            weights = c[:, 0].view(1, m, 1)
-            if not self.training:
-                return (d.double() * weights.double()).sum(dim=1)
-            return (d * weights).sum(dim=1)
-        k = x.shape[1]
-        d = F.linear(x.reshape(len(x) * k, fan_in), stacked).view(len(x), k, m, out)
-        weights = c.T.reshape(1, k, m, 1)                                # c[m, n] at [n, m]
-        if not self.training:
-            return (d.double() * weights.double()).sum(dim=(1, 2))
-        return (d * weights).sum(dim=(1, 2))
+            x = x.unsqueeze(1)                                  # pixels: one input "base"
+        m, k = bases.shape[0], x.shape[1]
+        extra = [1] * (bases.dim() - 1)
+        if self.training and not self.quantized and c is None:
+            alpha, beta, scale = self._factors(bases)
+            weight = (alpha.view(m, *extra) * bases).sum(dim=0)
+            inputs = (beta.view(1, k, *([1] * (x.dim() - 2))) * x).sum(dim=1)
+            return self._product(inputs, weight) * scale
+        c = self.coefficients(bases) if c is None else c
+        combined = (c.T.reshape(k, m, *extra) * bases.unsqueeze(0)).sum(dim=1)   # (K, out, .)
+        weight = combined.transpose(0, 1).flatten(1, 2)                      # (out, K*F|C, .)
+        inputs = x.flatten(1, 2)
+        top = (1 << self.in_bits) - 1 if self.in_bits is not None else 1
+        exact = self.training or self.in_features * float(c.detach().sum()) * top < 2 ** 24
+        if exact:
+            z = self._product(inputs, weight)
+        else:
+            z = self._product(inputs.double(), weight.double())
+        return z if self.training else z.double()
 
     def forward(self, x):
         bases = self.weight_bases()
-        c = self.coefficients(bases)
-        z = self.integer(x, bases, c)
+        z = self.integer(x, bases)
         if not self.training:
             z = z.float()
         z = z * 2.0 ** -self.fraction_bits
@@ -141,6 +163,7 @@ class ABCLinear(nn.Module):
             z = z * self.scale
             if self.shift:
                 # The input normalisation's shift: shift * sum_m c_m rowsum(B_m) per neuron.
+                c = self.coefficients(bases)
                 offset = (c[:, 0].view(-1, 1) * bases.flatten(2).sum(dim=2)).sum(dim=0)
                 if z.dim() == 4:
                     offset = offset.view(1, -1, 1, 1)
@@ -161,22 +184,8 @@ class ABCConv2d(ABCLinear):
                          kernel_shape=(in_channels, kernel, kernel), **options)
         self.in_channels, self.kernel = in_channels, kernel
 
-    def integer(self, x, bases=None, c=None):
-        bases = self.weight_bases() if bases is None else bases
-        c = self.coefficients(bases) if c is None else c
-        m, out = bases.shape[:2]
-        stacked = bases.reshape(m * out, *bases.shape[2:])
-        exact = not self.training
-        if self.in_bits is not None:
-            d = F.conv2d(x, stacked)
-            d = d.view(len(x), m, out, *d.shape[2:])
-            weights = c[:, 0].view(1, m, 1, 1, 1)
-            return ((d.double() * weights.double()) if exact else d * weights).sum(dim=1)
-        k = x.shape[1]
-        d = F.conv2d(x.reshape(len(x) * k, *x.shape[2:]), stacked)
-        d = d.view(len(x), k, m, out, *d.shape[2:])
-        weights = c.T.reshape(1, k, m, 1, 1, 1)
-        return ((d.double() * weights.double()) if exact else d * weights).sum(dim=(1, 2))
+    def _product(self, x, weight):
+        return F.conv2d(x, weight)
 
 
 class ABCNet(nn.Module):
