@@ -10,7 +10,7 @@ else the fit estimate. The networks go to ``runs/abc/mnist_abc_MxN.npz`` (checkp
 them, so ``--resume`` continues an interrupted run).
 
     flock /work/heavy.lock .venv/bin/python bench/abc_mnist.py [--bases 1x1,1x2,2x2,3x3]
-        [--epochs 30] [--threads 1] [--synth] [--pe ..] [--simd ..]
+        [--epochs 30] [--shift 1] [--threads 1] [--synth [--pnr]] [--pe ..] [--simd ..]
 """
 
 import argparse
@@ -34,7 +34,8 @@ def _bases(text):
 def train_one(m, n, args, path):
     from bnnhw.train import train as t
     config = t.Config(dataset=args.dataset, model="sfc", epochs=args.epochs,
-                      weight_bases=m, act_bases=n, dropout=args.dropout, threads=args.threads,
+                      weight_bases=m, act_bases=n, dropout=args.dropout, shift=args.shift,
+                      threads=args.threads,
                       output=str(path), checkpoint_dir=str(path.with_suffix(".ckpt")),
                       resume=args.resume, progress=False, seed=args.seed)
     print(f"== {m}x{n}: {config.resolved().training_fields()}", flush=True)
@@ -43,16 +44,19 @@ def train_one(m, n, args, path):
     print(f"{m}x{n}: total {time.monotonic() - started:.1f} s", flush=True)
 
 
-def synthesise(net, folding, name):
+def synthesise(net, folding, name, *, pnr=False):
     """ECP5-85F figures of the network alone (``bench/synth.py``'s wrapper, memories in block
-    RAM): Yosys LUT4s, and from one nextpnr run the logic cells, DP16KD block RAMs and Fmax."""
+    RAM): Yosys LUT4s and DP16KD block RAMs, and with ``pnr`` from one nextpnr run the logic
+    cells and Fmax."""
     import synth
     out = synth.BUILD / f"abc_{name}"
     out.mkdir(parents=True, exist_ok=True)
-    figures = synth.build("ecp5", net, folding, None, "block", out, seeds=[1])
-    return {"luts": figures["yosys LUT4"], "cells": figures["TRELLIS_COMB"],
-            "brams": figures["DP16KD"].split("/")[0], "fmax": figures["median Fmax MHz"],
-            "seconds": figures["total s"]}
+    figures = synth.build("ecp5", net, folding, None, "block", out, seeds=[1] if pnr else [])
+    row = {"luts": figures["yosys LUT4"], "brams": figures["yosys block RAM"],
+           "seconds": figures.get("total s", figures["synth s"])}
+    if pnr:
+        row.update(cells=figures["TRELLIS_COMB"], fmax=figures["median Fmax MHz"])
+    return row
 
 
 def plot(rows, path):
@@ -86,12 +90,17 @@ def main(argv=None):
                         help="MxN pairs (default: 1x1,1x2,2x2,3x3)")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--dropout", type=float, default=0.1)
+    parser.add_argument("--shift", type=int, default=1,
+                        help="augment: move training images by up to this many pixels")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--out-dir", type=Path, default=ROOT / "runs" / "abc")
     parser.add_argument("--no-train", action="store_true", help="only tabulate existing files")
     parser.add_argument("--synth", action="store_true", help="ECP5 synthesis with Yosys")
+    parser.add_argument("--pnr", action="store_true",
+                        help="with --synth: also place and route once (nextpnr-ecp5; the "
+                             "3x3 network takes over half an hour)")
     parser.add_argument("--pe", default="4,4,4,1", help="folding, one PE per layer")
     parser.add_argument("--simd", default="49,64,64,64", help="folding, one SIMD per layer")
     parser.add_argument("--json", type=Path, help="also write the rows here")
@@ -130,7 +139,7 @@ def main(argv=None):
                "folding": [str(f) for f in folding],
                "estimate": {"luts": fit.logic, "brams": fit.block_rams}}
         if args.synth:
-            row["synth"] = synthesise(net, folding, f"{m}x{n}")
+            row["synth"] = synthesise(net, folding, f"{m}x{n}", pnr=args.pnr)
         rows.append(row)
         print(json.dumps(row), flush=True)
     print()

