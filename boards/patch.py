@@ -10,8 +10,10 @@ DIR`` does the same for a retrained network of the same shape and folding, in se
    logic, same memories), or the patch is refused with the reason;
 2. YoWASP's ``icebram`` / ``ecpbram`` replace each key pattern by the network's words, and
    ``icepack`` / ``ecppack`` pack the result as the build did;
-3. the packed bitstream is unpacked again and every memory's contents are read back from it
-   and compared with the network's words (and no key may remain).
+3. every memory's contents are read back from the packed bitstream (``iceunpack`` for an
+   iCE40; for an ECP5 the block RAM sections are decoded from its bytes, :func:`ecp5_bram_init`,
+   as ``ecpunpack`` would in 8 s) and compared with the network's words (and no key may
+   remain).
 
 The tools find memories by columns: the same bit of 256 (iCE40) or 512 (ECP5) consecutive
 words. Keys make every such column of every ROM unique; the words to write need not be.
@@ -31,7 +33,7 @@ from ..errors import BnnhwError
 from .toolchain import ToolchainError, prepare_tools, tool_path
 
 __all__ = ["PatchError", "KEYS", "SLICE_DEPTH", "design_hash", "save_manifest",
-           "read_manifest", "patch", "read_columns"]
+           "read_manifest", "patch", "read_columns", "ecp5_bram_init", "check_columns"]
 
 
 class PatchError(BnnhwError):
@@ -45,7 +47,7 @@ _TEXT = {"ice40": "asc", "ecp5": "config"}
 _BITSTREAM = {"ice40": "bin", "ecp5": "bit"}
 MANIFEST = "patch.json"
 _TOOLS = {"ice40": ("yowasp-icebram", "yowasp-icepack", "yowasp-iceunpack"),
-          "ecp5": ("yowasp-ecpbram", "yowasp-ecppack", "yowasp-ecpunpack")}
+          "ecp5": ("yowasp-ecpbram", "yowasp-ecppack")}
 
 
 def design_hash(rtlil_text):
@@ -151,9 +153,54 @@ def _ice40_columns(text):
 def _ecp5_columns(text):
     """Every 512-bit column of every initialised ECP5 block RAM in ``.config`` ``text``, read
     in each of the block's widths (the configuration does not say which one is used)."""
+    blocks = [[int(w, 16) for w in match.group(2).split()] for match in re.finditer(
+        r"^\.bram_init (\d+)\n((?:[0-9a-fA-F]{3}[ \n])+)", text, re.M)]
+    return _ebr_columns(blocks)
+
+
+# An ECP5 bitstream initialises each block RAM after the configuration frames (as Trellis's
+# ecppack writes it, Bitstream.cpp): an address command (0xF6, three zero bytes, the block's
+# index << 11 as a big-endian 32-bit word), a write command (0xB2, 0xD0, the frame count 256 as
+# 16 bits), 256 frames of nine bytes holding eight 9-bit words each, most significant bit
+# first, and a CRC-16.
+_EBR_SECTION = re.compile(rb"\xf6\x00\x00\x00(.{4})\xb2\xd0\x01\x00", re.S)
+_EBR_FRAMES = 256
+_EBR_BYTES = 12 + 9 * _EBR_FRAMES + 2
+
+
+def ecp5_bram_init(data):
+    """The block RAM initialisations of ECP5 bitstream bytes ``data``: ``{block: 2048 9-bit
+    words}``, read from the bitstream itself (what ``ecpunpack`` prints as ``.bram_init``, in a
+    fraction of its time). The sections follow each other; the chain that ends last is the
+    one (a match inside the configuration frames cannot be followed by a whole chain)."""
+    data = bytes(data)
+    best = {}
+    position = 0
+    for match in _EBR_SECTION.finditer(data):
+        if match.start() < position:
+            continue                                   # inside a chain already read
+        blocks, at = {}, match.start()
+        while True:
+            section = _EBR_SECTION.match(data, at)
+            if section is None or at + _EBR_BYTES > len(data):
+                break
+            address = int.from_bytes(section.group(1), "big")
+            if address & 0x7FF:
+                break
+            frames = np.frombuffer(data, np.uint8, 9 * _EBR_FRAMES, at + 12).reshape(-1, 9)
+            bits = np.unpackbits(frames, axis=1).reshape(-1, 9)     # 8 words per frame
+            blocks[address >> 11] = (bits @ (1 << np.arange(8, -1, -1))).tolist()
+            at += _EBR_BYTES
+        if blocks:
+            best, position = blocks, at
+    return best
+
+
+def _ebr_columns(blocks):
+    """Every 512-bit column of ECP5 block RAMs initialised with ``blocks`` (lists of 2048
+    9-bit words), read in each of the block's widths."""
     columns = []
-    for match in re.finditer(r"^\.bram_init (\d+)\n((?:[0-9a-fA-F]{3}[ \n])+)", text, re.M):
-        words = [int(w, 16) for w in match.group(2).split()]
+    for words in blocks:
         bits9 = np.array([(w >> b) & 1 for w in words for b in range(9)], dtype=np.uint8)
         bits8 = np.array([(w >> b) & 1 for w in words for b in range(8)], dtype=np.uint8)
         for width, stored, count in ((1, 8, 32), (2, 8, 32), (4, 8, 32), (9, 9, 36),
@@ -284,25 +331,24 @@ def patch(build_dir, roms, env, *, log=print):
     if family == "ice40":
         _run("yowasp-icepack", [current, temporary.name], env, str(build_dir), work)
         _run("yowasp-iceunpack", [temporary.name, "unpacked.asc"], env, str(build_dir), work)
-        unpacked = (work / "unpacked.asc").read_text()
+        columns = read_columns(family, (work / "unpacked.asc").read_text())
     else:
         options = manifest.get("ecppack", [])
         _run("yowasp-ecppack", [*options, "--input", current, "--bit", temporary.name],
              env, str(build_dir), work)
-        _run("yowasp-ecpunpack", ["--input", temporary.name, "--textcfg", "unpacked.config"],
-             env, str(build_dir), work)
-        unpacked = (work / "unpacked.config").read_text()
-    check_columns(family, unpacked, froms, tos, where=str(bitstream))
+        # Read back from the packed bytes (ecpunpack would take 8 s for an 85F).
+        columns = _ebr_columns(ecp5_bram_init(temporary.read_bytes()).values())
+    check_columns(columns, froms, tos, where=str(bitstream))
     os.replace(temporary, bitstream)
     (build_dir / f"bnnhw.{_TEXT[family]}").write_text((work / current).read_text())
     return time.perf_counter() - start
 
 
-def check_columns(family, text, keys, words, *, where):
-    """Check that configuration ``text`` holds every column of ``words`` (as often as they
-    are written) and none of ``keys``."""
+def check_columns(columns, keys, words, *, where):
+    """Check that the memory ``columns`` read back hold every column of ``words`` (as often
+    as they are written) and none of ``keys``."""
     found = {}
-    for column in read_columns(family, text):
+    for column in columns:
         found[column] = found.get(column, 0) + 1
     left = sum(1 for column in keys if column in found)
     if left:

