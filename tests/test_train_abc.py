@@ -128,6 +128,10 @@ def test_golden_equals_torch_eval_on_random_cnns(seed, in_bits, weight_bases, ac
         # (A pool of mostly-1 bits may well be all 1.)
         assert model.norm_of(n) is None or len(np.unique(b.numpy())) > 1, f"layer {n}"
     assert np.array_equal(result.scores, scores.numpy().astype(np.int64))
+    # The forward pass pools before binarizing (the same bits, N times cheaper).
+    with torch.no_grad():
+        fused = model.scores(model._run(torch.from_numpy(x).float()))
+    assert np.array_equal(result.scores, fused.numpy().astype(np.int64))
     report = export.self_check(model, net, x, np.zeros(len(x), np.int64))
     assert report["class_agreement"] == len(x)
 

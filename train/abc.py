@@ -297,8 +297,12 @@ class ABCNet(nn.Module):
             c, h, w = self.in_shape
             x = x.reshape(len(x), h, w, c).permute(0, 3, 1, 2)
         h = x
-        for kind, value in self.steps:
+        pooled_already = False
+        for index, (kind, value) in enumerate(self.steps):
             if kind == "pool":
+                if pooled_already:
+                    pooled_already = False
+                    continue
                 # Each base pooled on its own: the max of +-1 values, the OR of the bits.
                 b, n = h.shape[:2]
                 pooled = F.max_pool2d(h.flatten(0, 1), value)
@@ -316,10 +320,17 @@ class ABCNet(nn.Module):
             else:
                 z = linear(h.flatten(2))                    # torch's (C, H, W) order per base
             v = norm(z)
-            distance = v.unsqueeze(-1) - self.act_shifts[value].view(
-                *([1] * v.dim()), -1)                                 # (..., N)
-            h = binarize(distance).movedim(-1, 1)                     # (B, N, ...)
+            following = self.steps[index + 1] if index + 1 < len(self.steps) else None
+            if record is None and following is not None and following[0] == "pool":
+                # Each bit is v - s_n >= 0, monotone in v: pooling v once gives the bits that
+                # pooling each base gives, N times cheaper (the trace keeps both steps).
+                v = F.max_pool2d(v, following[1])
+                pooled_already = True
+            shifts = self.act_shifts[value]
+            distance = v.unsqueeze(1) - shifts.view(1, -1, *([1] * (v.dim() - 1)))  # (B, N, .)
+            h = binarize(distance)
             if record is not None:
+                distance = distance.movedim(1, -1)                            # (..., N)
                 bits = (distance >= 0).to(torch.int64)
                 values = (bits << torch.arange(self.act_bases)).sum(dim=-1)
                 record.append((z, distance, stream_order(values.to(torch.uint8))))
