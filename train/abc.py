@@ -122,7 +122,7 @@ class ABCLinear(nn.Module):
         """One layer product of ``x`` (a batch of inputs) and ``weight`` (out first)."""
         return F.linear(x, weight)
 
-    def integer(self, x, bases=None, c=None):
+    def integer(self, x, bases=None):
         """``Z`` per neuron: ``(B, out, ...)``, float64 and exact in eval mode once quantized.
 
         Before rounding, ``c`` is rank one (``c_mn = scale alpha_m beta_n``), so in training
@@ -136,12 +136,12 @@ class ABCLinear(nn.Module):
             x = x.unsqueeze(1)                                  # pixels: one input "base"
         m, k = bases.shape[0], x.shape[1]
         extra = [1] * (bases.dim() - 1)
-        if self.training and not self.quantized and c is None:
+        if self.training and not self.quantized:
             alpha, beta, scale = self._factors(bases)
             weight = (alpha.view(m, *extra) * bases).sum(dim=0)
             inputs = (beta.view(1, k, *([1] * (x.dim() - 2))) * x).sum(dim=1)
             return self._product(inputs, weight) * scale
-        c = self.coefficients(bases) if c is None else c
+        c = self.coefficients(bases)
         combined = (c.T.reshape(k, m, *extra) * bases.unsqueeze(0)).sum(dim=1)   # (K, out, .)
         weight = combined.transpose(0, 1).flatten(1, 2)                      # (out, K*F|C, .)
         inputs = x.flatten(1, 2)
