@@ -369,6 +369,7 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
         t.train(config, log=interrupt)
     resumed, history = t.train(t.Config(**{**vars(config), "resume": True}))
     assert [r["epoch"] for r in history] == [1, 2, 3, 4]
+    assert [r.get("resumed", False) for r in history] == [True, True, False, False]
     for (name, a), (_, b) in zip(whole.state_dict().items(), resumed.state_dict().items()):
         assert torch.equal(a, b), name
 

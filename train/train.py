@@ -306,7 +306,8 @@ def train(config, dataset=None, *, log=None, context=None):
 
     `dataset` defaults to ``load_dataset(config.dataset)``. `history` lists one dict per epoch
     (``epoch``, ``binary``, ``lr``, ``loss``, ``train_accuracy``, ``test_accuracy``: torch
-    eval-mode accuracy; ``seconds``: wall time of the epoch including that evaluation). Writes
+    eval-mode accuracy; ``seconds``: wall time of the epoch including that evaluation;
+    ``resumed``: True on the epochs read from the checkpoint of an interrupted run). Writes
     a checkpoint after each epoch to ``config.checkpoint_path()``; with ``config.resume``,
     starts from it. The model is returned in eval mode, binarized, on the CPU.
 
@@ -341,7 +342,9 @@ def train(config, dataset=None, *, log=None, context=None):
         state = (_load_checkpoint(checkpoint, config, identity, device) if config.resume
                  else None)
         if state is not None:
-            start, history = state["epoch"], list(state["history"])
+            # Epochs of an earlier process are marked, so its time is counted once.
+            start = state["epoch"]
+            history = [dict(r, resumed=True) for r in state["history"]]
         model.binary = start >= config.real_epochs
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
         if state is not None:
@@ -548,7 +551,9 @@ def main_train(config, *, log=None):
         "self_check": report,
         "history": [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in r.items()}
                     for r in history],
-        "train_seconds": round(seconds, 2),
+        # Wall time of this process plus the epochs an interrupted one trained before it.
+        "train_seconds": round(seconds + sum(r["seconds"] for r in history
+                                             if r.get("resumed")), 2),
         "device": str(context.device),
         "processes": context.world,
         "bnnhw_version": bnnhw.__version__,
