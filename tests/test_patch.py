@@ -250,6 +250,33 @@ def test_icebreaker_build_patched_with_new_weights(tmp_path):
         reuse(board, net, tmp_path, log=lambda text: None)
 
 
+@pytest.mark.slow
+@pytest.mark.board
+def test_ulx3s_build_patched_with_new_weights(tmp_path):
+    """A real ULX3S build with every trained value in keyed block RAM: retrained and patched
+    (ecpbram, ecppack, the block RAM columns read back from the packed bitstream), then back
+    to the very bytes the build wrote."""
+    from bnnhw.boards.board import get_board
+    from bnnhw.boards.build import build, reuse
+    from bnnhw.folding import parse_folding
+    board = get_board("ulx3s")
+    net = artifact.load(EXAMPLE) if EXAMPLE.is_file() else testing.random_network(
+        np.random.default_rng(0), [64, 128, 128, 10], input_bits=5)
+    folding = parse_folding(net, pe=[1, 1, 5], simd=[32, 64, 1])
+    build_dir = tmp_path / "build"
+    result = build(board, net, folding, build_dir, clock_mhz=50, patchable=True,
+                   log=lambda text: None)
+    assert result.timing_met and result.bitstream.suffix == ".bit"
+    original = result.bitstream.read_bytes()
+    seconds, manifest = reuse(board, retrained(net, 1), build_dir, log=lambda text: None)
+    assert [rom["name"] for rom in manifest["roms"]] == [
+        "thresholds", "weights", "thresholds", "weights", "weights", "biases"]
+    patched = result.bitstream.read_bytes()
+    assert patched != original and len(patched) == len(original)
+    reuse(board, net, build_dir, log=lambda text: None)
+    assert result.bitstream.read_bytes() == original
+
+
 def test_reuse_names_the_first_layer_that_differs(tmp_path):
     import json
     from bnnhw.boards.board import get_board
