@@ -60,6 +60,7 @@ def main(argv=None):
     from bnnhw.gateware.top import NetworkTop
     from bnnhw.sim import verilator
     from bnnhw.folding import folding_from_options, format_folding
+    from bnnhw.progress import Progress
     from bnnhw.sim.bench import report_rows, simulate_top
 
     if not verilator.available():
@@ -90,7 +91,8 @@ def main(argv=None):
     generate = time.perf_counter()
     report = simulate_top(top, x, expected.classes, expected.scores, engine="fast",
                           stall=args.stall, cache_dir=args.build_dir,
-                          log=lambda message: print(f"sim_mnist: {message}", flush=True))
+                          log=lambda message: print(f"sim_mnist: {message}", flush=True),
+                          progress=Progress("sim_mnist: frames"))
     wall = time.perf_counter() - started
     print()
     for row_name, value in report_rows(report, labels=y, golden_classes=expected.classes):

@@ -127,14 +127,23 @@ def build(family, net, folding, in_simd, memory, out, seeds):
     if "End of script" not in text:
         sys.exit(f"yosys did not finish; see {log}")
     stat = text[text.rindex("Printing statistics"):]
-    luts = sum(int(n) for n in re.findall(rf"^\s*(\d+)\s+(?:\S+\s+)?{lut_cell}\s*$", stat, re.M))
-    luts += sum(int(n) for n in re.findall(rf"^\s*{lut_cell}\s+(\d+)\s*$", stat, re.M))
-    ram = YOSYS_RAM[family]
-    rams = sum(int(n) for n in re.findall(rf"^\s*(\d+)\s+(?:\S+\s+)?{ram}\s*$", stat, re.M))
-    rams += sum(int(n) for n in re.findall(rf"^\s*{ram}\s+(\d+)\s*$", stat, re.M))
+
+    def count(cell):
+        # Yosys prints "  N  CELL" (0.4x: "  N  AREA  CELL") or "  CELL  N", per module and
+        # for the whole design; the sum over the last statistics block is the design's.
+        return (sum(int(n) for n in re.findall(rf"^\s*(\d+)\s+(?:\S+\s+)?{cell}\s*$", stat,
+                                               re.M))
+                + sum(int(n) for n in re.findall(rf"^\s*{cell}\s+(\d+)\s*$", stat, re.M)))
+    luts = count(lut_cell)
     figures = {"memory": " ".join(sorted(set(top.memory))), "yosys LUT4": luts,
-               "yosys block RAM": rams,
-               "synth s": round(time.monotonic() - start)}
+               "yosys block RAM": count(YOSYS_RAM[family])}
+    if family == "ecp5":
+        # A CCU2C carry cell is two LUT4s of a slice (nextpnr counts them as logic cells, as
+        # the fit estimate does); on an iCE40 the carry sits beside the LUT in one cell.
+        carries = count("CCU2C")
+        figures.update({"yosys CCU2C": carries, "yosys LUT4 + carry": luts + 2 * carries,
+                        "yosys distributed RAM": count("TRELLIS_DPR16X4")})
+    figures["synth s"] = round(time.monotonic() - start)
     fmax = []
     for seed in seeds:
         report = out / f"{family}-report-{seed}.json"
