@@ -298,7 +298,8 @@ def main(argv=None):
     p.add_argument("--baud", metavar="RATE", type=int, default=115200,
                    help="UART baud rate (default: %(default)s)")
     p.add_argument("--no-scores", action="store_true",
-                   help="reply with the class only, not the class scores")
+                   help="reply with the class only, not the class scores (default: the "
+                        "scores too, when they fit the reply's 16 bits)")
     p.add_argument("--patchable", action="store_true",
                    help="keep every weight and threshold in block RAM (weights in SPRAM "
                         "where the board needs it), so that --reuse can write a retrained "

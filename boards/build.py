@@ -411,7 +411,7 @@ STEP_DOWN = 0.03
 
 
 def build(board, net, folding, build_dir, *, memory=None, clock_mhz=None, baud=115200,
-          scores=True, cache_dir=None, log=print, attempts=4, seed=None, progress=True,
+          scores=None, cache_dir=None, log=print, attempts=4, seed=None, progress=True,
           patchable=False):
     """Build a bitstream of ``net`` with ``folding`` for ``board`` in ``build_dir``.
 
@@ -424,6 +424,11 @@ def build(board, net, folding, build_dir, *, memory=None, clock_mhz=None, baud=1
     board's ``max_clock_mhz`` tells the Fmax, the next runs at the fastest clock 3% below it
     (:data:`STEP_DOWN`), and so on, stepping down, for at most ``attempts`` runs. Returns the
     last run's :class:`BuildResult`.
+
+    ``scores``: whether replies carry the class scores besides the class; by default they do
+    when they fit a reply's 16 bits (an ABC network's may not), else replies carry the class
+    alone and the log says why. True asks for them: a network whose scores are wider is
+    refused before anything is built.
 
     ``seed``: nextpnr's placement seed (placement moves the Fmax by several percent from one
     seed to the next); ``progress``: show the running build's step on stderr.
@@ -452,6 +457,7 @@ def build(board, net, folding, build_dir, *, memory=None, clock_mhz=None, baud=1
     elif memory is None:
         memory = board_memory(net, folding, board)
     need = check_fit(net, folding, board, memory=memory)
+    scores = _reply_scores(net, memory, scores, log)
     build_dir = Path(build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
     name = "bnnhw"
@@ -521,6 +527,27 @@ def build(board, net, folding, build_dir, *, memory=None, clock_mhz=None, baud=1
                            memory=memory, image=image_path.name if image else None)
             save_folding(build_dir / "folding.json", net, folding, cycles_per_frame=interval)
             return result
+
+
+def _reply_scores(net, memory, scores, log):
+    """Whether replies carry the scores (:func:`build`'s ``scores``), checked before a build."""
+    from ..gateware.plan import check_memories
+    from ..gateware.top import score_width
+    from .protocol import SCORE_BITS
+    if scores is not None and not isinstance(scores, bool):
+        raise BnnhwError(f"scores must be True, False or None, not {scores!r}")
+    if scores is False:
+        return False
+    width = score_width(net, check_memories(memory, len(net.layers)))
+    if width <= SCORE_BITS:
+        return True
+    if scores:
+        raise BoardError(f"the network's class scores are {width} bits wide, a reply carries "
+                         f"{SCORE_BITS}-bit scores: build without scores (--no-scores), "
+                         f"replies then carry the class alone")
+    log(f"replies carry the class alone: the network's class scores are {width} bits wide, "
+        f"a reply's are {SCORE_BITS}")
+    return False
 
 
 def _prepare(board, net, folding, memory, *, divisor, scores, setting, keys, seed=None,

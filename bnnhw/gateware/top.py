@@ -11,11 +11,18 @@ from ..folding import check_folding, default_folding, divisors
 from ..perf import performance
 from .flash import SPIFlashReader
 from .glue import WidthConverter
-from .plan import PATCHABLE_SCORE_WIDTH, check_memories, is_patchable
+from .plan import PATCHABLE_SCORE_WIDTH, check_memories, is_patchable, signed_width
 from .ports import Ports
 from .weights import IMAGE_OFFSET, LoadStatus, WeightLoader, image_blocks, weight_image
 
-__all__ = ["NetworkTop", "VerilogTarget", "generate_verilog", "verilog_text"]
+__all__ = ["NetworkTop", "VerilogTarget", "generate_verilog", "score_width", "verilog_text"]
+
+
+def score_width(net, memory):
+    """Width of the signed class scores a network top of ``net`` with per-layer ``memory``
+    styles makes: the fewest bits that hold ``net``'s, 16 for a patchable output layer."""
+    return (PATCHABLE_SCORE_WIDTH if is_patchable(memory[-1])
+            else signed_width(*net.score_bounds))
 
 
 class NetworkTop(wiring.Component):
@@ -106,10 +113,8 @@ class NetworkTop(wiring.Component):
         if in_simd <= 0 or size % in_simd:
             raise FoldingError(f"in_simd {in_simd} does not divide the {size} pixels; "
                                f"allowed: {', '.join(map(str, divisors(size)))}")
-        # A patchable output layer makes 16-bit scores, whatever its offsets.
-        self.ports = Ports.for_network(
-            net, in_simd, image=bool(self.blocks),
-            score_width=PATCHABLE_SCORE_WIDTH if is_patchable(self.memory[-1]) else None)
+        self.ports = Ports.for_network(net, in_simd, image=bool(self.blocks),
+                                       score_width=score_width(net, self.memory))
         self.in_bits, self.in_simd, self.n_pixels = net.input.bits, in_simd, size
         self.classes, self.score_width = self.ports.classes, self.ports.score_width
         self.cls_width = self.ports.cls_width
