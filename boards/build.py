@@ -42,12 +42,23 @@ class FitError(BnnhwError):
 # (1,8) 4,576 (model 4,673; 1,792 cells for its 896 bits of buffer flip-flops, 640 for a
 # frame buffer of two words), (4,16) (8,16) (1,16) 4,266 (model 4,269), (2,16) (2,32) (1,8)
 # 3,140 (model 2,981); SFC (2,16) (1,16) (1,16) (1,1), weights in SPRAM, 3,301 (model 3,239,
-# the image loader and flash reader about 450); on an ECP5-85F digits (2,64) (4,64) (5,4)
-# 5,300 LUT4s (model 5,749). Block RAMs: the model's count on all six.
-# ECP5 adders count about 1.7 times the LUT4s of iCE40 ones (a CCU2C carry cell holds two):
-# folded (16,64) (32,64) (5,32), the digits network took 30,126 LUT4s (model 30,521).
-_LUTS_PER_BIT = 3
-_LUTS_PER_ADDER_BIT = {"ice40": 2.5, "ecp5": 4.2}
+# the image loader and flash reader about 450). Block RAMs: the model's count on all of them.
+# ECP5 prices were refitted (2026-12-02) to Yosys's LUT4s per layer stage of an unflattened
+# synthesis (`bench/synth.py --per-layer`: a CCU2C counts two), which track nextpnr's totals:
+# a first layer's add/subtract bit takes 2.5-3.2 LUT4s (8-bit and 5-bit pixels), an XNOR-popcount
+# bit about 3.7, and a multi-base layer's constant-coefficient products ("product_bits", the
+# bits of its M * K weighted sums) little, for Yosys puts them in MULT18X18D blocks while the
+# FPGA has any (1.5, to leave room for when they run out; on an iCE40 they are shifts and adds
+# in LUTs, priced as adders). Totals against nextpnr on an ECP5-85F: digits (2,64) (4,64)
+# (5,4) 5,300 LUT4s (model 5,302), (16,64) (32,64) (5,32) 30,126 (model 27,059: its output
+# stage, 5 PEs of 32 inputs, takes 2,235 where the model says about 1,000), digits CNN
+# (16,1) (16,32) (4) (4,64) (1,32) 5,713 (model 6,230), the (3,3) ABC MNIST CNN (8,1)
+# (16,16) (1) (4,32) (1) (1,1) 20,135 (model 23,200), the (2,2) ABC digits (1,16) (1,32)
+# (1,4) 2,615 (model 3,052). The former single ECP5 adder price (4.2) overpriced 8-bit first
+# layers by 57-73% and multi-base designs by up to 49%.
+_LUTS_PER_BIT = {"ice40": 3, "ecp5": 3.7}
+_LUTS_PER_ADDER_BIT = {"ice40": 2.5, "ecp5": 3.2}
+_LUTS_PER_PRODUCT_BIT = {"ice40": 2.5, "ecp5": 1.5}
 _LUTS_PER_LAYER = 375
 _LUTS_SHELL = 500
 _BRAM_COST = 64
@@ -95,8 +106,9 @@ def layer_cost(figures, board):
     _, _, bits, widest = board.block_ram
     logic = (figures.logic.get("stages", 1) * _LUTS_PER_LAYER
              + (figures.fold.get("pe", 1) - 1) * _LUTS_PER_PE[board.family]
-             + figures.logic.get("xnor", 0) * _LUTS_PER_BIT
-             + figures.logic.get("adder_bits", 0) * _LUTS_PER_ADDER_BIT[board.family])
+             + figures.logic.get("xnor", 0) * _LUTS_PER_BIT[board.family]
+             + figures.logic.get("adder_bits", 0) * _LUTS_PER_ADDER_BIT[board.family]
+             + figures.logic.get("product_bits", 0) * _LUTS_PER_PRODUCT_BIT[board.family])
     rams = sprams = 0
     for memory in figures.memories:
         need = _blocks(memory.width, memory.depth, bits, widest)
@@ -283,53 +295,66 @@ def board_design(net, board, target, *, patchable=False):
     return best[1], best[2]
 
 
+def _fitting(net, board, budget, patchable=False):
+    """Every cycle target's :func:`board_design` whose estimate fits, the smallest per cycles
+    per frame: ``{interval: ((logic, block RAMs), (folding, memory))}``. A faster target can
+    give a larger design that is no faster (when another layer or the input bounds the
+    interval); only the smallest of those is worth building."""
+    from ..folding import cycle_targets
+    from ..perf import performance
+    best = {}
+    for target in reversed(cycle_targets(net)):
+        folding, memory = board_design(net, board, target, patchable=patchable)
+        need = estimate(net, folding, board, memory=memory)
+        if not _fits(need, board, budget):
+            continue
+        interval = performance(net, folding, memory=memory).initiation_interval
+        key = (need.logic, need.block_rams)
+        if interval not in best or key < best[interval][0]:
+            best[interval] = key, (folding, memory)
+    return best
+
+
 def fitting_design(net, board, *, budget=None, patchable=False):
     """The fastest folding whose estimate fits the board (``budget`` of its logic,
     :data:`LOGIC_BUDGET` by default; its block RAMs and SPRAMs), and its memory styles:
-    ``(folding, memory)``.
+    ``(folding, memory)``; of designs equally fast, the smallest.
 
     ``patchable``: every layer's memories patchable
     (:data:`~bnnhw.gateware.plan.PATCHABLE_STYLES`).
 
-    Tries :func:`board_design` for growing cycle targets (each layer's possible cycle counts)
-    and keeps the first that fits; raises :class:`FitError` if even the most folded network
-    does not.
+    Tries :func:`board_design` for each cycle target (each layer's possible cycle counts).
+    When none fits the budget, the most folded design, if the whole FPGA holds it; else
+    raises :class:`FitError` saying why.
     """
     from ..folding import cycle_targets
-    budget = LOGIC_BUDGET if budget is None else budget
-    targets = cycle_targets(net)
-    for target in targets:
-        folding, memory = board_design(net, board, target, patchable=patchable)
-        if _fits(estimate(net, folding, board, memory=memory), board, budget):
-            return folding, memory
-    folding, memory = board_design(net, board, targets[-1], patchable=patchable)
+    best = _fitting(net, board, LOGIC_BUDGET if budget is None else budget, patchable)
+    if best:
+        return best[min(best)][1]
+    folding, memory = board_design(net, board, cycle_targets(net)[-1], patchable=patchable)
     check_fit(net, folding, board, memory=memory)   # the most folded network: say why not
     return folding, memory
 
 
 def fitting_designs(net, board, *, count=None, budget=None):
     """The designs whose estimate fits the board, from the most folded to the fastest: a list
-    of ``(folding, memory)``, each the :func:`board_design` of some cycle target, no two
-    alike, every one fitting as :func:`fitting_design`'s does.
+    of ``(folding, memory)``, each the :func:`board_design` of some cycle target, one per
+    cycles per frame (the smallest), every one fitting as :func:`fitting_design`'s does (so
+    the last is :func:`fitting_design`'s).
 
     With ``count``, at most that many, spread evenly over the list: the most folded and the
     fastest always, the others at even steps between them (cycle targets grow by factors of
     about two, so even steps in the list are about even steps in log cycles per frame).
     Raises :class:`FitError` as :func:`fitting_design` does if none fits.
     """
-    from ..folding import cycle_targets
     if count is not None and (not isinstance(count, int) or isinstance(count, bool)
                               or count < 1):
         raise BnnhwError(f"count must be a positive integer, not {count!r}")
-    budget = LOGIC_BUDGET if budget is None else budget
-    designs = []
-    for target in reversed(cycle_targets(net)):
-        folding, memory = board_design(net, board, target)
-        if ((folding, memory) not in designs
-                and _fits(estimate(net, folding, board, memory=memory), board, budget)):
-            designs.append((folding, memory))
+    best = _fitting(net, board, LOGIC_BUDGET if budget is None else budget)
+    designs = [best[interval][1] for interval in sorted(best, reverse=True)]
     if not designs:
-        fitting_design(net, board, budget=budget)     # raises FitError saying why
+        # Nothing within the budget: the most folded design, if the FPGA holds it at all.
+        return [fitting_design(net, board, budget=budget)]
     if count is not None and count < len(designs):
         last = len(designs) - 1
         picks = sorted({round(n * last / max(count - 1, 1)) for n in range(count)})

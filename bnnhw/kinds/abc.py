@@ -98,7 +98,7 @@ def multibase_logic(plan, tensor, fold, stages=1):
     logic = ({"adder_bits": plan.terms * plan.elem_width}
              if tensor.encoding == "unsigned" else {"xnor": plan.terms})
     if plan.products > 1:
-        logic["adder_bits"] = logic.get("adder_bits", 0) + (
+        logic["product_bits"] = (
             fold.pe * plan.products * signed_width(*plan.acc_bounds))
     logic["stages"] = stages
     return logic

@@ -95,7 +95,8 @@ class Figures:
     stage that emits a result beat); ``memories`` every memory it instantiates
     (:class:`~bnnhw.gateware.plan.MemoryPlan`); ``logic`` the sizes the fit estimate prices:
     ``xnor`` binary terms and ``adder_bits`` multi-bit add/subtract term bits summed per cycle,
-    ``stages`` control blocks (counters, handshakes).
+    ``product_bits`` the bits of a multi-base layer's constant-coefficient products, ``stages``
+    control blocks (counters, handshakes).
     """
     kind: str
     input: Tensor
