@@ -11,7 +11,9 @@ The tools are given paths relative to the build folder: YoWASP's sandbox cannot 
 paths inside the system's temporary folder, where a checkout may well live.
 
 Run: ``python bench/synth.py [digits|sfc|NETWORK.npz] [--pe ..] [--simd ..] [--in-simd N]
-[--target ice40,ecp5] [--seed 1,2,3,4,5] [--no-pnr]``. Without a trained network in
+[--target ice40,ecp5] [--seed 1,2,3,4,5] [--no-pnr] [--per-layer]``. ``--per-layer``
+synthesises without flattening instead and prints each layer stage's cells beside the fit
+estimate's price of it (how the estimate's prices are fitted). Without a trained network in
 ``examples/``, the digits network is random (64 inputs of 5 bits, 64-64-10); ``sfc`` is a random
 784-256-256-256-10.
 """
