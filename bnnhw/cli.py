@@ -1,7 +1,7 @@
 """The ``bnnhw`` command: one entry point, one subcommand per stage.
 
-Subcommands import what they need lazily, so ``bnnhw info`` never imports torch or Amaranth.
-Project errors (bad files, bad parameters) print one line and exit 1; anything else is a bug
+Subcommands import what they need lazily, so ``bnnhw info`` never imports torch (nor Amaranth,
+unless ``--board`` asks for the fit estimate). Project errors (bad files, bad parameters) print one line and exit 1; anything else is a bug
 and keeps its traceback.
 """
 
@@ -48,16 +48,20 @@ def describe(net):
 def run_info(args):
     from . import artifact
     net = artifact.load(args.network)
-    folding = None
-    if any(getattr(args, name) is not None for name in ("pe", "simd", "target", "folding")):
+    folding = memory = design = None
+    if args.board is not None:
+        # What `bnnhw build BOARD` would build, priced: checked before anything is printed.
+        design = _board_design(net, args)
+        folding, memory = design["folding"], design["memory"]
+    elif any(getattr(args, name) is not None for name in ("pe", "simd", "target", "folding")):
         folding = _folding(args, net)           # checked before anything is printed
     if args.json:
         from .report import dumps, info_json
         performance = None
         if folding is not None:
             from .perf import performance as model
-            performance = model(net, folding)
-        print(dumps(info_json(net, args.network, performance)))
+            performance = model(net, folding, memory=memory or "block")
+        print(dumps(info_json(net, args.network, performance, board=design)))
         return 0
     c, h, w = net.input_shape
     shape = f"{h}x{w}" + (f"x{c}" if c > 1 else "")
@@ -70,7 +74,10 @@ def run_info(args):
         from .perf import performance
         print()
         print("hardware model for this folding:")
-        print(performance(net, folding).table())
+        print(performance(net, folding, memory=memory or "block").table())
+    if design is not None:
+        print()
+        print(_format_board_design(design))
     if net.provenance:
         print()
         print("provenance:")
@@ -82,6 +89,45 @@ def run_info(args):
                 value = value if len(value) <= 80 else value[:76] + " ..."
             print(f"  {key}: {value}")
     return 0
+
+
+def _board_design(net, args):
+    """The design ``bnnhw build BOARD`` would build from ``args``, with its fit estimate:
+    a dictionary (:func:`bnnhw.report.info_json` writes it as ``board``)."""
+    from .boards.board import get_board
+    from .boards.build import FitError, check_fit, estimate
+    from .boards.commands import board_options
+    board = get_board(args.board)
+    folding, memory = board_options(net, board, args)
+    need = estimate(net, folding, board, memory=memory)
+    try:
+        check_fit(net, folding, board, memory=memory)
+        refused = None
+    except FitError as error:
+        refused = str(error)
+    return {"board": board, "folding": folding, "memory": tuple(memory), "estimate": need,
+            "refused": refused}
+
+
+def _format_board_design(design):
+    from .boards.build import LOGIC_BUDGET
+    from .folding import format_folding
+    board, need = design["board"], design["estimate"]
+    have = [(need.logic, board.logic[1], board.resources.get(board.logic[0], "logic")),
+            (need.block_rams, board.block_ram[1], "block RAMs")]
+    if board.spram:
+        have.append((need.sprams, board.spram[1], "SPRAMs"))
+    lines = [f"on the {board.title}, as `bnnhw build {board.name}` builds it:",
+             f"  {'folding (pe, simd)':<22} {format_folding(design['folding'])}",
+             f"  {'memory':<22} {' '.join(design['memory'])}"]
+    lines += [f"  {label:<22} about {used:,} of {available:,} ({100 * used / available:.0f}%)"
+              for used, available, label in have]
+    if design["refused"] is not None:
+        lines.append(f"  does not fit: {design['refused']}")
+    elif need.logic > board.logic[1] * LOGIC_BUDGET:
+        lines.append(f"  fits, above the {100 * LOGIC_BUDGET:.0f}% of the logic a default "
+                     f"folding keeps to (room for the router)")
+    return "\n".join(lines)
 
 
 def run_eval(args):
@@ -265,6 +311,10 @@ def main(argv=None):
     p = commands.add_parser("info", help="describe a network file; with folding options, "
                                          "its cycles per frame")
     p.add_argument("network", metavar="NETWORK", type=Path, help="network file (.npz)")
+    p.add_argument("--board", metavar="BOARD", choices=sorted(BOARDS),
+                   help="the design `bnnhw build BOARD` would build (the folding options "
+                        "as there; else the fastest that fits), its memories and the fit "
+                        "estimate against the FPGA, without building it")
     _add_json_argument(p)
     _add_folding_arguments(p)
     p.set_defaults(run=run_info)

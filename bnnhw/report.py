@@ -10,7 +10,10 @@ where it does not apply). Numbers are plain JSON numbers; accuracies are fractio
     ``network`` (path), ``input`` (a tensor: ``shape`` [C, H, W], ``bits``, ``encoding``),
     ``classes``, ``weight_bits``, ``layers`` (each: ``index``, ``kind``, ``input``,
     ``output`` (a tensor, or null for scores), ``weight_bits``, ``acc_bits``, ``notes``),
-    ``performance`` (null, or the model of the folding given: see below), ``provenance``.
+    ``performance`` (null, or the model of the folding given: see below), ``board`` (null,
+    or with ``--board`` the design a build would use: ``name``, ``folding`` (per layer its
+    parameters), ``memory``, ``estimate`` (nextpnr resource -> {``used``, ``available``}),
+    ``fits``, ``refused`` (null, or why the fit check refuses it)), ``provenance``.
 ``eval``
     ``network``, ``dataset``, ``split``, ``frames``, ``correct``, ``accuracy``,
     ``frames_per_second``, ``confusion`` (rows: true class, columns: golden class).
@@ -87,7 +90,7 @@ __all__ = ["VERSION", "KEYS", "document", "tensor_json", "performance_json", "in
 VERSION = 1
 
 KEYS = {
-    "info": ("network", "input", "classes", "weight_bits", "layers", "performance",
+    "info": ("network", "input", "classes", "weight_bits", "layers", "performance", "board",
              "provenance"),
     "eval": ("network", "dataset", "split", "frames", "correct", "accuracy",
              "frames_per_second", "confusion"),
@@ -142,15 +145,32 @@ def performance_json(performance):
     }
 
 
-def info_json(net, path, performance=None):
-    """The ``info`` document of ``net`` (read from ``path``)."""
+def info_json(net, path, performance=None, board=None):
+    """The ``info`` document of ``net`` (read from ``path``); ``board``: the design a board
+    build would use (``bnnhw info --board``), with its fit estimate."""
     layers = [{"index": n, "kind": layer.kind, "input": tensor_json(layer.input),
                "output": tensor_json(layer.output), "weight_bits": layer.weight_bits,
                "acc_bits": layer.acc_bits(), "notes": layer.notes()}
               for n, layer in enumerate(net.layers)]
     return document("info", network=str(path), input=tensor_json(net.input),
                     classes=net.classes, weight_bits=net.weight_bits(), layers=layers,
-                    performance=performance_json(performance), provenance=net.provenance)
+                    performance=performance_json(performance),
+                    board=None if board is None else board_design_json(board),
+                    provenance=net.provenance)
+
+
+def board_design_json(design):
+    """The ``board`` entry of an ``info`` document."""
+    board, need = design["board"], design["estimate"]
+    have = {board.logic[0]: (need.logic, board.logic[1]),
+            board.block_ram[0]: (need.block_rams, board.block_ram[1])}
+    if board.spram:
+        have[board.spram[0]] = (need.sprams, board.spram[1])
+    return {"name": board.name, "folding": [fold.as_dict() for fold in design["folding"]],
+            "memory": list(design["memory"]),
+            "estimate": {name: {"used": used, "available": available}
+                         for name, (used, available) in have.items()},
+            "fits": design["refused"] is None, "refused": design["refused"]}
 
 
 def sim_json(report, *, network, verilog, dataset, split, labels=None, golden_classes=None,

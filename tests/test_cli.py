@@ -142,3 +142,33 @@ def test_folding_file_round_trip(tmp_path, capsys):
         cli.main(["info", str(cnn), "--folding", str(path), "--target", "100"])
     assert capsys.readouterr().err == ("bnnhw: error: --target and --folding each pick a "
                                        "folding; give one of them\n")
+
+
+def test_info_board_shows_the_design_a_build_would_use(capsys):
+    import json
+    from bnnhw.boards.board import get_board
+    from bnnhw.boards.build import estimate, fitting_design
+    from bnnhw.folding import format_folding
+    net = artifact.load(FIXTURE)
+    board = get_board("icebreaker")
+    folding, memory = fitting_design(net, board)
+    need = estimate(net, folding, board, memory=memory)
+    assert cli.main(["info", str(FIXTURE), "--board", "icebreaker"]) == 0
+    out = capsys.readouterr().out
+    assert "on the iCEBreaker (iCE40UP5K), as `bnnhw build icebreaker` builds it:" in out
+    assert f"  folding (pe, simd)     {format_folding(folding)}\n" in out
+    assert f"about {need.logic:,} of 5,280" in out and "does not fit" not in out
+    assert cli.main(["info", str(FIXTURE), "--board", "icebreaker", "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)["board"]
+    assert document["fits"] and document["estimate"]["ICESTORM_LC"]["used"] == need.logic
+    assert document["folding"] == [fold.as_dict() for fold in folding]
+
+
+def test_info_board_says_why_a_folding_given_does_not_fit(capsys, tmp_path):
+    sfc = tmp_path / "sfc.npz"
+    artifact.save(testing.random_network(np.random.default_rng(1), [784, 256, 256, 256, 10]),
+                  sfc)
+    assert cli.main(["info", str(sfc), "--board", "icebreaker", "--pe", "256,256,256,10",
+                     "--simd", "784,256,256,256"]) == 0
+    out = capsys.readouterr().out
+    assert "  does not fit: iCEBreaker (iCE40UP5K): logic: the folding needs about " in out
