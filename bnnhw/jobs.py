@@ -57,8 +57,8 @@ def run_local(function, jobs, *, workers, retries=2):
     When a worker dies, the pool breaks and every unfinished job with it. The jobs that had
     not started go to a new pool; those that had (the one that killed its worker, and any
     running beside it) are run again one at a time, each in a pool of its own, so that a
-    death is surely the job's own: a job whose worker died more than ``retries`` times is
-    :class:`Failed`.
+    death is surely the job's own: only such deaths count, and a job whose worker died alone
+    more than ``retries`` times is :class:`Failed`.
     """
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
         raise BnnhwError(f"workers must be a positive integer, not {workers!r}")
@@ -81,6 +81,11 @@ def run_local(function, jobs, *, workers, retries=2):
                         value = future.result()
                     except concurrent.futures.process.BrokenProcessPool as error:
                         if os.path.exists(os.path.join(marks, str(n))):   # it was running
+                            if len(batch) > 1:
+                                # Beside others: a suspect, not yet charged; it runs alone.
+                                deaths.setdefault(n, 0)
+                                again.append(n)
+                                continue
                             deaths[n] = deaths.get(n, 0) + 1
                             if deaths[n] > retries:
                                 finished.add(n)

