@@ -116,6 +116,9 @@ def hierarchy(stat):
     """Cells per module of a ``stat`` of an unflattened design, each module's count including
     its submodules': ``{module: {cell type: count}}``."""
     own, children = {}, {}
+    # Per module its own cells; a "design hierarchy" block (when Yosys knows the top) repeats
+    # the totals and is left out.
+    stat = stat.split("=== design hierarchy ===")[0]
     parts = re.split(r"^=== (\S+) ===$", stat, flags=re.M)
     for name, body in zip(parts[1::2], parts[2::2]):
         cells = own.setdefault(name, {})
@@ -276,7 +279,9 @@ def main(argv=None):
             print(f"{family}: {'stage':20} {'estimate':>9} {'logic':>7}  Yosys cells")
             for stage, price, cells in per_layer(family, net, folding, top.in_simd,
                                                  args.memory, out):
-                # The logic an ECP5 stage takes: LUT4s, a CCU2C's two, a DPR16X4's two.
+                # The logic an ECP5 stage takes: LUT4s, a CCU2C's two, a DPR16X4's two. On an
+                # iCE40, SB_LUT4s alone: the estimate's logic cells also count flip-flops that
+                # nextpnr cannot pack beside a LUT, which only a place and route tells.
                 logic = (cells.get(lut, 0) + 2 * cells.get("CCU2C", 0)
                          + 2 * cells.get("TRELLIS_DPR16X4", 0))
                 shown = ", ".join(f"{k} {v}" for k, v in sorted(cells.items())
