@@ -76,10 +76,6 @@ _LUTS_LOADER = 450
 # still closed, but at 47 MHz instead of 55-68), and of its block RAM (counted exactly from
 # the plans, as Yosys maps them).
 LOGIC_BUDGET = 0.7
-# When no design fits LOGIC_BUDGET (a CNN on a UP5K), the share a default folding may take
-# instead of falling back to the most folded design, which can be some 30 times slower: the
-# MNIST CNN at 88% of a UP5K (4,658 LCs) routed and met 30 MHz on each of three builds.
-TIGHT_LOGIC_BUDGET = 0.9
 RAM_BUDGET = 1.0
 
 
@@ -328,16 +324,13 @@ def fitting_design(net, board, *, budget=None, patchable=False):
     (:data:`~bnnhw.gateware.plan.PATCHABLE_STYLES`).
 
     Tries :func:`board_design` for each cycle target (each layer's possible cycle counts).
-    When none fits the default budget, the fastest within :data:`TIGHT_LOGIC_BUDGET`; when
-    none fits that either (or a ``budget`` was given), the most folded design if the whole
-    FPGA holds it; else raises :class:`FitError` saying why.
+    When none fits the budget, the most folded design, if the whole FPGA holds it; else
+    raises :class:`FitError` saying why.
     """
     from ..folding import cycle_targets
-    budgets = [LOGIC_BUDGET, TIGHT_LOGIC_BUDGET] if budget is None else [budget]
-    for tried in budgets:
-        best = _fitting(net, board, tried, patchable)
-        if best:
-            return best[min(best)][1]
+    best = _fitting(net, board, LOGIC_BUDGET if budget is None else budget, patchable)
+    if best:
+        return best[min(best)][1]
     folding, memory = board_design(net, board, cycle_targets(net)[-1], patchable=patchable)
     check_fit(net, folding, board, memory=memory)   # the most folded network: say why not
     return folding, memory
@@ -358,8 +351,6 @@ def fitting_designs(net, board, *, count=None, budget=None):
                               or count < 1):
         raise BnnhwError(f"count must be a positive integer, not {count!r}")
     best = _fitting(net, board, LOGIC_BUDGET if budget is None else budget)
-    if not best and budget is None:
-        best = _fitting(net, board, TIGHT_LOGIC_BUDGET)
     designs = [best[interval][1] for interval in sorted(best, reverse=True)]
     if not designs:
         # Nothing within the budget: the most folded design, if the FPGA holds it at all.
@@ -500,10 +491,6 @@ def build(board, net, folding, build_dir, *, memory=None, clock_mhz=None, baud=1
     log(f"folding (pe, simd) {format_folding(folding)}, memory {' '.join(memory)}: "
         f"{interval} cycles/frame; estimate {need.logic:,} LUT4s, {need.block_rams} block RAMs"
         + (f", {need.sprams} SPRAMs" if need.sprams else ""))
-    if need.logic > board.logic[1] * LOGIC_BUDGET:
-        log(f"that is {100 * need.logic / board.logic[1]:.0f}% of the FPGA's logic, above the "
-            f"{100 * LOGIC_BUDGET:.0f}% a default folding keeps to when it can: the router has "
-            f"less room (a slower clock, a longer place and route)")
     image = weight_image(net, folding, memory)
     image_path = build_dir / "weights.bin"
     image_path.unlink(missing_ok=True)

@@ -183,21 +183,3 @@ def test_replies_carry_the_class_alone_when_scores_do_not_fit():
         assert _reply_scores(net, memory, False, said.append) is False
     assert len(said) == 1 and said[0].startswith("replies carry the class alone: the "
                                                  "network's class scores are ")
-
-
-def test_when_nothing_fits_the_budget_the_default_takes_more_of_the_fpga():
-    from bnnhw.boards.build import TIGHT_LOGIC_BUDGET, _fitting, fitting_designs
-    board = boards.get_board("icebreaker")
-    # The MNIST CNN's shape: even fully folded it needs over 70% of a UP5K's logic.
-    net = testing.random_cnn(np.random.default_rng(3), (1, 28, 28),
-                             [("conv2d", 3, 3, 16), ("conv2d", 3, 3, 32), ("pool", 2),
-                              ("conv2d", 3, 3, 64), ("pool", 2)], 10)
-    assert _fitting(net, board, LOGIC_BUDGET) == {}
-    folding, memory = fitting_design(net, board)
-    need = estimate(net, folding, board, memory=memory)
-    assert LOGIC_BUDGET * board.logic[1] < need.logic <= TIGHT_LOGIC_BUDGET * board.logic[1]
-    assert fitting_designs(net, board)[-1] == (folding, memory)
-    # Faster than the most folded design, which a budget given falls back to.
-    slowest, _ = fitting_design(net, board, budget=LOGIC_BUDGET)
-    assert (performance(net, folding, memory=memory).initiation_interval
-            < performance(net, slowest).initiation_interval)
