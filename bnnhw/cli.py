@@ -1,8 +1,8 @@
 """The ``bnnhw`` command: one entry point, one subcommand per stage.
 
 Subcommands import what they need lazily, so ``bnnhw info`` never imports torch (nor Amaranth,
-unless ``--board`` asks for the fit estimate). Project errors (bad files, bad parameters) print one line and exit 1; anything else is a bug
-and keeps its traceback.
+unless ``--board`` asks for the fit estimate). Project errors (bad files, bad parameters) print
+one line and exit 1; anything else is a bug and keeps its traceback.
 """
 
 import argparse
