@@ -44,6 +44,7 @@ class Board:
     resources: dict = field(default_factory=dict)
     spram: tuple = ()                 # (nextpnr resource, count) of 16 x 16384 SPRAMs, if any
     synth_opts: str = ""              # more options for Yosys's synth_ice40 / synth_ecp5
+    nextpnr_opts: str = ""            # more options for nextpnr
     bitstream: str = "bin"            # extension of the file to program
     program: tuple = ()               # programmer command, "{bitstream}" replaced
     program_image: tuple = ()         # command writing a file at a flash offset, "{image}"

@@ -590,7 +590,8 @@ def _prepare(board, net, folding, memory, *, divisor, scores, setting, keys, see
             # Report a failed timing rather than stop: the report says by how much, for the
             # next, slower try.
             nextpnr_opts=f"--report {name}.report.json --timing-allow-fail"
-                         + ("" if seed is None else f" --seed {seed}"),
+                         + ("" if seed is None else f" --seed {seed}")
+                         + (f" {board.nextpnr_opts}" if board.nextpnr_opts else ""),
             synth_opts=board.synth_opts)
     return plan, roms
 
