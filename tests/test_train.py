@@ -254,6 +254,26 @@ def test_layer_specifications_are_checked(layers, message):
         t.build_model(t.Config(layers=layers).resolved(), data)
 
 
+def test_self_check_in_chunks_adds_up_to_the_whole():
+    """Frames checked a chunk at a time give the report of all of them at once, a broken
+    layer's mismatches included."""
+    model, x = _random_model(1, 8, "none")
+    net = export.export(model, input_shape=(20,))
+    y = np.arange(len(x)) % 3
+    assert export.self_check(model, net, x, y, chunk=7) == export.self_check(model, net, x, y)
+    layer = net.layers[1]
+    thresholds = np.where(layer.thresholds > 0, layer.thresholds - 1, layer.thresholds + 1)
+    broken = artifact.network(input_shape=(20,), input_bits=8, layers=[
+        net.layers[0], artifact.DenseLayer(weights=layer.weights, thresholds=thresholds),
+        *net.layers[2:]])
+    messages = []
+    for chunk in (7, len(x)):
+        with pytest.raises(export.SelfCheckError) as error:
+            export.self_check(model, broken, x, y, chunk=chunk)
+        messages.append(str(error.value))
+    assert messages[0] == messages[1] and "layer 1: " in messages[0]
+
+
 def test_self_check_rejects_a_wrong_threshold():
     model, x = _random_model(0, 8, "none")
     net = export.export(model, input_shape=(20,))
