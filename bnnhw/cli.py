@@ -105,23 +105,25 @@ def _board_design(net, args):
         refused = None
     except FitError as error:
         refused = str(error)
+    # Per resource: nextpnr's name, what reports call it, the estimate and what the FPGA has.
+    resources = [(board.logic[0], board.resources.get(board.logic[0], "logic"), need.logic,
+                  board.logic[1]),
+                 (board.block_ram[0], "block RAMs", need.block_rams, board.block_ram[1])]
+    if board.spram:
+        resources.append((board.spram[0], "SPRAMs", need.sprams, board.spram[1]))
     return {"board": board, "folding": folding, "memory": tuple(memory), "estimate": need,
-            "refused": refused}
+            "resources": resources, "refused": refused}
 
 
 def _format_board_design(design):
     from .boards.build import LOGIC_BUDGET
     from .folding import format_folding
     board, need = design["board"], design["estimate"]
-    have = [(need.logic, board.logic[1], board.resources.get(board.logic[0], "logic")),
-            (need.block_rams, board.block_ram[1], "block RAMs")]
-    if board.spram:
-        have.append((need.sprams, board.spram[1], "SPRAMs"))
     lines = [f"on the {board.title}, as `bnnhw build {board.name}` builds it:",
              f"  {'folding (pe, simd)':<22} {format_folding(design['folding'])}",
              f"  {'memory':<22} {' '.join(design['memory'])}"]
     lines += [f"  {label:<22} about {used:,} of {available:,} ({100 * used / available:.0f}%)"
-              for used, available, label in have]
+              for _, label, used, available in design["resources"]]
     if design["refused"] is not None:
         lines.append(f"  does not fit: {design['refused']}")
     elif need.logic > board.logic[1] * LOGIC_BUDGET:

@@ -161,15 +161,10 @@ def info_json(net, path, performance=None, board=None):
 
 def board_design_json(design):
     """The ``board`` entry of an ``info`` document."""
-    board, need = design["board"], design["estimate"]
-    have = {board.logic[0]: (need.logic, board.logic[1]),
-            board.block_ram[0]: (need.block_rams, board.block_ram[1])}
-    if board.spram:
-        have[board.spram[0]] = (need.sprams, board.spram[1])
-    return {"name": board.name, "folding": [fold.as_dict() for fold in design["folding"]],
+    return {"name": design["board"].name, "folding": [fold.as_dict() for fold in design["folding"]],
             "memory": list(design["memory"]),
             "estimate": {name: {"used": used, "available": available}
-                         for name, (used, available) in have.items()},
+                         for name, _, used, available in design["resources"]},
             "fits": design["refused"] is None, "refused": design["refused"]}
 
 
