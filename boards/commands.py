@@ -51,8 +51,8 @@ def run_build(args):
     folding, memory = board_options(net, board, args)
     build_dir = args.build_dir or Path("build") / f"{args.network.stem}-{board.name}"
     result = build(board, net, folding, build_dir, memory=memory, clock_mhz=args.clock,
-                   baud=args.baud, scores=False if args.no_scores else None, seed=getattr(args, "seed", None),
-                   patchable=args.patchable,
+                   baud=args.baud, scores=False if args.no_scores else None,
+                   seed=getattr(args, "seed", None), patchable=args.patchable,
                    log=lambda text: print(text, file=sys.stderr))
     if getattr(args, "json", False):
         from ..report import document, dumps
